@@ -1,0 +1,101 @@
+//! From digests to ISCC strings: the Data-Code and Instance-Code units and their ISCC-SUM
+//! composite, encoded by iscc-lib (the ISCC Foundation's implementation of ISO 24138).
+
+use iscc_lib::codec::{encode_component, MainType, SubType, Version};
+
+/// What one pass over a byte stream yields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digests {
+    /// 256-bit compressed MinHash of the Data-Code.
+    pub data: [u8; 32],
+    /// BLAKE3 of the bytes (the Instance-Code's body and the datahash).
+    pub instance: [u8; 32],
+    pub filesize: u64,
+}
+
+/// The codes of one record, as they are printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Codes {
+    /// `ISCC:KUA…` (narrow, 2×64 bits) or `ISCC:K4A…` (wide, 2×128 bits).
+    pub iscc: String,
+    /// BLAKE3 multihash: `1e20` and 64 hex digits.
+    pub datahash: String,
+    pub filesize: u64,
+    /// The 256-bit Data-Code and Instance-Code units, as `iscc-sum --units` prints them.
+    pub units: [String; 2],
+}
+
+/// Bits of each unit. iscc-sum always reports full 256-bit units; the composite takes the
+/// first 64 (narrow) or 128 (wide) bits of each.
+const UNIT_BITS: u32 = 256;
+
+/// Encodes one unit of the given type from its digest at `bits` length.
+pub fn unit(main: MainType, digest: &[u8; 32], bits: u32) -> String {
+    let body = encode_component(main, SubType::None, Version::V0, bits, digest)
+        .expect("a 32-byte digest encodes at 64, 128, 192 or 256 bits");
+    format!("ISCC:{body}")
+}
+
+impl Digests {
+    /// Composes the ISCC-SUM and its units.
+    pub fn codes(&self, wide: bool) -> Codes {
+        let data = unit(MainType::Data, &self.data, UNIT_BITS);
+        let instance = unit(MainType::Instance, &self.instance, UNIT_BITS);
+        let iscc = iscc_lib::gen_iscc_code_v0(&[&data, &instance], wide)
+            .expect("a Data-Code and an Instance-Code of 256 bits always compose")
+            .iscc;
+        Codes {
+            iscc,
+            datahash: format!("1e20{}", hex(&self.instance)),
+            filesize: self.filesize,
+            units: [data, instance],
+        }
+    }
+}
+
+/// Lower-case hexadecimal of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+/// Whether an ISCC-SUM string is of the wide (2×128-bit) kind, judged from its header.
+pub fn is_wide(iscc: &str) -> Option<bool> {
+    let body = iscc.strip_prefix("ISCC:").unwrap_or(iscc);
+    let raw = iscc_lib::codec::decode_base32(body).ok()?;
+    let (main, sub, _, _, _) = iscc_lib::codec::decode_header(&raw).ok()?;
+    match (main, sub) {
+        (MainType::Iscc, SubType::Wide) => Some(true),
+        (MainType::Iscc, SubType::Sum) => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_stream_composes_like_iscc_lib() {
+        let digests = Digests {
+            data: {
+                let mut h = crate::datacode::DataHasher::new(false);
+                h.update(b"");
+                h.finalize()
+            },
+            instance: *blake3::hash(b"").as_bytes(),
+            filesize: 0,
+        };
+        let narrow = digests.codes(false);
+        assert_eq!(is_wide(&narrow.iscc), Some(false));
+        assert_eq!(is_wide(&digests.codes(true).iscc), Some(true));
+        let data = iscc_lib::gen_data_code_v0(b"", 64).unwrap().iscc;
+        let inst = iscc_lib::gen_instance_code_v0(b"", 64).unwrap().iscc;
+        assert_eq!(narrow.iscc, iscc_lib::gen_iscc_code_v0(&[&data, &inst], false).unwrap().iscc);
+    }
+}

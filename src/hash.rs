@@ -1,0 +1,156 @@
+//! One pass over a byte stream: Data-Code, Instance-Code (BLAKE3) and OMERO checksums fed
+//! from the same buffer, on parallel threads when the buffer is large.
+
+use crate::checksum::{Algorithm, Checksum};
+use crate::codes::Digests;
+use crate::datacode::DataHasher;
+use crate::error::{ErrorKind, Failure};
+use crate::source;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Buffers at least this large are split between threads.
+const PARALLEL_MIN: usize = 1 << 20;
+/// BLAKE3's own multi-threading pays off above this size.
+const BLAKE3_RAYON_MIN: usize = 4 << 20;
+
+/// How to hash: fixed for a whole run.
+#[derive(Clone, Debug, Default)]
+pub struct HashConfig {
+    /// Split large buffers across the rayon pool.
+    pub parallel: bool,
+    /// Map regular files (else read them).
+    pub mmap: bool,
+    /// OMERO checksums to compute alongside.
+    pub checksums: Vec<Algorithm>,
+}
+
+/// The running state of one record's stream.
+pub struct StreamHasher {
+    data: DataHasher,
+    instance: blake3::Hasher,
+    size: u64,
+    checksums: Vec<Checksum>,
+    parallel: bool,
+}
+
+/// What a finished stream yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub digests: Digests,
+    pub checksums: Vec<(Algorithm, String)>,
+}
+
+impl StreamHasher {
+    pub fn new(config: &HashConfig) -> Self {
+        StreamHasher {
+            data: DataHasher::new(config.parallel),
+            instance: blake3::Hasher::new(),
+            size: 0,
+            checksums: config.checksums.iter().map(|&a| Checksum::new(a)).collect(),
+            parallel: config.parallel,
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.size += bytes.len() as u64;
+        let (data, instance, checksums) = (&mut self.data, &mut self.instance, &mut self.checksums);
+        let rest = |instance: &mut blake3::Hasher, checksums: &mut Vec<Checksum>| {
+            if bytes.len() >= BLAKE3_RAYON_MIN && rayon::current_num_threads() > 1 {
+                instance.update_rayon(bytes);
+            } else {
+                instance.update(bytes);
+            }
+            for c in checksums.iter_mut() {
+                c.update(bytes);
+            }
+        };
+        if self.parallel && bytes.len() >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
+            rayon::join(|| data.update(bytes), || rest(instance, checksums));
+        } else {
+            data.update(bytes);
+            rest(instance, checksums);
+        }
+    }
+
+    pub fn finish(self) -> Outcome {
+        let digests = Digests {
+            data: self.data.finalize(),
+            instance: *self.instance.finalize().as_bytes(),
+            filesize: self.size,
+        };
+        let checksums = self.checksums.into_iter().map(|c| (c.algorithm(), c.finish())).collect();
+        Outcome { digests, checksums }
+    }
+}
+
+/// Feeds `bytes` to several streams at once (a file and the group it belongs to).
+pub fn update_all(hashers: &mut [&mut StreamHasher], bytes: &[u8]) {
+    match hashers {
+        [one] => one.update(bytes),
+        [a, b] if a.parallel && bytes.len() >= PARALLEL_MIN => {
+            rayon::join(|| a.update(bytes), || b.update(bytes));
+        }
+        _ => hashers.iter_mut().for_each(|h| h.update(bytes)),
+    }
+}
+
+/// Opens `path` for hashing: regular files only. Anything else (FIFO, device, socket,
+/// directory) is refused before it is opened, so a FIFO cannot block the run.
+pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), Failure> {
+    let meta = std::fs::metadata(path).map_err(|e| Failure::io(&e))?;
+    refuse_non_regular(&meta)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| Failure::io(&e))?;
+    // The path may have been swapped between stat and open: judge what was opened.
+    let meta = file.metadata().map_err(|e| Failure::io(&e))?;
+    refuse_non_regular(&meta)?;
+    Ok((file, meta))
+}
+
+fn refuse_non_regular(meta: &std::fs::Metadata) -> Result<(), Failure> {
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "is a directory"
+    } else if t.is_fifo() {
+        "is a FIFO; pass it as '-' on standard input to hash a stream"
+    } else if t.is_block_device() || t.is_char_device() {
+        "is a device"
+    } else if t.is_socket() {
+        "is a socket"
+    } else {
+        "is not a regular file"
+    };
+    Err(Failure::new(ErrorKind::NotAFile, format!("not a regular file: {what}")))
+}
+
+/// Hashes one regular file into the given streams.
+pub fn feed_path(
+    path: &Path,
+    config: &HashConfig,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<u64, Failure> {
+    let (file, meta) = open_regular(path)?;
+    source::feed_file(&file, &meta, config.mmap, sink)
+}
+
+/// Hashes one regular file.
+pub fn hash_path(path: &Path, config: &HashConfig) -> Result<Outcome, Failure> {
+    let mut hasher = StreamHasher::new(config);
+    feed_path(path, config, &mut |b| hasher.update(b))?;
+    Ok(hasher.finish())
+}
+
+/// Hashes a stream to its end.
+pub fn hash_reader(reader: &mut dyn Read, config: &HashConfig) -> Result<Outcome, Failure> {
+    let mut hasher = StreamHasher::new(config);
+    source::feed_reader(reader, &mut |b| hasher.update(b)).map_err(|e| Failure::io(&e))?;
+    Ok(hasher.finish())
+}

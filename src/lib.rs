@@ -1,0 +1,19 @@
+//! omero-iscc: ISCC-SUM content identifiers (ISO 24138) for the files of an OMERO server.
+//!
+//! The library is the engine of the `omero-iscc` binary: chunking and MinHash of the
+//! Data-Code (`cdc`, `minhash`, `datacode`), one-pass hashing of files and streams (`hash`,
+//! `source`, `sigbus`), OMERO's import checksums (`checksum`), iscc-sum-compatible
+//! directory walks (`walk`, `ignore`), and the commands (`sum`, `check`, `selftest`,
+//! `similar`).
+
+pub mod cdc;
+pub mod checksum;
+pub mod codes;
+pub mod datacode;
+pub mod error;
+pub mod hash;
+pub mod ignore;
+pub mod minhash;
+pub mod sigbus;
+pub mod source;
+pub mod walk;

@@ -1,0 +1,179 @@
+//! Getting a file's bytes to the hashers: memory-mapped windows for regular files, a reused
+//! buffer for small files, pipes and standard input.
+//!
+//! Windows are a few tens of MiB, advised sequential, and unmapped as soon as they are
+//! hashed, so resident memory stays bounded whatever the file's size; the next window's
+//! range is handed to the kernel's read-ahead while the current one is hashed. A file that
+//! changes while it is read (size or modification time differ between windows, or it
+//! shrinks under a window: see `sigbus`) fails with `changed_while_reading`.
+
+use crate::error::{ErrorKind, Failure};
+use crate::sigbus::Watch;
+use memmap2::{Advice, MmapOptions};
+use std::cell::RefCell;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+
+/// Bytes mapped at a time. A multiple of every page size in use.
+pub const WINDOW: u64 = 32 << 20;
+/// Files smaller than this are read: mapping costs more than copying them.
+pub const MMAP_MIN: u64 = 1 << 20;
+/// Read buffer size.
+const BUFFER: usize = 1 << 20;
+
+thread_local! {
+    static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Borrows a read buffer of this thread, returning it afterwards. (Taken out of the thread's
+/// pool rather than borrowed in place: a sink may run rayon work that reads on this thread.)
+fn with_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    let mut buf = BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default();
+    buf.resize(BUFFER, 0);
+    let out = f(&mut buf);
+    BUFFERS.with(|b| b.borrow_mut().push(buf));
+    out
+}
+
+/// What identifies a file's content state cheaply.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Stamp {
+        Stamp { size: meta.len(), mtime: (meta.mtime(), meta.mtime_nsec()) }
+    }
+
+    fn now(file: &File) -> Result<Stamp, Failure> {
+        file.metadata().map(|m| Stamp::of(&m)).map_err(|e| Failure::io(&e))
+    }
+}
+
+fn changed(what: &str) -> Failure {
+    Failure::new(ErrorKind::ChangedWhileReading, format!("file changed while it was read ({what})"))
+}
+
+/// Feeds an open regular file to `sink`; returns the number of bytes fed.
+pub fn feed_file(
+    file: &File,
+    meta: &Metadata,
+    use_mmap: bool,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<u64, Failure> {
+    let before = Stamp::of(meta);
+    let fed = if use_mmap && before.size >= MMAP_MIN {
+        feed_mapped(file, before, sink)?
+    } else {
+        feed_read(file, sink)?
+    };
+    let after = Stamp::now(file)?;
+    if after != before || fed != before.size {
+        return Err(changed(if after.size != before.size { "size" } else { "modification time" }));
+    }
+    Ok(fed)
+}
+
+fn feed_mapped(file: &File, stamp: Stamp, sink: &mut dyn FnMut(&[u8])) -> Result<u64, Failure> {
+    let mut offset = 0;
+    while offset < stamp.size {
+        let len = WINDOW.min(stamp.size - offset);
+        let next = offset + len;
+        if next < stamp.size {
+            // SAFETY: posix_fadvise only advises the kernel about a range of our open file.
+            unsafe {
+                libc::posix_fadvise(
+                    file.as_raw_fd(),
+                    next as libc::off_t,
+                    WINDOW.min(stamp.size - next) as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
+        // SAFETY: the mapping is read-only and private to this function. Another process may
+        // still change the file under it: changed bytes give a wrong code only for a file whose
+        // size or mtime then differ (checked after each window); a truncation raises SIGBUS,
+        // which `Watch` turns into zero pages and a `changed_while_reading` failure.
+        let map = unsafe { MmapOptions::new().offset(offset).len(len as usize).map(file) };
+        let map = match map {
+            Ok(map) => map,
+            // A file system that cannot map: read this window instead.
+            Err(_) => {
+                feed_range(file, offset, len, sink)?;
+                offset = next;
+                continue;
+            }
+        };
+        let _ = map.advise(Advice::Sequential);
+        let Some(watch) = Watch::new(map.as_ptr(), map.len()) else {
+            drop(map);
+            feed_range(file, offset, len, sink)?;
+            offset = next;
+            continue;
+        };
+        sink(&map);
+        let faulted = watch.faulted();
+        drop(watch);
+        drop(map);
+        if faulted {
+            return Err(changed("it shrank"));
+        }
+        if Stamp::now(file)? != stamp {
+            return Err(changed("size or modification time"));
+        }
+        offset = next;
+    }
+    Ok(offset)
+}
+
+/// Reads `[offset, offset + len)` with positional reads.
+fn feed_range(file: &File, offset: u64, len: u64, sink: &mut dyn FnMut(&[u8])) -> Result<(), Failure> {
+    with_buffer(|buf| {
+        let mut done = 0;
+        while done < len {
+            let want = (len - done).min(buf.len() as u64) as usize;
+            let n = file.read_at(&mut buf[..want], offset + done).map_err(|e| Failure::io(&e))?;
+            if n == 0 {
+                return Err(changed("it shrank"));
+            }
+            sink(&buf[..n]);
+            done += n as u64;
+        }
+        Ok(())
+    })
+}
+
+fn feed_read(mut file: &File, sink: &mut dyn FnMut(&[u8])) -> Result<u64, Failure> {
+    feed_reader(&mut file, sink).map_err(|e| Failure::io(&e))
+}
+
+/// Feeds a stream (standard input, a pipe) until its end.
+pub fn feed_reader(reader: &mut dyn Read, sink: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+    with_buffer(|buf| {
+        let mut total = 0u64;
+        loop {
+            // Fill the buffer before hashing: pipes deliver small pieces, hashers like big ones.
+            let mut filled = 0;
+            while filled < buf.len() {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if filled == 0 {
+                return Ok(total);
+            }
+            sink(&buf[..filled]);
+            total += filled as u64;
+            if filled < buf.len() {
+                return Ok(total);
+            }
+        }
+    })
+}
