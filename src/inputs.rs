@@ -1,0 +1,224 @@
+//! From command-line arguments to jobs: paths resolved (under `--root` when given),
+//! directories walked, file lists and group lines read.
+
+use crate::error::{ErrorKind, Failure};
+use crate::walk;
+use serde::Deserialize;
+use std::ffi::OsStr;
+use std::io::{self, BufRead};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// One unit of work; each gives exactly one record.
+#[derive(Debug)]
+pub enum Job {
+    /// A file, as the user named it, and where it resolved.
+    File { display: Vec<u8>, path: Result<PathBuf, Failure> },
+    Stdin,
+    /// A directory hashed as one stream of its files.
+    Tree { display: Vec<u8>, files: Result<Vec<PathBuf>, Failure> },
+    Group { id: String, files: Vec<(Vec<u8>, Result<PathBuf, Failure>)> },
+    BadLine { line: usize, failure: Failure },
+}
+
+/// Resolves user paths, confining them to a root when one is given.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    root: Option<PathBuf>,
+}
+
+impl Resolver {
+    /// `root` must exist and be a directory; it is canonicalised once.
+    pub fn new(root: Option<&Path>) -> io::Result<Resolver> {
+        let root = match root {
+            Some(r) => {
+                let canonical = std::fs::canonicalize(r)?;
+                if !canonical.is_dir() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory"));
+                }
+                Some(canonical)
+            }
+            None => None,
+        };
+        Ok(Resolver { root })
+    }
+
+    /// Where `path` points. Under a root: relative paths are taken from the root, `..` that
+    /// climbs out and symbolic links that lead out are refused.
+    pub fn resolve(&self, path: &Path) -> Result<PathBuf, Failure> {
+        let Some(root) = &self.root else {
+            return Ok(path.to_path_buf());
+        };
+        let joined = root.join(path);
+        let lexical = normalize(&joined);
+        let outside = || {
+            Failure::new(
+                ErrorKind::OutsideRoot,
+                format!("resolves outside the root {}", root.display()),
+            )
+        };
+        if !lexical.starts_with(root) {
+            return Err(outside());
+        }
+        let canonical = std::fs::canonicalize(&joined).map_err(|e| Failure::io(&e))?;
+        if !canonical.starts_with(root) {
+            return Err(outside());
+        }
+        Ok(canonical)
+    }
+}
+
+/// Removes `.` and resolves `..` without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn display_join(base: &[u8], rel: &Path) -> Vec<u8> {
+    let mut d = base.to_vec();
+    while d.len() > 1 && d.ends_with(b"/") {
+        d.pop();
+    }
+    d.push(b'/');
+    d.extend_from_slice(rel.as_os_str().as_bytes());
+    d
+}
+
+/// Jobs for paths given on the command line or in a file list.
+pub fn path_jobs(paths: &[Vec<u8>], tree: bool, resolver: &Resolver) -> Vec<Job> {
+    let mut jobs = Vec::with_capacity(paths.len());
+    for given in paths {
+        if given.as_slice() == b"-" {
+            jobs.push(Job::Stdin);
+            continue;
+        }
+        let display = given.clone();
+        let resolved = resolver.resolve(Path::new(OsStr::from_bytes(given)));
+        let is_dir = resolved.as_ref().is_ok_and(|p| p.is_dir());
+        match resolved {
+            Ok(dir) if is_dir => {
+                let walked = walk::walk(&dir);
+                if tree {
+                    let files = match walked.errors.first() {
+                        Some((p, e)) => {
+                            let mut f = Failure::io(e);
+                            f.message = format!("{}: {}", p.display(), f.message);
+                            Err(f)
+                        }
+                        None if walked.files.is_empty() => {
+                            Err(Failure::new(ErrorKind::InvalidInput, "no files found"))
+                        }
+                        None => Ok(walked.files),
+                    };
+                    let mut display = display;
+                    if !display.ends_with(b"/") {
+                        display.push(b'/');
+                    }
+                    jobs.push(Job::Tree { display, files });
+                } else {
+                    for file in walked.files {
+                        let rel = file.strip_prefix(&dir).unwrap_or(&file).to_path_buf();
+                        jobs.push(Job::File { display: display_join(&display, &rel), path: Ok(file) });
+                    }
+                    for (p, e) in walked.errors {
+                        let rel = p.strip_prefix(&dir).unwrap_or(&p).to_path_buf();
+                        jobs.push(Job::File { display: display_join(&display, &rel), path: Err(Failure::io(&e)) });
+                    }
+                }
+            }
+            Ok(file) if tree => jobs.push(Job::Tree {
+                display,
+                files: Err(Failure::new(ErrorKind::NotAFile, format!(
+                    "--tree needs a directory: {}", file.display()
+                ))),
+            }),
+            path => jobs.push(Job::File { display, path }),
+        }
+    }
+    jobs
+}
+
+/// Reads a path list: one path per line, or NUL-separated; empty entries are skipped.
+pub fn read_path_list(reader: &mut dyn BufRead, nul: bool) -> io::Result<Vec<Vec<u8>>> {
+    let sep = if nul { b'\0' } else { b'\n' };
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(sep, &mut buf)? == 0 {
+            return Ok(out);
+        }
+        if buf.last() == Some(&sep) {
+            buf.pop();
+        }
+        if !nul && buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        if !buf.is_empty() {
+            out.push(buf.clone());
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupLine {
+    id: String,
+    files: Vec<String>,
+}
+
+/// Reads `--groups` JSON Lines; a line that does not parse becomes a `BadLine` job.
+pub fn group_jobs(reader: &mut dyn BufRead, resolver: &Resolver) -> io::Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    let mut buf = Vec::new();
+    let mut number = 0;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(jobs);
+        }
+        number += 1;
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let parsed: Result<GroupLine, String> = serde_json::from_str(text).map_err(|e| e.to_string());
+        let parsed = parsed.and_then(|g| {
+            if g.files.is_empty() {
+                Err("a group needs at least one file".to_string())
+            } else {
+                Ok(g)
+            }
+        });
+        match parsed {
+            Ok(group) => {
+                let files = group
+                    .files
+                    .into_iter()
+                    .map(|f| {
+                        let resolved = resolver.resolve(Path::new(&f));
+                        (f.into_bytes(), resolved)
+                    })
+                    .collect();
+                jobs.push(Job::Group { id: group.id, files });
+            }
+            Err(message) => jobs.push(Job::BadLine {
+                line: number,
+                failure: Failure::new(
+                    ErrorKind::InvalidInput,
+                    format!("malformed group line (expected {{\"id\": \"..\", \"files\": [\"..\"]}}): {message}"),
+                ),
+            }),
+        }
+    }
+}
