@@ -94,7 +94,10 @@ fn display_join(base: &[u8], rel: &Path) -> Vec<u8> {
 }
 
 /// Jobs for paths given on the command line or in a file list.
-pub fn path_jobs(paths: &[Vec<u8>], tree: bool, resolver: &Resolver) -> Vec<Job> {
+///
+/// Directories are walked when `walk_dirs` (paths on the command line); in file lists, where
+/// a file is expected, a directory is a `not_a_file` record.
+pub fn path_jobs(paths: &[Vec<u8>], tree: bool, walk_dirs: bool, resolver: &Resolver) -> Vec<Job> {
     let mut jobs = Vec::with_capacity(paths.len());
     for given in paths {
         if given.as_slice() == b"-" {
@@ -105,7 +108,7 @@ pub fn path_jobs(paths: &[Vec<u8>], tree: bool, resolver: &Resolver) -> Vec<Job>
         let resolved = resolver.resolve(Path::new(OsStr::from_bytes(given)));
         let is_dir = resolved.as_ref().is_ok_and(|p| p.is_dir());
         match resolved {
-            Ok(dir) if is_dir => {
+            Ok(dir) if is_dir && (walk_dirs || tree) => {
                 let walked = walk::walk(&dir);
                 if tree {
                     let files = match walked.errors.first() {

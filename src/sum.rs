@@ -69,20 +69,21 @@ fn collect_jobs(args: &SumArgs, resolver: &Resolver) -> Result<Vec<Job>, UsageEr
         let mut jobs = inputs::group_jobs(&mut *reader, resolver)
             .map_err(|e| UsageError(format!("--groups: {e}")))?;
         let extra: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
-        jobs.extend(inputs::path_jobs(&extra, false, resolver));
+        jobs.extend(inputs::path_jobs(&extra, false, true, resolver));
         return Ok(jobs);
     }
     let mut paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
-    if let Some(list) = &args.files_from {
-        let mut reader = open(list)?;
-        paths.extend(
-            inputs::read_path_list(&mut *reader, args.null)
-                .map_err(|e| UsageError(format!("--files-from: {e}")))?,
-        );
-    } else if paths.is_empty() {
+    if paths.is_empty() && args.files_from.is_none() {
         paths.push(b"-".to_vec());
     }
-    Ok(inputs::path_jobs(&paths, args.tree, resolver))
+    let mut jobs = inputs::path_jobs(&paths, args.tree, true, resolver);
+    if let Some(list) = &args.files_from {
+        let mut reader = open(list)?;
+        let listed = inputs::read_path_list(&mut *reader, args.null)
+            .map_err(|e| UsageError(format!("--files-from: {e}")))?;
+        jobs.extend(inputs::path_jobs(&listed, args.tree, false, resolver));
+    }
+    Ok(jobs)
 }
 
 fn progress_bar(mode: ProgressMode, len: usize) -> ProgressBar {

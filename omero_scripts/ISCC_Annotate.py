@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+# -*- coding: utf-8 -*-
+#
+# Copyright (C) 2026 the omero-iscc authors.
+# Licensed under the Apache License, Version 2.0.
+"""
+ISCC_Annotate.py: give every selected image its ISCC-SUM.
+
+Computes the ISCC-SUM (ISO 24138: Data-Code + BLAKE3 Instance-Code) of each image's original
+files, straight from the ManagedRepository (or through OMERO when the files cannot be read
+there), and stores it on the image as a key-value annotation in the namespace
+org.iscc.omero.sum. Images of one multi-series Fileset are hashed once and all annotated.
+"""
+
+import omero.scripts as scripts
+from omero.gateway import BlitzGateway
+from omero.model import ImageI
+from omero.rtypes import rlong, robject, rstring
+
+from omero_iscc import NAMESPACE, __version__
+from omero_iscc.annotate import annotate
+from omero_iscc.config import script_settings
+from omero_iscc.gateway import BlitzOmero
+from omero_iscc.selection import DATA_TYPES, SelectionError, expand
+from omero_iscc.worker import WorkerError, find_worker
+
+P_DATA_TYPE = "Data_Type"
+P_IDS = "IDs"
+P_REPLACE = "Replace_Existing"
+P_WIDE = "Wide"
+
+
+def annotate_selection(omero_access, params, settings=None):
+    """Runs the annotation over the selection; returns (message, first annotated image id)."""
+    settings = settings or script_settings()
+    image_ids, missing = expand(omero_access, params[P_DATA_TYPE], params[P_IDS])
+    worker = find_worker(settings.worker)
+    root = settings.repository or omero_access.repository_root()
+    report = annotate(
+        omero_access, image_ids, worker, root, NAMESPACE,
+        replace=params.get(P_REPLACE, False), wide=params.get(P_WIDE, False),
+        chunk_size=settings.chunk_size,
+    )
+    message = report.message()
+    if missing:
+        message += f"; {params[P_DATA_TYPE]} not found: {', '.join(map(str, missing))}"
+    return message, report.first_annotated()
+
+
+def run_script():
+    client = scripts.client(
+        "ISCC_Annotate.py",
+        """Compute the ISCC-SUM of each selected image's original files and store it as a
+key-value annotation (namespace org.iscc.omero.sum). Images that already have one are
+skipped unless Replace_Existing is set.""",
+        scripts.String(P_DATA_TYPE, optional=False, grouping="1", values=[rstring(t) for t in DATA_TYPES],
+                       default="Image", description="The type of the selected objects"),
+        scripts.List(P_IDS, optional=False, grouping="2",
+                     description="IDs of the selected objects").ofType(rlong(0)),
+        scripts.Bool(P_REPLACE, grouping="3", default=False,
+                     description="Recompute images that already carry an ISCC; the old annotation is "
+                                 "removed only after the new one is saved"),
+        scripts.Bool(P_WIDE, grouping="4", default=False,
+                     description="Wide 2x128-bit codes (ISCC:K4A...) instead of the ISO 24138 "
+                                 "2x64-bit codes (ISCC:KUA...)"),
+        version=__version__,
+        authors=["omero-iscc authors"],
+        institutions=["omero-iscc"],
+        namespaces=[NAMESPACE],
+    )
+    try:
+        params = client.getInputs(unwrap=True)
+        conn = BlitzGateway(client_obj=client)
+        client.enableKeepAlive(60)
+        try:
+            message, first = annotate_selection(BlitzOmero(conn), params)
+        except (SelectionError, WorkerError) as exc:
+            client.setOutput("ERROR", rstring(str(exc)))
+            message, first = f"Nothing annotated: {exc}", None
+        client.setOutput("Message", rstring(message))
+        if first is not None:
+            client.setOutput("Result", robject(ImageI(first, False)))
+    finally:
+        client.closeSession()
+
+
+if __name__ == "__main__":
+    run_script()

@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+# -*- coding: utf-8 -*-
+#
+# Copyright (C) 2026 the omero-iscc authors.
+# Licensed under the Apache License, Version 2.0.
+"""
+ISCC_Verify.py: check that the selected images' files are still exactly what was imported.
+
+Recomputes each image's ISCC-SUM and, in the same read, OMERO's own import checksum of every
+file (OriginalFile.hash with its hasher), and compares both with what is stored. Each image
+is OK, CHANGED, MISSING_FILE or NO_ANNOTATION; a CSV report is attached to the first selected
+object.
+"""
+
+import omero.scripts as scripts
+from omero.gateway import BlitzGateway
+from omero.rtypes import rlong, robject, rstring
+
+from omero_iscc import NAMESPACE, __version__
+from omero_iscc.config import script_settings
+from omero_iscc.gateway import BlitzOmero
+from omero_iscc.selection import DATA_TYPES, SelectionError, expand
+from omero_iscc.verify import summary, to_csv, verify
+from omero_iscc.worker import WorkerError, find_worker
+
+P_DATA_TYPE = "Data_Type"
+P_IDS = "IDs"
+REPORT_NS = NAMESPACE + ".verify"
+
+
+def verify_selection(omero_access, params, settings=None):
+    """Verifies the selection; returns (message, file annotation or None)."""
+    settings = settings or script_settings()
+    image_ids, missing = expand(omero_access, params[P_DATA_TYPE], params[P_IDS])
+    worker = find_worker(settings.worker)
+    root = settings.repository or omero_access.repository_root()
+    verdicts = verify(omero_access, image_ids, worker, root, NAMESPACE, chunk_size=settings.chunk_size)
+    message = summary(verdicts)
+    if missing:
+        message += f"; {params[P_DATA_TYPE]} not found: {', '.join(map(str, missing))}"
+    target = next((i for i in params[P_IDS] if i not in missing), None)
+    report = None
+    if target is not None:
+        report = omero_access.attach_file(params[P_DATA_TYPE], target, "iscc_verify_report.csv",
+                                          to_csv(verdicts), REPORT_NS, "text/csv")
+    return message, report
+
+
+def run_script():
+    client = scripts.client(
+        "ISCC_Verify.py",
+        """Recompute the ISCC-SUM and OMERO's import checksums of the selected images' files and
+compare them with what is stored. Attaches a CSV report (OK / CHANGED / MISSING_FILE /
+NO_ANNOTATION per image) to the first selected object.""",
+        scripts.String(P_DATA_TYPE, optional=False, grouping="1", values=[rstring(t) for t in DATA_TYPES],
+                       default="Image", description="The type of the selected objects"),
+        scripts.List(P_IDS, optional=False, grouping="2",
+                     description="IDs of the selected objects").ofType(rlong(0)),
+        version=__version__,
+        authors=["omero-iscc authors"],
+        institutions=["omero-iscc"],
+        namespaces=[NAMESPACE],
+    )
+    try:
+        params = client.getInputs(unwrap=True)
+        conn = BlitzGateway(client_obj=client)
+        client.enableKeepAlive(60)
+        try:
+            message, report = verify_selection(BlitzOmero(conn), params)
+        except (SelectionError, WorkerError) as exc:
+            client.setOutput("ERROR", rstring(str(exc)))
+            message, report = f"Nothing verified: {exc}", None
+        client.setOutput("Message", rstring(message))
+        if report is not None:
+            client.setOutput("File_Annotation", robject(report))
+    finally:
+        client.closeSession()
+
+
+if __name__ == "__main__":
+    run_script()

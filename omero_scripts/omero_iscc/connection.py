@@ -1,0 +1,46 @@
+"""Connecting the scheduler to OMERO, and telling a lost connection from an image's failure."""
+
+from __future__ import annotations
+
+from .config import Config
+
+#: Ice exceptions that mean the connection or session is gone (not that one image failed).
+CONNECTION_ERRORS = {
+    "ConnectionLostException", "ConnectionRefusedException", "ConnectFailedException",
+    "ConnectTimeoutException", "CloseTimeoutException", "TimeoutException", "SocketException",
+    "CommunicatorDestroyedException", "ObjectNotExistException", "ConnectionTimeoutException",
+    "DNSException", "SessionTimeoutException", "RemovedSessionException",
+}
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the connection or session was lost."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if any(cls.__name__ in CONNECTION_ERRORS for cls in type(exc).__mro__):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def connect(cfg: Config):
+    """Opens a session (password or session key) and returns ``(client, BlitzOmero)``."""
+    import omero
+    import omero.clients  # noqa: F401 - registers the object factories
+    from omero.gateway import BlitzGateway
+
+    from .gateway import BlitzOmero
+
+    client = omero.client(cfg.host, cfg.port)
+    try:
+        if cfg.session_key:
+            client.joinSession(cfg.session_key)
+        else:
+            client.createSession(cfg.username, cfg.password)
+        client.enableKeepAlive(60)
+        conn = BlitzGateway(client_obj=client)
+        return client, BlitzOmero(conn)
+    except BaseException:
+        client.closeSession()
+        raise

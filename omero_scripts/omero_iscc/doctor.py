@@ -1,0 +1,158 @@
+"""``python -m omero_iscc doctor``: what an administrator runs when nothing happens.
+
+Each check prints ``OK`` or what to fix; the exit status is 1 if any check failed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Callable
+
+from .annotation import from_pairs
+from .config import Config
+from .state import Lock
+from .webhook import post
+from .worker import WorkerError, find_worker, selftest
+
+TESTS = ("connection", "processing", "service", "list")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _static(worker: str) -> tuple[bool, str]:
+    try:
+        out = subprocess.run(["ldd", worker], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        return False, f"cannot run ldd: {exc}"
+    text = (out.stdout + out.stderr).strip()
+    if "not a dynamic executable" in text or "statically linked" in text:
+        return True, "statically linked"
+    return False, f"dynamically linked ({text.splitlines()[0] if text else 'ldd said nothing'}); rebuild with install.sh"
+
+
+def check_connection(cfg: Config, connect: Callable) -> list[Check]:
+    try:
+        client, omero = connect(cfg)
+    except Exception as exc:  # noqa: BLE001 - every failure here is the answer to the check
+        return [Check("connection", False, f"cannot log in to {cfg.host}:{cfg.port} as {cfg.username}: {exc}; "
+                      "check host, port and credentials in the configuration")]
+    try:
+        return [Check("connection", True, f"logged in to {cfg.host}:{cfg.port}")]
+    finally:
+        client.closeSession()
+
+
+def check_processing(cfg: Config, connect: Callable | None) -> list[Check]:
+    checks = []
+    try:
+        worker = find_worker(cfg.worker)
+    except WorkerError as exc:
+        return [Check("worker found", False, str(exc))]
+    checks.append(Check("worker found", True, worker))
+    ok, detail = _static(worker)
+    checks.append(Check("worker statically linked", ok, detail))
+    ok, detail = selftest(worker)
+    checks.append(Check("worker selftest", ok, detail))
+    root = cfg.repository
+    if root is None and connect is not None:
+        try:
+            client, omero = connect(cfg)
+            try:
+                root = omero.repository_root()
+            finally:
+                client.closeSession()
+        except Exception as exc:  # noqa: BLE001 - reported as the check's failure
+            checks.append(Check("repository root", False, f"cannot ask the server for it: {exc}"))
+            return checks
+    if not root:
+        checks.append(Check("repository root", False, "unknown: set 'repository' in the configuration"))
+        return checks
+    if not os.access(root, os.R_OK | os.X_OK):
+        checks.append(Check("repository root readable", False,
+                            f"{root} is not readable by this user; images will be streamed through OMERO (slower)"))
+        return checks
+    checks.append(Check("repository root readable", True, root))
+    sample = _first_file(root)
+    if sample is None:
+        checks.append(Check("one real file hashed", False, f"no file found under {root}"))
+        return checks
+    rel = os.path.relpath(sample, root)
+    out = subprocess.run([worker, "sum", "--json", "--root", root, rel], capture_output=True, text=True, timeout=600)
+    checks.append(Check("one real file hashed", out.returncode == 0, (out.stdout or out.stderr).strip()[:300]))
+    return checks
+
+
+def _first_file(root: str) -> str | None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path) and os.access(path, os.R_OK):
+                return path
+    return None
+
+
+def check_service(cfg: Config) -> list[Check]:
+    checks = []
+    try:
+        os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+        probe = os.path.join(cfg.state_dir, ".doctor-probe")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+        checks.append(Check("state dir writable", True, cfg.state_dir))
+    except OSError as exc:
+        checks.append(Check("state dir writable", False, f"{cfg.state_dir}: {exc.strerror or exc}"))
+        return checks
+    free = Lock(cfg.state_dir).free()
+    checks.append(Check("lock free", free, "no scheduler running" if free else
+                        "a scheduler is running now (or hung); see its log"))
+    if cfg.webhook_url:
+        try:
+            status = post(cfg.webhook_url, {"doctor": True, "server": cfg.host}, timeout=5)
+            checks.append(Check("webhook answers", 200 <= status < 300, f"HTTP {status}"))
+        except Exception as exc:  # noqa: BLE001 - reported as the check's failure
+            checks.append(Check("webhook answers", False, f"{cfg.webhook_url}: {exc}"))
+    return checks
+
+
+def check_list(cfg: Config, connect: Callable, limit: int = 10) -> list[Check]:
+    try:
+        client, omero = connect(cfg)
+    except Exception as exc:  # noqa: BLE001 - reported as the check's failure
+        return [Check("list", False, f"cannot connect: {exc}")]
+    try:
+        links = omero.annotated_images(cfg.namespace, limit)
+        lines = []
+        for link in links:
+            record = from_pairs((nv.name, nv.value) for nv in (link.getChild().getMapValue() or []))
+            image = link.getParent()
+            lines.append(f"image {image.getId().val}: {record.iscc if record else '?'} "
+                         f"({record.timestamp if record else ''})")
+        return [Check("list", True, f"{len(lines)} most recent ISCC annotation(s)" +
+                      "".join("\n    " + line for line in lines))]
+    finally:
+        client.closeSession()
+
+
+def run(cfg: Config, connect: Callable, tests: list[str] | None = None, out=print) -> int:
+    tests = tests or list(TESTS[:3])
+    checks: list[Check] = []
+    for test in tests:
+        if test == "connection":
+            checks += check_connection(cfg, connect)
+        elif test == "processing":
+            checks += check_processing(cfg, connect)
+        elif test == "service":
+            checks += check_service(cfg)
+        elif test == "list":
+            checks += check_list(cfg, connect)
+    for c in checks:
+        out(f"{'OK  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+    return 0 if all(c.ok for c in checks) else 1

@@ -1,0 +1,166 @@
+"""The scheduler: find images without an ISCC annotation, hash and annotate them.
+
+One poll takes at most ``batch_size`` unannotated images across all groups, by ascending id
+(an HQL query, so an image missed once is found next time), skipping images that failed
+recently or too often. A lost connection is re-established with exponential backoff
+(capped at 5 minutes) and the same batch carried on: annotations are checked before each
+image is written, so nothing is annotated twice and nothing is lost. SIGTERM and SIGINT let
+the image in hand finish, save the state and end the run with status 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import state as state_mod
+from .annotate import FAILED, annotate
+from .annotation import IsccRecord
+from .config import Config
+from .connection import is_connection_error
+from .webhook import Webhook
+from .worker import find_worker
+
+log = logging.getLogger("omero_iscc")
+
+RECONNECT_CAP = 300.0
+#: Reconnection attempts of a ``--once`` run before it gives up (a loop keeps trying).
+ONCE_RECONNECTS = 5
+
+
+@dataclass
+class PollResult:
+    annotated: int = 0
+    failed: int = 0
+    seen: int = 0
+    stopped: bool = False
+
+
+class Scheduler:
+    def __init__(self, cfg: Config, connect: Callable[[Config], tuple], sleep: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.connect_fn = connect
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.sleep = sleep or (lambda s: self.stop_event.wait(s))
+        self.client = None
+        self.omero = None
+        self.state = state_mod.load(cfg.state_dir)
+        self.webhook = Webhook(cfg.webhook_url)
+        self.worker = find_worker(cfg.worker)
+        self.server = cfg.host
+        self.once = False
+        self.annotated_in_poll = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def request_stop(self, *_args) -> None:
+        if not self.stop_event.is_set():
+            log.info("stop requested: finishing the image in hand")
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def _connect(self) -> None:
+        self.client, self.omero = self.connect_fn(self.cfg)
+
+    def _disconnect(self) -> None:
+        client, self.client, self.omero = self.client, None, None
+        if client is not None:
+            try:
+                client.closeSession()
+            except Exception:  # noqa: BLE001 - the session is being dropped anyway
+                pass
+
+    def close(self) -> None:
+        self.webhook.drain(timeout=30)
+        self._disconnect()
+
+    # -- work ------------------------------------------------------------------------------
+    def _annotated(self, image_id: int, record: IsccRecord, seconds: float = 0.0) -> None:
+        log.info("image %d %s %.2fs", image_id, record.iscc, seconds)
+        self.annotated_in_poll += 1
+        self.state.record_success(image_id)
+        self.webhook.notify({
+            "image_id": image_id, "iscc": record.iscc, "datahash": record.datahash,
+            "timestamp": record.timestamp, "server": self.server,
+        })
+
+    def poll_once(self) -> PollResult:
+        """One batch; reconnects and carries on with the same batch if the connection drops."""
+        delay = 1.0
+        attempts = 0
+        batch: list[int] | None = None
+        result = PollResult()
+        self.annotated_in_poll = 0
+        while True:
+            try:
+                if self.omero is None:
+                    self._connect()
+                if batch is None:
+                    excluded = self.state.excluded(self.clock())
+                    batch = self.omero.unannotated_images(self.cfg.namespace, self.cfg.batch_size, excluded)
+                    result.seen = len(batch)
+                    log.info("poll: %d image(s) without an ISCC", len(batch))
+                root = self.cfg.repository or self.omero.repository_root()
+                report = annotate(
+                    self.omero, batch, self.worker, root, self.cfg.namespace,
+                    chunk_size=self.cfg.chunk_size, units_per_run=1,
+                    on_annotated=self._annotated, should_stop=self.stop_event.is_set,
+                )
+                break
+            except Exception as exc:  # noqa: BLE001 - classified below; anything else propagates
+                if not is_connection_error(exc):
+                    raise
+                attempts += 1
+                self._disconnect()
+                if self.stop_event.is_set() or (self.once and attempts > ONCE_RECONNECTS):
+                    log.error("connection lost (%s); giving up for now", exc)
+                    result.failed += 1
+                    return result
+                log.warning("connection lost (%s); reconnecting in %.0f s", exc, delay)
+                self.sleep(delay)
+                delay = min(delay * 2, RECONNECT_CAP)
+        now = self.clock()
+        for outcome in report.outcomes:
+            if outcome.status == FAILED:
+                f = self.state.record_failure(outcome.image_id, outcome.message, now, self.cfg.poll_interval)
+                log.error("image %d failed (attempt %d of %d): %s", outcome.image_id, f.attempts,
+                          state_mod.MAX_ATTEMPTS, outcome.message)
+                result.failed += 1
+            elif outcome.status == "annotated":
+                pass  # logged and counted as it happened (also before a reconnection)
+            else:
+                log.info("image %d skipped: %s", outcome.image_id, outcome.message or outcome.status)
+        result.annotated = self.annotated_in_poll
+        result.stopped = report.stopped or self.stop_event.is_set()
+        self.state.last_poll = now
+        state_mod.save(self.cfg.state_dir, self.state)
+        return result
+
+    def run(self, once: bool) -> int:
+        """Polls once or forever; returns the exit status (0, or 1 if an image failed)."""
+        self.once = once
+        failed = False
+        try:
+            while True:
+                result = self.poll_once()
+                failed |= result.failed > 0
+                if once or result.stopped or self.stop_event.is_set():
+                    break
+                if result.seen < self.cfg.batch_size:
+                    self.sleep(self.cfg.poll_interval)
+                if self.stop_event.is_set():
+                    break
+        finally:
+            state_mod.save(self.cfg.state_dir, self.state)
+            self.close()
+        if self.stop_event.is_set():
+            return 0  # stopped on request: the state is saved, the next run resumes
+        return 1 if failed else 0

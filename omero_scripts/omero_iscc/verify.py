@@ -1,0 +1,123 @@
+"""Verifying images against what was stored: their ISCC annotation and OMERO's own import
+checksum of every file (``OriginalFile.hash``), both recomputed in one read of each file."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+from .annotation import from_pairs
+from .compute import compute
+from .filesets import plan
+from .gateway import Omero
+
+OK = "OK"
+CHANGED = "CHANGED"
+MISSING_FILE = "MISSING_FILE"
+NO_ANNOTATION = "NO_ANNOTATION"
+STATUSES = [OK, CHANGED, MISSING_FILE, NO_ANNOTATION]
+
+#: OMERO hashers the worker can recompute.
+SUPPORTED_HASHERS = {"SHA1-160", "MD5-128", "CRC-32", "Adler-32", "File-Size-64"}
+
+CSV_COLUMNS = [
+    "image_id", "image_name", "fileset_id", "status", "detail", "stored_iscc", "computed_iscc",
+    "stored_datahash", "computed_datahash", "files", "checksums_checked", "checksum_mismatches",
+]
+
+
+@dataclass
+class ImageVerdict:
+    image_id: int
+    image_name: str
+    fileset_id: int | None
+    status: str
+    detail: str = ""
+    stored_iscc: str = ""
+    computed_iscc: str = ""
+    stored_datahash: str = ""
+    computed_datahash: str = ""
+    files: int = 0
+    checksums_checked: int = 0
+    checksum_mismatches: list[str] = field(default_factory=list)
+
+
+def stored_record(annotations: list):
+    """The newest parsable ISCC record among an image's annotations."""
+    for ann in sorted(annotations, key=lambda a: a.getId().val, reverse=True):
+        record = from_pairs((nv.name, nv.value) for nv in (ann.getMapValue() or []))
+        if record is not None:
+            return record
+    return None
+
+
+def verify(omero: Omero, image_ids: list[int], worker: str, root: str | None, namespace: str,
+           chunk_size: int = 1 << 20) -> list[ImageVerdict]:
+    images = omero.images(image_ids)
+    found = {im.getId().val for im in images}
+    verdicts = [ImageVerdict(i, "", None, MISSING_FILE, "image not found or not visible")
+                for i in image_ids if i not in found]
+    stored = {i: stored_record(anns) for i, anns in omero.iscc_annotations(sorted(found), namespace).items()}
+    # Compute each unit at the width its stored code has (narrow when there is none).
+    for wide in (False, True):
+        chosen = [im for im in images if (stored.get(im.getId().val) is not None
+                                          and stored[im.getId().val].wide) == wide]
+        units = plan(chosen)
+        hashers = {f.hasher for u in units for f in u.files if f.hasher in SUPPORTED_HASHERS}
+        results = compute(omero, units, worker, root, wide=wide, checksums=hashers, chunk_size=chunk_size)
+        for unit in units:
+            result = results[unit.key]
+            for image in unit.images:
+                verdicts.append(_judge(image, unit, result, stored.get(image.getId().val)))
+    order = {i: n for n, i in enumerate(image_ids)}
+    verdicts.sort(key=lambda v: order.get(v.image_id, len(order)))
+    return verdicts
+
+
+def _judge(image, unit, result, record) -> ImageVerdict:
+    name = image.getName().val if image.getName() is not None else ""
+    v = ImageVerdict(image.getId().val, name, unit.fileset_id, OK, files=len(unit.files))
+    if record is not None:
+        v.stored_iscc, v.stored_datahash = record.iscc, record.datahash or ""
+    if not result.ok:
+        v.status, v.detail = MISSING_FILE, result.message or ""
+        return v
+    v.computed_iscc, v.computed_datahash = result.record.iscc, result.record.datahash or ""
+    for source, computed in zip(unit.files, result.files):
+        if source.hasher in SUPPORTED_HASHERS and source.hash:
+            v.checksums_checked += 1
+            if computed.checksums.get(source.hasher, "").lower() != source.hash.lower():
+                v.checksum_mismatches.append(unit.relative(source))
+    problems = []
+    if v.checksum_mismatches:
+        problems.append(f"import checksum differs for {', '.join(v.checksum_mismatches)}")
+    if record is None:
+        v.status = CHANGED if problems else NO_ANNOTATION
+        v.detail = "; ".join(problems) or "no ISCC annotation to compare with"
+        return v
+    if record.iscc != v.computed_iscc:
+        problems.append("ISCC differs")
+    if record.datahash and record.datahash != v.computed_datahash:
+        problems.append("datahash differs")
+    if problems:
+        v.status, v.detail = CHANGED, "; ".join(problems)
+    return v
+
+
+def summary(verdicts: list[ImageVerdict]) -> str:
+    counts = ", ".join(f"{sum(1 for v in verdicts if v.status == s)} {s}" for s in STATUSES)
+    return f"Verified {len(verdicts)} image(s): {counts}"
+
+
+def to_csv(verdicts: list[ImageVerdict]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    for v in verdicts:
+        writer.writerow([
+            v.image_id, v.image_name, v.fileset_id or "", v.status, v.detail, v.stored_iscc,
+            v.computed_iscc, v.stored_datahash, v.computed_datahash, v.files, v.checksums_checked,
+            ";".join(v.checksum_mismatches),
+        ])
+    return buf.getvalue().encode("utf-8")

@@ -1,0 +1,232 @@
+"""Finding and running the ``omero-iscc`` worker binary.
+
+The worker is always run without a shell, over paths computed on the server side from
+Fileset entries, confined with ``--root``; its JSON Lines output is parsed as it streams.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import IO, Iterable, Iterator
+
+WORKER_NAME = "omero-iscc"
+
+
+class WorkerError(RuntimeError):
+    """The worker could not be run, or broke its output contract."""
+
+
+def find_worker(configured: str | None = None) -> str:
+    """The worker's path: the configured one, else next to ``sys.executable`` (where the
+    installer puts it), else on ``PATH``. OMERO's processor gives scripts a whitelisted
+    environment, so no custom variable is consulted here."""
+    candidates = []
+    if configured:
+        candidates.append(configured)
+    candidates.append(os.path.join(os.path.dirname(sys.executable), WORKER_NAME))
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    if configured:
+        raise WorkerError(f"the configured worker {configured!r} is not an executable file")
+    found = shutil.which(WORKER_NAME)
+    if found:
+        return found
+    raise WorkerError(
+        f"{WORKER_NAME} not found next to {sys.executable} or on PATH; run install.sh "
+        "or set the worker path in the configuration"
+    )
+
+
+@dataclass
+class FileResult:
+    """One file's record from the worker."""
+
+    path: str
+    iscc: str | None = None
+    datahash: str | None = None
+    filesize: int | None = None
+    units: list[str] = field(default_factory=list)
+    checksums: dict[str, str] = field(default_factory=dict)
+    error_kind: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+    @classmethod
+    def from_record(cls, record: dict) -> "FileResult":
+        err = record.get("error") or {}
+        return cls(
+            path=record.get("path", ""),
+            iscc=record.get("iscc"),
+            datahash=record.get("datahash"),
+            filesize=record.get("filesize"),
+            units=list(record.get("units") or []),
+            checksums=dict(record.get("checksums") or {}),
+            error_kind=err.get("kind"),
+            error=err.get("message"),
+        )
+
+
+@dataclass
+class GroupResult:
+    """A group's record: the code over its files in order, and each file's record."""
+
+    id: str
+    iscc: str | None = None
+    datahash: str | None = None
+    filesize: int | None = None
+    units: list[str] = field(default_factory=list)
+    files: list[FileResult] = field(default_factory=list)
+    error_kind: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+    @classmethod
+    def from_record(cls, record: dict) -> "GroupResult":
+        err = record.get("error") or {}
+        return cls(
+            id=str(record.get("id")),
+            iscc=record.get("iscc"),
+            datahash=record.get("datahash"),
+            filesize=record.get("filesize"),
+            units=list(record.get("units") or []),
+            files=[FileResult.from_record(f) for f in record.get("files") or []],
+            error_kind=err.get("kind"),
+            error=err.get("message"),
+        )
+
+
+def _base_args(worker: str, wide: bool, checksums: Iterable[str]) -> list[str]:
+    args = [worker, "sum", "--json", "--units", "--progress", "never"]
+    if wide:
+        args.append("--wide")
+    for name in sorted(set(checksums)):
+        args += ["--checksum", name]
+    return args
+
+
+def _feed(stream: IO[bytes], lines: list[bytes]) -> None:
+    try:
+        for line in lines:
+            stream.write(line)
+        stream.close()
+    except BrokenPipeError:
+        pass
+
+
+def run_groups(
+    worker: str,
+    root: str,
+    groups: list[tuple[str, list[str]]],
+    wide: bool = False,
+    checksums: Iterable[str] = (),
+    threads: int | None = None,
+) -> Iterator[GroupResult]:
+    """Hashes groups of repository-relative paths; yields one result per group, in order."""
+    if not groups:
+        return
+    args = _base_args(worker, wide, checksums) + ["--root", root, "--groups", "-"]
+    if threads:
+        args += ["--threads", str(threads)]
+    lines = [(json.dumps({"id": gid, "files": files}) + "\n").encode() for gid, files in groups]
+    # A session of its own: a SIGTERM meant for the scheduler must not kill the hashing
+    # under it (the scheduler finishes the image in hand, then stops).
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    feeder = threading.Thread(target=_feed, args=(proc.stdin, lines), daemon=True)
+    feeder.start()
+    count = 0
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        try:
+            record = json.loads(raw)
+        except ValueError as exc:
+            proc.kill()
+            raise WorkerError(f"worker wrote a line that is not JSON: {raw[:200]!r}") from exc
+        count += 1
+        yield GroupResult.from_record(record)
+    feeder.join()
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    status = proc.wait()
+    if status not in (0, 1) or count != len(groups):
+        raise WorkerError(
+            f"worker exited with status {status} after {count} of {len(groups)} groups: {stderr.strip()}"
+        )
+
+
+def sum_stream(worker: str, chunks: Iterable[bytes], wide: bool = False, checksums: Iterable[str] = ()) -> FileResult:
+    """Hashes a byte stream (a file read through OMERO's RawFileStore) with ``sum -``."""
+    return sum_streams(worker, [chunks], wide, checksums)[0]
+
+
+def sum_streams(
+    worker: str, streams: list[Iterable[bytes]], wide: bool = False, checksums: Iterable[str] = ()
+) -> list[FileResult]:
+    """Hashes several streams read one after the other. Returns one result per stream and,
+    when there are several, a last one for their concatenation; every byte is read once."""
+    args = _base_args(worker, wide, checksums) + ["-"]
+    procs = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True)
+             for _ in range(len(streams) + (1 if len(streams) > 1 else 0))]
+    whole = procs[-1] if len(streams) > 1 else None
+    readers = []
+    outputs: list[bytes] = [b""] * len(procs)
+
+    def collect(i: int, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        outputs[i] = proc.stdout.read()
+
+    for i, proc in enumerate(procs):
+        t = threading.Thread(target=collect, args=(i, proc), daemon=True)
+        t.start()
+        readers.append(t)
+    failure: BaseException | None = None
+    try:
+        for i, chunks in enumerate(streams):
+            for chunk in chunks:
+                procs[i].stdin.write(chunk)  # type: ignore[union-attr]
+                if whole is not None:
+                    whole.stdin.write(chunk)  # type: ignore[union-attr]
+            procs[i].stdin.close()  # type: ignore[union-attr]
+    except Exception as exc:  # noqa: BLE001 - any failure of the source (I/O, OMERO) means no code
+        # The chunks come from OMERO or a file: whatever broke, the partial streams must
+        # not yield codes, so every worker is killed below.
+        failure = exc
+    finally:
+        for proc in procs:
+            if failure is not None:
+                proc.kill()
+            elif proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()
+        for t in readers:
+            t.join()
+        for proc in procs:
+            proc.wait()
+    if failure is not None:
+        raise WorkerError(f"reading the stream failed: {failure}") from failure
+    results = []
+    for proc, out in zip(procs, outputs):
+        if proc.returncode != 0 or not out.strip():
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise WorkerError(f"worker failed on a stream (status {proc.returncode}): {err.strip()}")
+        results.append(FileResult.from_record(json.loads(out.splitlines()[0])))
+    return results
+
+
+def selftest(worker: str) -> tuple[bool, str]:
+    """Runs ``omero-iscc selftest``; returns whether it passed and its last line."""
+    proc = subprocess.run([worker, "selftest"], capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.strip().splitlines()
+    return proc.returncode == 0, lines[-1] if lines else proc.stderr.strip()

@@ -1,0 +1,97 @@
+//! Helpers of the integration tests: run the real binary, and the reference tools that
+//! tests/run.sh installs (iscc-sum and iscc-core in a virtual environment).
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_omero-iscc"))
+}
+
+/// Runs the binary with `args` in `dir`, feeding `stdin`.
+pub fn run_in(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = bin()
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut input = child.stdin.take().expect("piped");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("the binary finishes");
+    writer.join().expect("stdin writer");
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn json_lines(out: &Output) -> Vec<Value> {
+    stdout(out).lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect()
+}
+
+/// The Python of the test environment (reference packages installed).
+pub fn python() -> PathBuf {
+    PathBuf::from(std::env::var_os("OMERO_ISCC_PYTHON").expect(
+        "OMERO_ISCC_PYTHON is not set: run the tests through tests/run.sh, which installs \
+         iscc-sum and iscc-core to compare against",
+    ))
+}
+
+/// The sample files fetched by tests/run.sh.
+pub fn samples() -> PathBuf {
+    let dir = PathBuf::from(std::env::var_os("OMERO_ISCC_SAMPLES").expect(
+        "OMERO_ISCC_SAMPLES is not set: run the tests through tests/run.sh, which fetches them",
+    ));
+    assert!(dir.join("ome-tiff").is_dir(), "sample files missing in {}", dir.display());
+    dir
+}
+
+/// Runs the reference iscc-sum CLI in `dir`.
+pub fn iscc_sum<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Output {
+    let out = Command::new(python())
+        .arg("-m")
+        .arg("iscc_sum")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("iscc-sum runs");
+    assert!(out.status.success(), "iscc-sum failed: {}", stderr(&out));
+    out
+}
+
+/// iscc-core's codes and hashlib/zlib checksums for each argument (see
+/// tests/reference/iscc_core_sum.py; an argument `a+b+` is the concatenation of a and b).
+pub fn iscc_core<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/iscc_core_sum.py");
+    let out = Command::new(python()).arg(script).args(args).current_dir(dir).output().expect("python runs");
+    assert!(out.status.success(), "iscc-core reference failed: {}", stderr(&out));
+    json_lines(&out)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,208 @@
+//! Bad input and edge cases: every one gives a clear error record (or a usage error), the
+//! other records are still produced, and nothing panics.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn error_kind(record: &Value) -> &str {
+    record["error"]["kind"].as_str().unwrap_or("<no error>")
+}
+
+#[test]
+fn empty_file_has_the_iso_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("empty"), b"").unwrap();
+    let reference = iscc_core(tmp.path(), &["empty"]);
+    let out = run_in(tmp.path(), &["sum", "empty"], b"");
+    assert_eq!(stdout(&out), format!("{} *empty\n", reference[0]["narrow"].as_str().unwrap()));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn failures_are_records_and_the_rest_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    fs::write(d.join("good"), b"some bytes").unwrap();
+    fs::create_dir(d.join("dir")).unwrap();
+    let fifo = d.join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let list = "good\nmissing\ndir\nfifo\n/dev/null\ngood\n";
+    fs::write(d.join("list"), list).unwrap();
+    let out = run_in(d, &["sum", "--json", "--files-from", "list"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let records = json_lines(&out);
+    let kinds: Vec<&str> = records.iter().map(error_kind).collect();
+    assert_eq!(kinds, ["<no error>", "not_found", "not_a_file", "not_a_file", "not_a_file", "<no error>"]);
+    assert!(records[3]["error"]["message"].as_str().unwrap().contains("FIFO"));
+    // Text mode: codes on stdout, errors on stderr, same exit status.
+    let out = run_in(d, &["sum", "good", "missing"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).ends_with(" *good\n"));
+    assert_eq!(stderr(&out), "omero-iscc: missing: No such file or directory\n");
+}
+
+#[test]
+fn nul_separated_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("a b\nc"), b"x").unwrap();
+    let out = run_in(tmp.path(), &["sum", "--json", "--files-from", "-", "-0"], b"a b\nc\0");
+    assert_eq!(json_lines(&out)[0]["path"], "a b\nc");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn the_root_confines_symlinks_and_dot_dot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("repo");
+    fs::create_dir_all(root.join("user/2026")).unwrap();
+    fs::write(root.join("user/2026/img.tif"), b"pixels").unwrap();
+    fs::write(tmp.path().join("secret"), b"not yours").unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("secret"), root.join("user/escape")).unwrap();
+    std::os::unix::fs::symlink("2026/img.tif", root.join("user/inside")).unwrap();
+    let groups = concat!(
+        r#"{"id": "fileset:1", "files": ["user/2026/img.tif"]}"#, "\n",
+        r#"{"id": "fileset:2", "files": ["user/escape"]}"#, "\n",
+        "this is not json\n",
+        r#"{"id": "fileset:3", "files": ["../secret"]}"#, "\n",
+        r#"{"id": "fileset:4", "files": ["user/inside", "user/2026/../../../secret"]}"#, "\n",
+        r#"{"id": "fileset:5", "files": []}"#, "\n",
+    );
+    let out = run_in(tmp.path(), &["sum", "--json", "--root", "repo", "--groups", "-"], groups.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    let r = json_lines(&out);
+    assert_eq!(r.len(), 6);
+    assert!(r[0]["iscc"].is_string());
+    assert_eq!(error_kind(&r[1]), "outside_root");
+    assert_eq!(error_kind(&r[1]["files"][0]), "outside_root");
+    assert_eq!((r[2]["line"].as_u64(), error_kind(&r[2])), (Some(3), "invalid_input"));
+    assert_eq!(error_kind(&r[3]), "outside_root");
+    // A group with one failed file has no code but keeps the good file's record.
+    assert!(r[4].get("iscc").is_none());
+    assert_eq!(error_kind(&r[4]), "outside_root");
+    assert_eq!(r[4]["files"][0]["iscc"], r[0]["iscc"]);
+    assert_eq!(error_kind(&r[5]), "invalid_input");
+}
+
+#[test]
+fn non_utf8_names_are_escaped_and_hashed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.tif");
+    fs::write(tmp.path().join(name), b"bytes of a file").unwrap();
+    fs::write(tmp.path().join("plain.tif"), b"bytes of a file").unwrap();
+    let out = run_in(tmp.path(), &["sum", "--json", "."], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains(r#""path":"./caf\udce9.tif""#), "{text}");
+    let codes: Vec<String> = text
+        .lines()
+        .map(|l| l.split("\"iscc\":").nth(1).unwrap().split('"').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(codes[0], codes[1]);
+}
+
+#[test]
+fn unreadable_file_is_permission_denied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    fs::write(d.join("locked"), b"x").unwrap();
+    fs::write(d.join("open"), b"y").unwrap();
+    let mode = |p: &Path, m: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    };
+    mode(&d.join("locked"), 0o000);
+    mode(&d.join("open"), 0o644);
+    mode(d, 0o755);
+    // Root reads everything: drop to an unprivileged user when running as root.
+    let exe = env!("CARGO_BIN_EXE_omero-iscc");
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if is_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", exe]);
+        c
+    } else {
+        std::process::Command::new(exe)
+    };
+    // The unprivileged user must be able to reach the directory and run the binary.
+    let mut p = d.to_path_buf();
+    while let Some(parent) = p.parent() {
+        if is_root {
+            let _ = fs::metadata(&p).map(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                let m = m.permissions().mode();
+                mode(&p, m | 0o011);
+            });
+        }
+        p = parent.to_path_buf();
+    }
+    let out = cmd.args(["sum", "--json", "locked", "open"]).current_dir(d).output().unwrap();
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(error_kind(&records[0]), "permission_denied", "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(records[1]["iscc"].is_string());
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["sum", "--checksum", "SHA-256", "x"][..],
+        &["sum", "--groups", "-"][..],
+        &["sum", "--checksum", "MD5-128", "x"][..],
+        &["sum", "-", "--files-from", "-"][..],
+        &["sum", "--threads", "0", "x"][..],
+        &["sum", "--root", "does-not-exist", "x"][..],
+    ] {
+        let out = run_in(tmp.path(), args, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty());
+        assert!(!stderr(&out).is_empty());
+    }
+}
+
+#[test]
+fn closed_stdout_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..400 {
+        fs::write(tmp.path().join(format!("f{i:03}")), pseudo_random(2000, i)).unwrap();
+    }
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("'{}' sum . | head -n 1; echo \"status ${{PIPESTATUS[0]}}\"", env!("CARGO_BIN_EXE_omero-iscc")))
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.ends_with("status 0\n"), "{text}");
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn records_come_out_in_input_order_with_many_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    for i in 0..300u64 {
+        let name = format!("f{i}");
+        // Sizes vary a lot so that workers finish out of order.
+        fs::write(tmp.path().join(&name), pseudo_random(((i * 7919) % 300_000) as usize, i)).unwrap();
+        names.push(name);
+    }
+    let mut args = vec!["sum", "--threads", "8"];
+    args.extend(names.iter().map(String::as_str));
+    let out = run_in(tmp.path(), &args, b"");
+    let text = stdout(&out);
+    let paths: Vec<&str> = text.lines().map(|l| l.split(" *").nth(1).unwrap()).collect();
+    assert_eq!(paths, names);
+}
+
+#[test]
+fn selftest_passes() {
+    let out = bin().arg("selftest").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("selftest: all checks passed"));
+    assert!(stdout(&out).lines().filter(|l| l.starts_with("ok ")).count() >= 12);
+}

@@ -1,0 +1,199 @@
+//! Exactness: every code, unit, datahash, filesize and checksum the binary prints equals
+//! what the reference implementations (iscc-sum 0.1.0, iscc-core 1.5.0, hashlib/zlib)
+//! compute for the same bytes, on every optimised path (threads, mmap or read).
+
+mod common;
+use common::*;
+use std::fs;
+use std::path::Path;
+
+const MIB: usize = 1 << 20;
+/// The binary's mmap window (src/source.rs).
+const WINDOW: usize = 32 * MIB;
+
+/// Writes the synthetic inputs: the listed small sizes in random, zero and periodic data,
+/// and files larger than one window, some with a chunk boundary exactly on a window edge.
+fn synthetic(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut put = |name: String, data: &[u8]| {
+        fs::write(dir.join(&name), data).unwrap();
+        names.push(name);
+    };
+    for size in [0usize, 1, 255, 256, 257, 1023, 1024, 8191, 8192, 8193] {
+        put(format!("random-{size}"), &pseudo_random(size, size as u64 + 1));
+        put(format!("zero-{size}"), &vec![0u8; size]);
+        put(format!("periodic-{size}"), &(0..size).map(|i| (i % 7) as u8).collect::<Vec<_>>());
+    }
+    put("random-3m".into(), &pseudo_random(3 * MIB + 17, 99));
+    // All zeros: chunks of the zero period tile the file, one ends on every window edge.
+    put("zero-70m".into(), &vec![0u8; 2 * WINDOW + 5 * MIB]);
+    // Random data shifted by a zero prefix so that a true chunk boundary falls exactly on the
+    // first window edge (verified against iscc-lib's chunker below).
+    let random = pseudo_random(WINDOW + 9 * MIB, 7);
+    let chunks = iscc_lib::alg_cdc_chunks(&random, false, 1024).unwrap();
+    let mut end = 0;
+    let mut before_edge = 0;
+    for c in &chunks {
+        end += c.len();
+        if end < WINDOW - MIB {
+            before_edge = end;
+        }
+    }
+    let mut edged = vec![0u8; WINDOW - MIB - before_edge];
+    edged.extend_from_slice(&random);
+    let cuts: Vec<usize> = iscc_lib::alg_cdc_chunks(&edged, false, 1024)
+        .unwrap()
+        .iter()
+        .scan(0, |e, c| {
+            *e += c.len();
+            Some(*e)
+        })
+        .collect();
+    assert!(cuts.contains(&(WINDOW - MIB)), "test data: no cut at the planted position");
+    put("edge-41m".into(), &edged);
+    // Random, zero and periodic regions across window edges.
+    let mut mixed = pseudo_random(2 * WINDOW + 3 * MIB, 11);
+    mixed[WINDOW - 3 * MIB..WINDOW + 2 * MIB].fill(0);
+    for (i, b) in mixed[2 * WINDOW - MIB..2 * WINDOW + MIB].iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    put("mixed-67m".into(), &mixed);
+    names
+}
+
+fn iscc_sum_lines(dir: &Path, names: &[String], wide: bool) -> String {
+    let mut args: Vec<&str> = if wide { vec!["--units"] } else { vec!["--narrow", "--units"] };
+    args.extend(names.iter().map(String::as_str));
+    stdout(&iscc_sum(dir, &args))
+}
+
+#[test]
+fn text_output_equals_iscc_sum_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names = synthetic(tmp.path());
+    let narrow = iscc_sum_lines(tmp.path(), &names, false);
+    let wide = iscc_sum_lines(tmp.path(), &names, true);
+    for extra in [&[][..], &["--threads", "1"][..], &["--no-mmap"][..], &["--threads", "3", "--no-mmap"][..]] {
+        let mut args = vec!["sum", "--units"];
+        args.extend_from_slice(extra);
+        args.extend(names.iter().map(String::as_str));
+        let out = run_in(tmp.path(), &args, b"");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), narrow, "narrow codes with {extra:?}");
+        args.push("--wide");
+        let out = run_in(tmp.path(), &args, b"");
+        assert_eq!(stdout(&out), wide, "wide codes with {extra:?}");
+    }
+}
+
+#[test]
+fn json_records_equal_iscc_core_and_omero_checksums() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names: Vec<String> = synthetic(tmp.path()).into_iter().filter(|n| !n.ends_with('m')).collect();
+    let reference = iscc_core(tmp.path(), &names);
+    let mut args = vec!["sum", "--json", "--units"];
+    for alg in ["SHA1-160", "MD5-128", "CRC-32", "Adler-32", "File-Size-64"] {
+        args.extend(["--checksum", alg]);
+    }
+    args.extend(names.iter().map(String::as_str));
+    let out = run_in(tmp.path(), &args, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records = json_lines(&out);
+    assert_eq!(records.len(), names.len());
+    for (record, want) in records.iter().zip(&reference) {
+        assert_eq!(record["path"], want["arg"]);
+        assert_eq!(record["iscc"], want["narrow"], "{}", want["arg"]);
+        assert_eq!(record["units"], want["units"], "{}", want["arg"]);
+        assert_eq!(record["datahash"], want["datahash"]);
+        assert_eq!(record["filesize"], want["filesize"]);
+        assert_eq!(record["checksums"], want["checksums"]);
+    }
+}
+
+#[test]
+fn standard_input_equals_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pseudo_random(5 * MIB + 3, 5);
+    fs::write(tmp.path().join("f"), &data).unwrap();
+    let want = stdout(&iscc_sum(tmp.path(), &["--narrow", "f"]));
+    let out = run_in(tmp.path(), &["sum", "-"], &data);
+    assert_eq!(stdout(&out), want.replace("*f", "*-"));
+    let empty = run_in(tmp.path(), &["sum", "--json"], b"");
+    let record = &json_lines(&empty)[0];
+    assert_eq!(record["path"], "-");
+    assert_eq!(record["iscc"], iscc_core(tmp.path(), &["/dev/null"])[0]["narrow"]);
+}
+
+#[test]
+fn real_microscopy_files_and_directory_walks_equal_iscc_sum() {
+    let samples = samples();
+    for dir in ["ome-tiff", "dicomdirtests"] {
+        let want = stdout(&iscc_sum(&samples, &["--narrow", dir]));
+        let out = run_in(&samples, &["sum", dir], b"");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), want, "walk of {dir}");
+        let want_tree = stdout(&iscc_sum(&samples, &["--narrow", "--tree", dir]));
+        let tree = run_in(&samples, &["sum", "--tree", dir], b"");
+        assert_eq!(stdout(&tree), want_tree, "tree of {dir}");
+        let want_wide = stdout(&iscc_sum(&samples, &["--tree", dir]));
+        let tree = run_in(&samples, &["sum", "--tree", "--wide", dir], b"");
+        assert_eq!(stdout(&tree), want_wide, "wide tree of {dir}");
+    }
+}
+
+#[test]
+fn walk_order_and_isccignore_match_iscc_sum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("t");
+    let files = [
+        "b.tif", "a.tif", "B.tif", "Z/x.log", "Z/keep.log", "a/é.tif", "a/e\u{301}x.tif",
+        "a/sub/deep.raw", ".gitignore", "c.iscc.json", "build/out.bin", "docs/n/x.tmp", "10.tif", "9.tif",
+    ];
+    for (i, f) in files.iter().enumerate() {
+        let p = root.join(f);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, pseudo_random(100 + i * 37, i as u64)).unwrap();
+    }
+    fs::write(root.join(".isccignore"), "*.log\n!keep.log\n/build\ndocs/**/*.tmp\n").unwrap();
+    fs::write(root.join("a/.isccignore"), "sub/\n").unwrap();
+    std::os::unix::fs::symlink(root.join("b.tif"), root.join("link.tif")).unwrap();
+    let want = stdout(&iscc_sum(tmp.path(), &["--narrow", "t"]));
+    let out = run_in(tmp.path(), &["sum", "t"], b"");
+    assert_eq!(stdout(&out), want);
+    let want = stdout(&iscc_sum(tmp.path(), &["--narrow", "--tree", "t"]));
+    assert_eq!(stdout(&run_in(tmp.path(), &["sum", "--tree", "t"], b"")), want);
+}
+
+#[test]
+fn group_codes_equal_the_concatenated_files() {
+    let samples = samples();
+    let tiffs: Vec<String> = ["neocortex-3Ch.tiff", "neuron-4Ch.tiff", "scratch-assay-labeled-10T-2Ch.tiff"]
+        .iter()
+        .map(|n| format!("ome-tiff/{n}"))
+        .collect();
+    let dicom = ["dicomdirtests/DICOMDIR", "dicomdirtests/77654033/CR1/6154", "dicomdirtests/77654033/CT2/17106"];
+    let groups = format!(
+        "{}\n{}\n{}\n",
+        serde_json::json!({"id": "fileset:1", "files": tiffs}),
+        serde_json::json!({"id": "fileset:2", "files": dicom}),
+        serde_json::json!({"id": "fileset:3", "files": [&tiffs[1]]}),
+    );
+    let root = samples.to_str().unwrap();
+    let out = run_in(Path::new("/"), &["sum", "--json", "--root", root, "--groups", "-", "--units"], groups.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records = json_lines(&out);
+    let concat = |files: &[&str]| files.iter().map(|f| format!("{f}+")).collect::<String>();
+    let t: Vec<&str> = tiffs.iter().map(String::as_str).collect();
+    let reference = iscc_core(&samples, &[concat(&t), concat(&dicom), tiffs[1].clone()]);
+    for (record, want) in records.iter().zip(&reference) {
+        assert_eq!(record["iscc"], want["narrow"]);
+        assert_eq!(record["datahash"], want["datahash"]);
+        assert_eq!(record["units"], want["units"]);
+    }
+    let per_file = iscc_core(&samples, &t);
+    for (file, want) in records[0]["files"].as_array().unwrap().iter().zip(&per_file) {
+        assert_eq!(file["path"], want["arg"]);
+        assert_eq!(file["iscc"], want["narrow"]);
+    }
+    assert_eq!(records[2]["files"][0]["iscc"], records[2]["iscc"]);
+}
