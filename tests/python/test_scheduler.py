@@ -224,3 +224,19 @@ def test_the_effective_configuration_is_logged_masked(tmp_path, worker, caplog):
     [image_id] = list(fake.annotations)
     code = dict(fake.pairs(image_id))["iscc:sum"]
     assert re.search(rf"image {image_id} {code} \d+\.\d\ds", text)  # one line per image: id, code, seconds
+
+
+def test_the_admin_script_runs_one_poll_with_the_scheduler_state(tmp_path, worker):
+    from test_annotate import load_script
+
+    script = load_script("ISCC_Annotate_New_Images")
+    fake, ids, paths = backlog(tmp_path, 7)
+    paths[ids[2]].unlink()
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"worker": worker, "state_dir": str(tmp_path / "state")}))
+    message = script.poll(fake, 5, config_file=str(cfg))
+    assert message == "4 annotated, 1 failed, of 5 image(s) without an ISCC (batch size 5)"
+    assert state_mod.load(str(tmp_path / "state")).failures[ids[2]].attempts == 1
+    with state_mod.Lock(str(tmp_path / "state")):
+        with pytest.raises(state_mod.LockedError):
+            script.poll(fake, 5, config_file=str(cfg))

@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+# -*- coding: utf-8 -*-
+#
+# Copyright (C) 2026 the omero-iscc authors.
+# Licensed under the Apache License, Version 2.0.
+"""
+ISCC_Annotate_New_Images.py: one poll of the omero-iscc scheduler, as an OMERO script.
+
+For sites that schedule `omero script launch` from cron with a session key instead of running
+Python outside the server: finds up to Batch_Size images without an ISCC annotation across all
+groups (by ascending id), hashes and annotates them through this script's own session, with
+the scheduler's state (retries with backoff, at most 3 attempts) and lock. Administrators only.
+"""
+
+import omero.scripts as scripts
+from omero.gateway import BlitzGateway
+from omero.rtypes import rstring
+
+from omero_iscc import NAMESPACE, __version__
+from omero_iscc.config import ConfigError, load
+from omero_iscc.gateway import BlitzOmero
+from omero_iscc.scheduler import Scheduler
+from omero_iscc.state import Lock, LockedError
+from omero_iscc.worker import WorkerError
+
+P_BATCH = "Batch_Size"
+
+
+def poll(omero_access, batch_size, config_file=None):
+    """Runs one poll; returns the message for OMERO.web."""
+    cfg = load(cli={"batch_size": batch_size}, env={}, config_file=config_file)
+    with Lock(cfg.state_dir):
+        scheduler = Scheduler(cfg, lambda _cfg: (None, omero_access))
+        result = scheduler.poll_once()
+        scheduler.close()
+    return (f"{result.annotated} annotated, {result.failed} failed, of {result.seen} image(s) "
+            f"without an ISCC (batch size {batch_size})")
+
+
+def run_script():
+    client = scripts.client(
+        "ISCC_Annotate_New_Images.py",
+        """Annotate up to Batch_Size images that have no ISCC yet, across all groups
+(administrators only). Meant to be launched periodically, e.g. from cron with
+`omero script launch`.""",
+        scripts.Long(P_BATCH, optional=False, grouping="1", default=100, min=1, max=100000,
+                     description="Most images to annotate in this run"),
+        version=__version__,
+        authors=["omero-iscc authors"],
+        institutions=["omero-iscc"],
+        namespaces=[NAMESPACE],
+    )
+    try:
+        params = client.getInputs(unwrap=True)
+        conn = BlitzGateway(client_obj=client)
+        client.enableKeepAlive(60)
+        if not conn.isAdmin():
+            client.setOutput("ERROR", rstring("only administrators may run this script"))
+            return
+        try:
+            message = poll(BlitzOmero(conn), int(params.get(P_BATCH, 100)))
+        except (ConfigError, LockedError, WorkerError) as exc:
+            client.setOutput("ERROR", rstring(str(exc)))
+            message = f"Nothing annotated: {exc}"
+        client.setOutput("Message", rstring(message))
+    finally:
+        client.closeSession()
+
+
+if __name__ == "__main__":
+    run_script()

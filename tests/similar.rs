@@ -1,0 +1,157 @@
+//! `similar`: identical and near-identical groups, exactly the pairs brute force finds.
+
+mod common;
+use common::*;
+use iscc_lib::codec::{encode_component, MainType, SubType, Version};
+use std::collections::BTreeSet;
+use std::fs;
+
+fn sum_code(data: [u8; 32], instance: [u8; 32], wide: bool) -> String {
+    let d = format!("ISCC:{}", encode_component(MainType::Data, SubType::None, Version::V0, 256, &data).unwrap());
+    let i = format!("ISCC:{}", encode_component(MainType::Instance, SubType::None, Version::V0, 256, &instance).unwrap());
+    iscc_lib::gen_iscc_code_v0(&[&d, &i], wide).unwrap().iscc
+}
+
+/// `n` random codes, a third of them near copies (0 to 16 bits flipped) of an earlier one.
+fn planted(n: usize, wide: bool) -> (Vec<String>, Vec<u128>) {
+    let bytes = pseudo_random(n * 64, 77);
+    let mut codes = Vec::new();
+    let mut datas: Vec<[u8; 32]> = Vec::new();
+    for k in 0..n {
+        let mut data: [u8; 32] = bytes[k * 64..k * 64 + 32].try_into().unwrap();
+        let instance: [u8; 32] = bytes[k * 64 + 32..k * 64 + 64].try_into().unwrap();
+        if k % 3 == 2 {
+            let source = datas[((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) as usize % k];
+            data = source;
+            let flips = (k / 3) % 17;
+            let width = if wide { 128 } else { 64 };
+            for f in 0..flips {
+                let bit = (k * 31 + f * 13) % width;
+                data[bit / 8] ^= 0x80 >> (bit % 8);
+            }
+        }
+        datas.push(data);
+        codes.push(sum_code(data, instance, wide));
+    }
+    let bits = datas
+        .iter()
+        .map(|d| {
+            let v = u128::from_be_bytes(d[..16].try_into().unwrap());
+            if wide { v } else { v & (u128::MAX << 64) }
+        })
+        .collect();
+    (codes, bits)
+}
+
+fn brute_force_components(bits: &[u128], threshold: u32) -> BTreeSet<Vec<usize>> {
+    let mut parent: Vec<usize> = (0..bits.len()).collect();
+    fn root(p: &mut Vec<usize>, mut x: usize) -> usize {
+        while p[x] != x {
+            x = p[x];
+        }
+        x
+    }
+    for i in 0..bits.len() {
+        for j in i + 1..bits.len() {
+            if (bits[i] ^ bits[j]).count_ones() <= threshold {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut groups = std::collections::BTreeMap::<usize, Vec<usize>>::new();
+    for i in 0..bits.len() {
+        let r = root(&mut parent, i);
+        groups.entry(r).or_default().push(i);
+    }
+    groups.into_values().filter(|g| g.len() > 1).collect()
+}
+
+fn groups_of(out: &std::process::Output, kind: &str) -> BTreeSet<Vec<usize>> {
+    json_lines(out)
+        .iter()
+        .filter(|g| g["kind"] == kind)
+        .map(|g| {
+            g["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().parse().unwrap()).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn near_groups_equal_brute_force_on_20000_codes() {
+    for (wide, threshold) in [(false, 12u32), (true, 12), (false, 5)] {
+        let (codes, bits) = planted(20_000, wide);
+        let input: String = codes.iter().enumerate().map(|(i, c)| format!("{{\"id\":\"{i}\",\"iscc\":\"{c}\"}}\n")).collect();
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("codes.jsonl"), &input).unwrap();
+        let t = threshold.to_string();
+        let out = run_in(tmp.path(), &["similar", "--json", "--threshold", &t, "codes.jsonl"], b"");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let scaled = if wide { threshold * 2 } else { threshold };
+        let want = brute_force_components(&bits, scaled);
+        assert!(want.len() > 1000, "the planted pairs must give many groups ({})", want.len());
+        assert_eq!(groups_of(&out, "similar"), want, "wide={wide} threshold={threshold}");
+        assert!(groups_of(&out, "identical").is_empty());
+    }
+}
+
+#[test]
+fn real_files_copied_edited_and_extended() {
+    let samples = samples();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let original = fs::read(samples.join("ome-tiff/neuron-4Ch.tiff")).unwrap();
+    fs::write(d.join("a-original.tiff"), &original).unwrap();
+    fs::write(d.join("b-copy.tiff"), &original).unwrap();
+    let mut edited = original.clone();
+    let mid = edited.len() / 2;
+    for b in &mut edited[mid..mid + 64] {
+        *b ^= 0x5A;
+    }
+    fs::write(d.join("c-edited.tiff"), &edited).unwrap();
+    let mut extended = original.clone();
+    extended.extend_from_slice(&pseudo_random(40_000, 1));
+    fs::write(d.join("d-extended.tiff"), &extended).unwrap();
+    fs::copy(samples.join("ome-tiff/neocortex-3Ch.tiff"), d.join("e-other.tiff")).unwrap();
+    let sums = run_in(d, &["sum", "--json", "."], b"");
+    fs::write(d.join("sums.jsonl"), &sums.stdout).unwrap();
+    let out = run_in(d, &["similar", "--json", "sums.jsonl"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let groups = json_lines(&out);
+    assert_eq!(groups.len(), 2, "{}", stdout(&out));
+    assert_eq!(groups[0]["kind"], "identical");
+    let names = |g: &serde_json::Value| -> Vec<String> {
+        g["members"].as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names(&groups[0]), ["./a-original.tiff", "./b-copy.tiff"]);
+    assert_eq!(groups[1]["kind"], "similar");
+    assert_eq!(names(&groups[1]), ["./a-original.tiff", "./b-copy.tiff", "./c-edited.tiff", "./d-extended.tiff"]);
+    // Distances are the Data-Code Hamming distances of iscc-core's codes.
+    let reference = iscc_core(d, &["a-original.tiff", "c-edited.tiff", "d-extended.tiff"]);
+    let data_bits = |r: &serde_json::Value| {
+        let (data, _, _) = omero_iscc::similar::decode(r["narrow"].as_str().unwrap()).unwrap();
+        data
+    };
+    let members = groups[1]["members"].as_array().unwrap();
+    for (member, want) in [(&members[2], &reference[1]), (&members[3], &reference[2])] {
+        let expected = ((data_bits(&reference[0]) ^ data_bits(want)) >> 64).count_ones();
+        assert_eq!(member["distance"].as_u64(), Some(expected as u64));
+        assert!(expected <= 12);
+    }
+}
+
+#[test]
+fn malformed_lines_are_reported_with_their_numbers_and_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let code = sum_code([1; 32], [2; 32], false);
+    let input = format!(
+        "{{\"id\":\"1\",\"iscc\":\"{code}\"}}\nnonsense\n{{\"id\":\"2\",\"iscc\":\"ISCC:NOTACODE\"}}\n{code} *file-b\n{{\"path\":\"x\",\"error\":{{\"kind\":\"io\",\"message\":\"m\"}}}}\n"
+    );
+    let out = run_in(tmp.path(), &["similar"], input.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for line in [2, 3, 5] {
+        assert!(err.contains(&format!("line {line}:")), "{err}");
+    }
+    assert!(stdout(&out).starts_with("# identical: 2 members\n"), "{}", stdout(&out));
+}
