@@ -172,6 +172,8 @@ class FakeOmero:
     def annotated_images(self, namespace: str, limit: int | None = None) -> list:
         links = []
         for image_id, anns in sorted(self.annotations.items()):
+            if image_id in self.hidden:
+                continue  # the server never returns what the user cannot see
             for ann in anns:
                 link = omero.model.ImageAnnotationLinkI()
                 link.setParent(self.images_by_id[image_id])

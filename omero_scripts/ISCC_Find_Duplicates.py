@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+# -*- coding: utf-8 -*-
+#
+# Copyright (C) 2026 the omero-iscc authors.
+# Licensed under the Apache License, Version 2.0.
+"""
+ISCC_Find_Duplicates.py: images whose files are identical to, or near variants of, others.
+
+Reads the ISCC annotations of the selection (or of every image you can see, Scope=Server),
+groups identical images (same bytes) and near duplicates (Data-Codes at most Threshold bits
+apart, e.g. re-saved or slightly edited files) with the worker's `similar` command, and
+attaches a CSV report. Images without an ISCC are counted and named in the message.
+"""
+
+import omero.scripts as scripts
+from omero.gateway import BlitzGateway
+from omero.rtypes import rlong, robject, rstring
+
+from omero_iscc import NAMESPACE, __version__
+from omero_iscc.config import script_settings
+from omero_iscc.duplicates import find_duplicates, to_csv
+from omero_iscc.gateway import BlitzOmero
+from omero_iscc.selection import SelectionError, expand
+from omero_iscc.worker import WorkerError, find_worker
+
+P_DATA_TYPE = "Data_Type"
+P_IDS = "IDs"
+P_SCOPE = "Scope"
+P_THRESHOLD = "Threshold"
+SCOPES = ["Selection", "Server"]
+TYPES = ["Project", "Dataset", "Image", "Screen", "Plate"]
+REPORT_NS = NAMESPACE + ".duplicates"
+
+
+def duplicates_of(omero_access, params, settings=None):
+    """Returns (message, file annotation or None)."""
+    settings = settings or script_settings()
+    worker = find_worker(settings.worker)
+    scope = params.get(P_SCOPE, "Selection")
+    if scope not in SCOPES:
+        raise SelectionError(f"Scope must be Selection or Server, not {scope!r}")
+    if params[P_DATA_TYPE] not in TYPES:
+        raise SelectionError(f"Data_Type must be one of {', '.join(TYPES)}")
+    image_ids = None
+    if scope == "Selection":
+        image_ids, _missing = expand(omero_access, params[P_DATA_TYPE], params[P_IDS])
+    report = find_duplicates(omero_access, image_ids, worker, NAMESPACE, int(params.get(P_THRESHOLD, 12)))
+    attachment = None
+    if params.get(P_IDS):
+        attachment = omero_access.attach_file(params[P_DATA_TYPE], params[P_IDS][0], "iscc_duplicates.csv",
+                                              to_csv(report), REPORT_NS, "text/csv")
+    return report.message(), attachment
+
+
+def run_script():
+    client = scripts.client(
+        "ISCC_Find_Duplicates.py",
+        """Find images whose files are identical to another image's, and near duplicates
+(re-saved, edited, extended files), from their ISCC annotations. Scope=Server looks at every
+image you can see. Attaches a CSV report to the first selected object.""",
+        scripts.String(P_DATA_TYPE, optional=False, grouping="1", values=[rstring(t) for t in TYPES],
+                       default="Dataset", description="The type of the selected objects"),
+        scripts.List(P_IDS, optional=False, grouping="2",
+                     description="IDs of the selected objects").ofType(rlong(0)),
+        scripts.String(P_SCOPE, grouping="3", values=[rstring(s) for s in SCOPES], default="Selection",
+                       description="Selection: compare the selected images with each other; Server: every image you can see"),
+        scripts.Int(P_THRESHOLD, grouping="4", default=12, min=0, max=64,
+                    description="Largest Data-Code distance in bits (of 64) for near duplicates"),
+        version=__version__,
+        authors=["omero-iscc authors"],
+        institutions=["omero-iscc"],
+        namespaces=[NAMESPACE],
+    )
+    try:
+        params = client.getInputs(unwrap=True)
+        conn = BlitzGateway(client_obj=client)
+        client.enableKeepAlive(60)
+        try:
+            message, report = duplicates_of(BlitzOmero(conn), params)
+        except (SelectionError, WorkerError, RuntimeError) as exc:
+            client.setOutput("ERROR", rstring(str(exc)))
+            message, report = f"No report: {exc}", None
+        client.setOutput("Message", rstring(message))
+        if report is not None:
+            client.setOutput("File_Annotation", robject(report))
+    finally:
+        client.closeSession()
+
+
+if __name__ == "__main__":
+    run_script()
