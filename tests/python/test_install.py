@@ -1,0 +1,111 @@
+"""install.sh into a throwaway OMERO.server-shaped directory with its own venv."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TOP
+
+
+def listing(root: Path) -> list[tuple[str, int, int, bytes]]:
+    out = []
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out.append((str(p.relative_to(root)), stat.S_IMODE(st.st_mode), st.st_mtime_ns,
+                    p.read_bytes() if p.is_file() else b""))
+    return out
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> dict:
+    server = tmp_path / "opt" / "omero" / "server"
+    (server / "OMERO.server" / "lib" / "scripts" / "omero").mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(server / "venv3")], check=True)
+    return {
+        "root": tmp_path,
+        "args": ["--prefix", str(tmp_path / "usr"), "--omero-dir", str(server / "OMERO.server"),
+                 "--python", str(server / "venv3" / "bin" / "python"), "--config-dir", str(tmp_path / "etc"),
+                 "--cron-dir", str(tmp_path / "cron.d"), "--systemd-dir", str(tmp_path / "systemd"),
+                 "--schedule", "*/5 * * * *"],
+        "venv": server / "venv3",
+        "scripts": server / "OMERO.server" / "lib" / "scripts" / "iscc",
+    }
+
+
+def install(site, worker, *extra) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "OMERODIR"}
+    return subprocess.run(["bash", str(TOP / "install.sh"), "--binary", worker, *site["args"], *extra],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_install_is_complete_idempotent_dry_runnable_and_uninstallable(site, worker):
+    root = site["root"]
+    before = listing(root)
+    dry = install(site, worker, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would run" in dry.stdout and "selftest passed" in dry.stdout
+    assert listing(root) == before, "--dry-run changed something"
+
+    first = install(site, worker)
+    assert first.returncode == 0, first.stdout + first.stderr
+    python = site["venv"] / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    installed = {
+        root / "usr" / "bin" / "omero-iscc": 0o755,
+        site["venv"] / "bin" / "omero-iscc": 0o755,
+        Path(purelib) / "omero_iscc" / "__init__.py": 0o644,
+        site["scripts"] / "ISCC_Annotate.py": 0o644,
+        site["scripts"] / "ISCC_Verify.py": 0o644,
+        site["scripts"] / "ISCC_Annotate_New_Images.py": 0o644,
+        site["scripts"] / "ISCC_Find_Duplicates.py": 0o644,
+        root / "cron.d" / "omero-iscc": 0o644,
+        root / "etc" / "config.json": 0o600,
+    }
+    for path, mode in installed.items():
+        assert path.is_file(), path
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    cron = (root / "cron.d" / "omero-iscc").read_text()
+    assert "*/5 * * * * " in cron and f"{python} -m omero_iscc --config {root / 'etc' / 'config.json'} run --once" in cron
+    # The installed helper works in the server's Python and finds the worker next to it.
+    probe = subprocess.run([str(python), "-c", "from omero_iscc.worker import find_worker; print(find_worker())"],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == str(site["venv"] / "bin" / "omero-iscc"), probe.stderr
+
+    after_first = listing(root)
+    second = install(site, worker)
+    assert second.returncode == 0
+    assert "install:" not in second.stdout and "create:" not in second.stdout
+    assert listing(root) == after_first, "the second run changed something"
+
+    gone = install(site, worker, "--uninstall")
+    assert gone.returncode == 0, gone.stderr
+    for path in installed:
+        assert not path.exists(), path
+    leftovers = [p for p, *_ in listing(root) if "omero" in p.split("/")[-1] and "iscc" in p]
+    assert leftovers == []
+
+
+def test_systemd_units_and_cli_only_install(site, worker, tmp_path):
+    result = install(site, worker, "--systemd")
+    assert result.returncode == 0, result.stderr
+    service = (tmp_path / "systemd" / "omero-iscc.service").read_text()
+    assert "KillMode=mixed" in service and "run --once" in service
+    assert "OnCalendar=*:0/5" in (tmp_path / "systemd" / "omero-iscc.timer").read_text()
+    env = {k: v for k, v in os.environ.items() if k != "OMERODIR"}
+    env["PATH"] = "/usr/bin:/bin"
+    cli_only = subprocess.run(["bash", str(TOP / "install.sh"), "--binary", worker, "--prefix", str(tmp_path / "p2")],
+                              capture_output=True, text=True, env=env)
+    assert cli_only.returncode == 0, cli_only.stderr
+    assert "installed the CLI only" in cli_only.stdout
+    assert (tmp_path / "p2" / "bin" / "omero-iscc").is_file()
+
+
+def test_bad_options_are_refused(site, worker):
+    result = install(site, worker, "--frobnicate")
+    assert result.returncode == 2 and "unknown option" in result.stderr

@@ -1,0 +1,112 @@
+"""Live-server suite (pytest marker ``omero``): runs only when a test server is configured.
+
+    OMERO_ISCC_TEST_HOST, OMERO_ISCC_TEST_PORT (default 4064),
+    OMERO_ISCC_TEST_USER, OMERO_ISCC_TEST_PASSWORD (an administrator, to upload the scripts)
+
+It imports a real sample file with ``omero import`` (which needs Java on this machine), then
+(1) drives the helper through the real gateway (``BlitzOmero``) from here, reading the file
+through the RawFileStore, and (2) runs the installed scripts through the script service, where
+the worker must be installed next to the server's Python (install.sh). The README explains how
+to run it against ome/docker-example-omero. No OMERO server can run on the project's own CI
+machines, so there this suite is not collected as passing: it is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+from conftest import NS, TOP, reference
+
+HOST = os.environ.get("OMERO_ISCC_TEST_HOST")
+pytestmark = [
+    pytest.mark.omero,
+    pytest.mark.skipif(not HOST, reason="no OMERO server configured (OMERO_ISCC_TEST_HOST)"),
+]
+
+
+@pytest.fixture(scope="module")
+def conn():
+    import omero
+    import omero.clients  # noqa: F401
+    from omero.gateway import BlitzGateway
+
+    client = omero.client(HOST, int(os.environ.get("OMERO_ISCC_TEST_PORT", "4064")))
+    client.createSession(os.environ["OMERO_ISCC_TEST_USER"], os.environ["OMERO_ISCC_TEST_PASSWORD"])
+    gateway = BlitzGateway(client_obj=client)
+    yield gateway
+    client.closeSession()
+
+
+@pytest.fixture(scope="module")
+def image_id(samples):
+    path = samples / "ome-tiff" / "neuron-4Ch.tiff"
+    port = os.environ.get("OMERO_ISCC_TEST_PORT", "4064")
+    out = subprocess.run(["omero", "import", "-s", HOST, "-p", port, "-u", os.environ["OMERO_ISCC_TEST_USER"],
+                          "-w", os.environ["OMERO_ISCC_TEST_PASSWORD"], str(path)],
+                         capture_output=True, text=True, timeout=900)
+    match = re.search(r"Image:(\d+)", out.stdout + out.stderr)
+    assert match, f"omero import failed: {out.stderr[-2000:]}"
+    return int(match.group(1)), path
+
+
+def test_helper_through_the_real_gateway(conn, image_id, worker):
+    from omero_iscc.annotate import annotate
+    from omero_iscc.gateway import BlitzOmero
+    from omero_iscc.verify import verify
+
+    iid, path = image_id
+    access = BlitzOmero(conn)
+    assert access.repository_root()
+    # root=None: this machine cannot see the server's repository, so the file is streamed.
+    report = annotate(access, [iid], worker, None, NS, replace=True)
+    assert report.count("annotated") == 1, report.message()
+    [ann] = access.iscc_annotations([iid], NS)[iid]
+    values = {nv.name: nv.value for nv in ann.getMapValue()}
+    assert values["iscc:sum"] == reference([path])["iscc"]
+    assert values["iscc:input"] == "raw-file-store"
+    [verdict] = verify(access, [iid], worker, None, NS)
+    assert verdict.status == "OK", verdict.detail
+
+
+def _run_script(conn, name: str, inputs: dict):
+    import omero
+    import omero.scripts
+    from omero.rtypes import rbool, rlist, rlong, rstring, unwrap
+
+    svc = conn.getScriptService()
+    script_id = svc.getScriptID(f"/iscc/{name}")
+    if script_id <= 0:
+        script_id = svc.uploadOfficialScript(f"/iscc/{name}", (TOP / "omero_scripts" / name).read_text())
+    wrapped = {}
+    for k, v in inputs.items():
+        if isinstance(v, bool):
+            wrapped[k] = rbool(v)
+        elif isinstance(v, list):
+            wrapped[k] = rlist([rlong(x) for x in v])
+        else:
+            wrapped[k] = rstring(v)
+    proc = svc.runScript(script_id, wrapped, None)
+    cb = omero.scripts.ProcessCallbackI(conn.c, proc)
+    try:
+        while proc.poll() is None:
+            cb.block(1000)
+        return {k: unwrap(v) for k, v in proc.getResults(3).items()}
+    finally:
+        cb.close()
+
+
+def test_scripts_through_the_script_service(conn, image_id):
+    iid, path = image_id
+    results = _run_script(conn, "ISCC_Annotate.py", {"Data_Type": "Image", "IDs": [iid], "Replace_Existing": True})
+    assert results["Message"].startswith("1 annotated"), results
+    image = conn.getObject("Image", iid)
+    [ann] = [a for a in image.listAnnotations(ns=NS)]
+    values = dict(ann.getValue())
+    assert values["iscc:sum"] == reference([path])["iscc"]
+    assert values["iscc:input"] == "managed-repository"
+    results = _run_script(conn, "ISCC_Verify.py", {"Data_Type": "Image", "IDs": [iid]})
+    assert results["Message"].startswith("Verified 1 image(s): 1 OK"), results
+    assert "File_Annotation" in results
