@@ -67,20 +67,40 @@ pub fn cut(data: &[u8]) -> usize {
     }
     let strict_end = CENTER.min(size);
     let mut pattern: u32 = 0;
-    for (k, &byte) in data[MIN..strict_end].iter().enumerate() {
-        pattern = (pattern >> 1).wrapping_add(GEAR[byte as usize]);
-        if pattern & MASK_S == 0 {
-            return MIN + k + 1;
-        }
+    if let Some(n) = scan(&data[MIN..strict_end], &mut pattern, MASK_S) {
+        return MIN + n;
     }
     let relaxed_end = MAX.min(size);
-    for (k, &byte) in data[strict_end..relaxed_end].iter().enumerate() {
-        pattern = (pattern >> 1).wrapping_add(GEAR[byte as usize]);
-        if pattern & MASK_L == 0 {
-            return strict_end + k + 1;
-        }
+    if let Some(n) = scan(&data[strict_end..relaxed_end], &mut pattern, MASK_L) {
+        return strict_end + n;
     }
     relaxed_end
+}
+
+/// Rolls the gear hash over `bytes`; returns how many bytes it took to reach a pattern with
+/// no bit of `mask` set. Four bytes per iteration: the hash chain itself is serial, the
+/// unrolling only saves loop overhead around it.
+#[inline(always)]
+fn scan(bytes: &[u8], pattern: &mut u32, mask: u32) -> Option<usize> {
+    let mut quads = bytes.chunks_exact(4);
+    let mut done = 0;
+    for quad in &mut quads {
+        for (k, &byte) in quad.iter().enumerate() {
+            *pattern = (*pattern >> 1).wrapping_add(GEAR[byte as usize]);
+            if *pattern & mask == 0 {
+                return Some(done + k + 1);
+            }
+        }
+        done += 4;
+    }
+    for &byte in quads.remainder() {
+        *pattern = (*pattern >> 1).wrapping_add(GEAR[byte as usize]);
+        done += 1;
+        if *pattern & mask == 0 {
+            return Some(done);
+        }
+    }
+    None
 }
 
 /// Length of every chunk inside a long run of `byte` (at most [`MAX`]).

@@ -136,6 +136,10 @@ pub struct SimilarArgs {
     /// Write one JSON object per group.
     #[arg(long)]
     pub json: bool,
+
+    /// Only groups of identical content (same datahash or Instance-Code); no near duplicates.
+    #[arg(long)]
+    pub exact: bool,
 }
 
 fn parse_algorithm(name: &str) -> Result<Algorithm, String> {

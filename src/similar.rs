@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 
 /// One input code.
@@ -23,13 +23,25 @@ use std::os::unix::ffi::OsStrExt;
 pub struct Entry {
     /// `true`: named by an `id`; `false`: by a `path`.
     pub by_id: bool,
-    pub name: Vec<u8>,
-    pub iscc: String,
+    pub wide: bool,
+    pub name: Box<[u8]>,
+    /// The code's 2-byte header, kept to print the code again.
+    header: [u8; 2],
     /// Data-Code bits: 64 (narrow) or 128 (wide), left-aligned.
     pub data: u128,
     pub instance: u128,
-    pub wide: bool,
-    pub datahash: Option<String>,
+    pub datahash: Option<[u8; 32]>,
+}
+
+impl Entry {
+    /// The ISCC-SUM as it was given.
+    pub fn iscc(&self) -> String {
+        let unit = if self.wide { 16 } else { 8 };
+        let mut raw = self.header.to_vec();
+        raw.extend_from_slice(&self.data.to_be_bytes()[..unit]);
+        raw.extend_from_slice(&self.instance.to_be_bytes()[..unit]);
+        format!("ISCC:{}", iscc_lib::codec::encode_base32(&raw))
+    }
 }
 
 /// A group of the output.
@@ -40,14 +52,18 @@ pub struct Group {
     pub members: Vec<usize>,
 }
 
-/// Decodes an ISCC-SUM into its Data-Code and Instance-Code bits.
-pub fn decode(iscc: &str) -> Option<(u128, u128, bool)> {
-    let body = iscc.strip_prefix("ISCC:")?;
-    let raw = iscc_lib::codec::decode_base32(body).ok()?;
-    let (_, _, _, _, tail) = iscc_lib::codec::decode_header(&raw).ok()?;
-    let wide = crate::codes::is_wide(iscc)?;
+/// Decodes an ISCC-SUM into its header, Data-Code and Instance-Code bits, and width.
+pub fn decode(iscc: &str) -> Option<([u8; 2], u128, u128, bool)> {
+    use iscc_lib::codec::{MainType, SubType};
+    let raw = iscc_lib::codec::decode_base32(iscc.strip_prefix("ISCC:")?).ok()?;
+    let (main, sub, _, _, tail) = iscc_lib::codec::decode_header(&raw).ok()?;
+    let wide = match (main, sub) {
+        (MainType::Iscc, SubType::Wide) => true,
+        (MainType::Iscc, SubType::Sum) => false,
+        _ => return None,
+    };
     let unit = if wide { 16 } else { 8 };
-    if tail.len() != 2 * unit {
+    if tail.len() != 2 * unit || raw.len() != 2 + 2 * unit {
         return None;
     }
     let bits = |b: &[u8]| {
@@ -55,13 +71,25 @@ pub fn decode(iscc: &str) -> Option<(u128, u128, bool)> {
         v[..b.len()].copy_from_slice(b);
         u128::from_be_bytes(v)
     };
-    Some((bits(&tail[..unit]), bits(&tail[unit..]), wide))
+    Some(([raw[0], raw[1]], bits(&tail[..unit]), bits(&tail[unit..]), wide))
+}
+
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    let hex = text.strip_prefix("1e20")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (k, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * k..2 * k + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 #[derive(Deserialize)]
 struct JsonRecord<'a> {
-    #[serde(default)]
-    id: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    id: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow, default)]
     path: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -81,99 +109,206 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
         let text = unescape_surrogates(text);
         let rec: JsonRecord = serde_json::from_str(&text).map_err(|e| format!("not valid JSON: {e}"))?;
         let iscc = rec.iscc.ok_or("no \"iscc\" (a failed record?)")?;
-        let (by_id, name) = match (&rec.id, &rec.path) {
-            (Some(serde_json::Value::String(s)), _) => (true, s.as_bytes().to_vec()),
-            (Some(v), _) if !v.is_null() => (true, v.to_string().into_bytes()),
+        let (by_id, name) = match (rec.id, &rec.path) {
+            (Some(raw), _) if raw.get() != "null" => {
+                let name = match serde_json::from_str::<String>(raw.get()) {
+                    Ok(s) => s.into_bytes(),
+                    Err(_) => raw.get().as_bytes().to_vec(),
+                };
+                (true, name)
+            }
             (_, Some(p)) => (false, path_bytes(p)),
             _ => return Err("neither \"id\" nor \"path\"".into()),
         };
-        let (data, instance, wide) = decode(&iscc).ok_or_else(|| format!("not an ISCC-SUM: {iscc:?}"))?;
-        return Ok(Some(Entry { by_id, name, iscc: iscc.into_owned(), data, instance, wide, datahash: rec.datahash.map(|d| d.into_owned()) }));
+        let (header, data, instance, wide) = decode(&iscc).ok_or_else(|| format!("not an ISCC-SUM: {iscc:?}"))?;
+        let datahash = match rec.datahash {
+            Some(d) => Some(parse_hash(&d).ok_or_else(|| format!("not a BLAKE3 datahash: {d:?}"))?),
+            None => None,
+        };
+        return Ok(Some(Entry { by_id, wide, name: name.into(), header, data, instance, datahash }));
     }
     let pos = trimmed.windows(2).position(|w| w == b" *").ok_or("not an ISCC line (expected 'ISCC:... *name')")?;
     let code = std::str::from_utf8(&trimmed[..pos]).map_err(|_| "code is not ASCII")?;
-    let (data, instance, wide) = decode(code).ok_or_else(|| format!("not an ISCC-SUM: {code:?}"))?;
-    Ok(Some(Entry { by_id: false, name: trimmed[pos + 2..].to_vec(), iscc: code.to_string(), data, instance, wide, datahash: None }))
+    let (header, data, instance, wide) = decode(code).ok_or_else(|| format!("not an ISCC-SUM: {code:?}"))?;
+    Ok(Some(Entry { by_id: false, wide, name: trimmed[pos + 2..].into(), header, data, instance, datahash: None }))
+}
+
+/// What makes two entries identical: the datahash when there is one (exact), else the
+/// Instance-Code bits of the same width.
+fn content_key(e: &Entry) -> (u8, [u8; 32]) {
+    match &e.datahash {
+        Some(d) => (0, *d),
+        None => {
+            let mut k = [0u8; 32];
+            k[..16].copy_from_slice(&e.instance.to_be_bytes());
+            (1 + e.wide as u8, k)
+        }
+    }
 }
 
 /// Identical groups (2+ members with the same content), in order of their first member.
 pub fn identical_groups(entries: &[Entry]) -> Vec<Group> {
-    let mut by_key: HashMap<(Option<&str>, u128, bool), Vec<usize>> = HashMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        // A datahash is exact; without one the Instance-Code bits of the same width are.
-        let key = match &e.datahash {
-            Some(d) => (Some(d.as_str()), 0, false),
-            None => (None, e.instance, e.wide),
-        };
-        by_key.entry(key).or_default().push(i);
-    }
-    let mut groups: Vec<Group> = by_key
-        .into_values()
-        .filter(|m| m.len() > 1)
-        .map(|members| Group { identical: true, members })
+    let mut keyed: Vec<((u8, [u8; 32]), u32)> =
+        entries.par_iter().enumerate().map(|(i, e)| (content_key(e), i as u32)).collect();
+    keyed.par_sort_unstable();
+    let mut groups: Vec<Group> = keyed
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+        .map(|run| Group { identical: true, members: run.iter().map(|&(_, i)| i as usize).collect() })
         .collect();
-    groups.sort_by_key(|g| g.members[0]);
+    groups.par_sort_unstable_by_key(|g| g.members[0]);
     groups
 }
 
-/// Pairs `(i, j)`, `i < j`, whose `bits`-bit Data-Codes are at most `threshold` apart.
+/// A Data-Code as compared here: 64 bits (narrow) or 128 bits (wide).
+trait Bits: Copy + Send + Sync + Default {
+    const BITS: u32;
+    fn from_left(code: u128) -> Self;
+    fn block(self, b: usize) -> usize;
+    #[inline(always)]
+    fn distance(self, other: Self) -> u32 {
+        self.xor_ones(other)
+    }
+    fn xor_ones(self, other: Self) -> u32;
+}
+
+impl Bits for u64 {
+    const BITS: u32 = 64;
+    fn from_left(code: u128) -> Self {
+        (code >> 64) as u64
+    }
+    fn block(self, b: usize) -> usize {
+        ((self >> (48 - 16 * b)) & 0xFFFF) as usize
+    }
+    #[inline(always)]
+    fn xor_ones(self, other: Self) -> u32 {
+        (self ^ other).count_ones()
+    }
+}
+
+impl Bits for u128 {
+    const BITS: u32 = 128;
+    fn from_left(code: u128) -> Self {
+        code
+    }
+    fn block(self, b: usize) -> usize {
+        ((self >> (112 - 16 * b)) & 0xFFFF) as usize
+    }
+    #[inline(always)]
+    fn xor_ones(self, other: Self) -> u32 {
+        (self ^ other).count_ones()
+    }
+}
+
+/// Pairs `(i, j)` whose Data-Codes (left-aligned in a `u128`; the first `bits` = 64 or 128
+/// compared) are at most `threshold` apart: every such pair, perhaps more than once, and no
+/// other.
+///
+/// For each 16-bit block the codes are sorted into 65,536 buckets by the block's value. Two
+/// codes within the threshold differ in some block by at most `threshold / blocks` bits, so
+/// comparing every bucket with the buckets whose value is that close finds every pair.
+/// Bucket against bucket, both contiguous in memory, keeps the comparisons cache-friendly.
 pub fn near_pairs(codes: &[u128], bits: u32, threshold: u32) -> Vec<(u32, u32)> {
-    let blocks = (bits / 16) as usize;
+    if bits == 64 {
+        pairs_of::<u64>(codes, threshold)
+    } else {
+        pairs_of::<u128>(codes, threshold)
+    }
+}
+
+fn pairs_of<T: Bits>(codes: &[u128], threshold: u32) -> Vec<(u32, u32)> {
+    let codes: Vec<T> = codes.iter().map(|&c| T::from_left(c)).collect();
+    let blocks = (T::BITS / 16) as usize;
     let radius = threshold / blocks as u32;
-    let block_of = |code: u128, b: usize| ((code >> (128 - 16 * (b + 1))) & 0xFFFF) as usize;
     let masks: Vec<usize> = (0..1usize << 16).filter(|m| m.count_ones() <= radius).collect();
-    // One table per block: entries sorted by the block's value, with bucket offsets.
-    let tables: Vec<(Vec<u32>, Vec<u32>)> = (0..blocks)
-        .into_par_iter()
-        .map(|b| {
-            let mut counts = vec![0u32; (1 << 16) + 1];
-            for &c in codes {
-                counts[block_of(c, b) + 1] += 1;
+    let mut found = Vec::new();
+    for b in 0..blocks {
+        let mut offsets = vec![0usize; (1 << 16) + 1];
+        for &c in &codes {
+            offsets[c.block(b) + 1] += 1;
+        }
+        for k in 1..offsets.len() {
+            offsets[k] += offsets[k - 1];
+        }
+        let mut fill = offsets.clone();
+        let mut sorted = vec![T::default(); codes.len()];
+        let mut ids = vec![0u32; codes.len()];
+        for (i, &c) in codes.iter().enumerate() {
+            let k = c.block(b);
+            sorted[fill[k]] = c;
+            ids[fill[k]] = i as u32;
+            fill[k] += 1;
+        }
+        let (sorted, ids, offsets, masks) = (&sorted[..], &ids[..], &offsets[..], &masks[..]);
+        let tables = Tables { sorted, ids, offsets, masks, threshold };
+        let block_pairs = (0..1usize << 16)
+            .into_par_iter()
+            .with_min_len(64)
+            .fold(Vec::new, |mut out, v| {
+                tables.compare(v, &mut out);
+                out
+            })
+            .reduce(Vec::new, |mut x, mut y| {
+                x.append(&mut y);
+                x
+            });
+        found.extend(block_pairs);
+    }
+    found
+}
+
+/// One block's buckets.
+struct Tables<'a, T> {
+    sorted: &'a [T],
+    ids: &'a [u32],
+    offsets: &'a [usize],
+    masks: &'a [usize],
+    threshold: u32,
+}
+
+impl<T: Bits> Tables<'_, T> {
+    /// Compares bucket `v` with itself and with every bucket `w >= v` near enough.
+    fn compare(&self, v: usize, out: &mut Vec<(u32, u32)>) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has POPCNT, checked just above.
+            unsafe { self.compare_popcnt(v, out) };
+            return;
+        }
+        self.compare_portable(v, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn compare_popcnt(&self, v: usize, out: &mut Vec<(u32, u32)>) {
+        // The same loop, compiled with the POPCNT instruction for `count_ones`.
+        self.compare_portable(v, out)
+    }
+
+    #[inline(always)]
+    fn compare_portable(&self, v: usize, out: &mut Vec<(u32, u32)>) {
+        let (v0, v1) = (self.offsets[v], self.offsets[v + 1]);
+        if v0 == v1 {
+            return;
+        }
+        for &m in self.masks {
+            let w = v ^ m;
+            if w < v {
+                continue; // each pair of buckets once
             }
-            for k in 1..counts.len() {
-                counts[k] += counts[k - 1];
-            }
-            let mut fill = counts.clone();
-            let mut order = vec![0u32; codes.len()];
-            for (i, &c) in codes.iter().enumerate() {
-                let v = block_of(c, b);
-                order[fill[v] as usize] = i as u32;
-                fill[v] += 1;
-            }
-            (counts, order)
-        })
-        .collect();
-    let narrow = bits == 64;
-    (0..codes.len())
-        .into_par_iter()
-        .fold(Vec::new, |mut found, i| {
-            let ci = codes[i];
-            for (b, (offsets, order)) in tables.iter().enumerate() {
-                let v = block_of(ci, b);
-                for &m in &masks {
-                    let k = v ^ m;
-                    for &j in &order[offsets[k] as usize..offsets[k + 1] as usize] {
-                        let j = j as usize;
-                        if j <= i {
-                            continue;
-                        }
-                        let d = if narrow {
-                            (((ci ^ codes[j]) >> 64) as u64).count_ones()
-                        } else {
-                            (ci ^ codes[j]).count_ones()
-                        };
-                        if d <= threshold {
-                            found.push((i as u32, j as u32));
-                        }
+            let w1 = self.offsets[w + 1];
+            for x in v0..v1 {
+                let a = self.sorted[x];
+                let from = if w == v { x + 1 } else { self.offsets[w] };
+                for (k, &c) in self.sorted[from..w1].iter().enumerate() {
+                    if a.distance(c) <= self.threshold {
+                        let (p, q) = (self.ids[x], self.ids[from + k]);
+                        out.push((p.min(q), p.max(q)));
                     }
                 }
             }
-            found
-        })
-        .reduce(Vec::new, |mut a, mut b| {
-            a.append(&mut b);
-            a
-        })
+        }
+    }
 }
 
 fn find(parent: &mut [u32], mut x: u32) -> u32 {
@@ -201,10 +336,7 @@ pub fn similar_groups(entries: &[Entry], threshold: u32) -> Vec<Group> {
         let root = find(&mut parent, i as u32);
         components.entry(root).or_default().push(i);
     }
-    let same_content = |m: &[usize]| {
-        let key = |e: &Entry| (e.datahash.clone(), if e.datahash.is_some() { 0 } else { e.instance });
-        m.iter().all(|&i| key(&entries[i]) == key(&entries[m[0]]))
-    };
+    let same_content = |m: &[usize]| m.iter().all(|&i| content_key(&entries[i]) == content_key(&entries[m[0]]));
     let mut groups: Vec<Group> = components
         .into_values()
         .filter(|m| m.len() > 1 && !same_content(m))
@@ -225,19 +357,19 @@ fn distance(a: &Entry, b: &Entry) -> u32 {
 
 /// Runs `similar`; returns the exit status.
 pub fn run(args: &SimilarArgs) -> Result<Status, UsageError> {
-    let reader: Box<dyn BufRead> = match &args.input {
-        None => Box::new(BufReader::new(io::stdin())),
-        Some(p) if p.as_bytes() == b"-" => Box::new(BufReader::new(io::stdin())),
-        Some(p) => Box::new(BufReader::new(
-            File::open(p).map_err(|e| UsageError(format!("{}: {e}", p.to_string_lossy())))?,
-        )),
+    let reader: Box<dyn io::Read> = match &args.input {
+        None => Box::new(io::stdin()),
+        Some(p) if p.as_bytes() == b"-" => Box::new(io::stdin()),
+        Some(p) => Box::new(File::open(p).map_err(|e| UsageError(format!("{}: {e}", p.to_string_lossy())))?),
     };
     let (entries, bad) = read_entries(reader).map_err(|e| UsageError(format!("reading input: {e}")))?;
     for (line, why) in &bad {
         eprintln!("omero-iscc: line {line}: {why} (skipped)");
     }
     let mut groups = identical_groups(&entries);
-    groups.extend(similar_groups(&entries, args.threshold));
+    if !args.exact {
+        groups.extend(similar_groups(&entries, args.threshold));
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let written = write_groups(&mut out, &entries, &groups, args.json).and_then(|_| out.flush());
@@ -256,24 +388,36 @@ pub fn run(args: &SimilarArgs) -> Result<Status, UsageError> {
     Ok(if bad.is_empty() { Status::Success } else { Status::Failure })
 }
 
-/// Reads all entries, parsing lines in parallel blocks; returns the malformed lines too.
-pub fn read_entries(mut reader: impl BufRead) -> io::Result<(Vec<Entry>, Vec<(usize, String)>)> {
+/// Reads all entries, parsing lines in parallel, block by block; returns the malformed lines
+/// (line number, reason) too.
+pub fn read_entries(mut reader: impl io::Read) -> io::Result<(Vec<Entry>, Vec<(usize, String)>)> {
+    const BLOCK: usize = 32 << 20;
     let mut entries = Vec::new();
     let mut bad = Vec::new();
     let mut first_line = 1;
-    loop {
-        let mut block: Vec<Vec<u8>> = Vec::with_capacity(65536);
-        for _ in 0..65536 {
-            let mut line = Vec::new();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
+    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
+    let mut eof = false;
+    while !eof {
+        let start = buf.len();
+        buf.resize(start + BLOCK, 0);
+        let mut filled = start;
+        while filled < buf.len() {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            block.push(line);
         }
-        if block.is_empty() {
-            return Ok((entries, bad));
-        }
-        let parsed: Vec<Result<Option<Entry>, String>> = block.par_iter().map(|l| parse_line(l)).collect();
+        buf.truncate(filled);
+        // Whole lines only; the rest waits for the next block (unless the input ended).
+        let cut = if eof { buf.len() } else { buf.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) };
+        let lines: Vec<&[u8]> = buf[..cut].split(|&b| b == b'\n').collect();
+        let lines = if buf[..cut].ends_with(b"\n") { &lines[..lines.len() - 1] } else { &lines[..] };
+        let parsed: Vec<Result<Option<Entry>, String>> = lines.par_iter().map(|l| parse_line(l)).collect();
         for (k, p) in parsed.into_iter().enumerate() {
             match p {
                 Ok(Some(e)) => entries.push(e),
@@ -281,8 +425,10 @@ pub fn read_entries(mut reader: impl BufRead) -> io::Result<(Vec<Entry>, Vec<(us
                 Err(why) => bad.push((first_line + k, why)),
             }
         }
-        first_line += block.len();
+        first_line += lines.len();
+        buf.drain(..cut);
     }
+    Ok((entries, bad))
 }
 
 fn write_groups(out: &mut dyn Write, entries: &[Entry], groups: &[Group], json: bool) -> io::Result<()> {
@@ -297,7 +443,7 @@ fn write_groups(out: &mut dyn Write, entries: &[Entry], groups: &[Group], json: 
                 }
                 s.push_str(if e.by_id { "{\"id\":" } else { "{\"path\":" });
                 json_path(&e.name, &mut s);
-                s.push_str(&format!(",\"iscc\":\"{}\",\"distance\":{}}}", e.iscc, distance(first, e)));
+                s.push_str(&format!(",\"iscc\":\"{}\",\"distance\":{}}}", e.iscc(), distance(first, e)));
             }
             s.push_str("]}\n");
             out.write_all(s.as_bytes())?;
@@ -312,7 +458,7 @@ fn write_groups(out: &mut dyn Write, entries: &[Entry], groups: &[Group], json: 
                 if k > 0 {
                     write!(out, "  {}{:02} ", if group.identical { '=' } else { '~' }, distance(first, e))?;
                 }
-                out.write_all(format!("{} *", e.iscc).as_bytes())?;
+                out.write_all(format!("{} *", e.iscc()).as_bytes())?;
                 out.write_all(&e.name)?;
                 out.write_all(b"\n")?;
             }

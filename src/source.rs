@@ -20,8 +20,8 @@ use std::os::unix::io::AsRawFd;
 pub const WINDOW: u64 = 32 << 20;
 /// Files smaller than this are read: mapping costs more than copying them.
 pub const MMAP_MIN: u64 = 1 << 20;
-/// Read buffer size.
-const BUFFER: usize = 1 << 20;
+/// Read buffer size: large enough for the hashers to split a buffer across threads.
+const BUFFER: usize = 8 << 20;
 
 thread_local! {
     static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -29,10 +29,14 @@ thread_local! {
 
 /// Borrows a read buffer of this thread, returning it afterwards. (Taken out of the thread's
 /// pool rather than borrowed in place: a sink may run rayon work that reads on this thread.)
-fn with_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+/// The buffer is `need` bytes long (at most [`BUFFER`]), so small files keep small buffers.
+fn with_buffer<T>(need: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    let need = need.clamp(1, BUFFER);
     let mut buf = BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default();
-    buf.resize(BUFFER, 0);
-    let out = f(&mut buf);
+    if buf.len() < need {
+        buf.resize(need, 0);
+    }
+    let out = f(&mut buf[..need]);
     BUFFERS.with(|b| b.borrow_mut().push(buf));
     out
 }
@@ -69,7 +73,7 @@ pub fn feed_file(
     let fed = if use_mmap && before.size >= MMAP_MIN {
         feed_mapped(file, before, sink)?
     } else {
-        feed_read(file, sink)?
+        feed_read(file, before.size, sink)?
     };
     let after = Stamp::now(file)?;
     if after != before || fed != before.size {
@@ -98,7 +102,7 @@ fn feed_mapped(file: &File, stamp: Stamp, sink: &mut dyn FnMut(&[u8])) -> Result
         // still change the file under it: changed bytes give a wrong code only for a file whose
         // size or mtime then differ (checked after each window); a truncation raises SIGBUS,
         // which `Watch` turns into zero pages and a `changed_while_reading` failure.
-        let map = unsafe { MmapOptions::new().offset(offset).len(len as usize).map(file) };
+        let map = unsafe { MmapOptions::new().offset(offset).len(len as usize).populate().map(file) };
         let map = match map {
             Ok(map) => map,
             // A file system that cannot map: read this window instead.
@@ -132,7 +136,7 @@ fn feed_mapped(file: &File, stamp: Stamp, sink: &mut dyn FnMut(&[u8])) -> Result
 
 /// Reads `[offset, offset + len)` with positional reads.
 fn feed_range(file: &File, offset: u64, len: u64, sink: &mut dyn FnMut(&[u8])) -> Result<(), Failure> {
-    with_buffer(|buf| {
+    with_buffer(len as usize, |buf| {
         let mut done = 0;
         while done < len {
             let want = (len - done).min(buf.len() as u64) as usize;
@@ -147,13 +151,19 @@ fn feed_range(file: &File, offset: u64, len: u64, sink: &mut dyn FnMut(&[u8])) -
     })
 }
 
-fn feed_read(mut file: &File, sink: &mut dyn FnMut(&[u8])) -> Result<u64, Failure> {
-    feed_reader(&mut file, sink).map_err(|e| Failure::io(&e))
+fn feed_read(mut file: &File, size: u64, sink: &mut dyn FnMut(&[u8])) -> Result<u64, Failure> {
+    // One byte more than the size, so that a file that grew is noticed in the same read.
+    let need = usize::try_from(size).unwrap_or(usize::MAX).saturating_add(1);
+    read_all(&mut file, need, sink).map_err(|e| Failure::io(&e))
 }
 
 /// Feeds a stream (standard input, a pipe) until its end.
 pub fn feed_reader(reader: &mut dyn Read, sink: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
-    with_buffer(|buf| {
+    read_all(reader, BUFFER, sink)
+}
+
+fn read_all(reader: &mut dyn Read, need: usize, sink: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+    with_buffer(need, |buf| {
         let mut total = 0u64;
         loop {
             // Fill the buffer before hashing: pipes deliver small pieces, hashers like big ones.

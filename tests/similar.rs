@@ -129,7 +129,7 @@ fn real_files_copied_edited_and_extended() {
     // Distances are the Data-Code Hamming distances of iscc-core's codes.
     let reference = iscc_core(d, &["a-original.tiff", "c-edited.tiff", "d-extended.tiff"]);
     let data_bits = |r: &serde_json::Value| {
-        let (data, _, _) = omero_iscc::similar::decode(r["narrow"].as_str().unwrap()).unwrap();
+        let (_, data, _, _) = omero_iscc::similar::decode(r["narrow"].as_str().unwrap()).unwrap();
         data
     };
     let members = groups[1]["members"].as_array().unwrap();

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Side-by-side speed and memory of `omero-iscc sum` and its peers (iscc-sum, b3sum, cat).
+
+    bench/bench_sum.py [--runs N] [--workdir DIR] [--big-gib G] [--small N] [--sparse-gib G]
+
+Runs every command on the same warm (page-cached) inputs, N times each, and prints the median
+wall time, the peak resident memory (getrusage of the child) and the ratio to iscc-sum, with
+the machine it ran on. Inputs: one random file of G GiB, N random files of 20-80 KB, and a
+sparse file (memory only). Needs the test environment's Python (iscc-sum installed) and the
+release binary; `tests/setup/env.sh` provides both. Timings are never asserted in tests: these
+machines are shared and noisy, so the numbers are read, not checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[1]
+WORKER = TOP / "target" / "x86_64-unknown-linux-gnu" / "release" / "omero-iscc"
+GNU_TIME = "/usr/bin/time"  # Debian package `time`
+
+
+def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one run. The RSS comes from GNU time: a child forked
+    (or vforked) from this interpreter would report the interpreter's own resident memory."""
+    with tempfile.NamedTemporaryFile("r") as rss:
+        start = time.perf_counter()
+        proc = subprocess.run([GNU_TIME, "-f", "%M", "-o", rss.name, *cmd], cwd=cwd,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"failed: {' '.join(cmd)}: {proc.stderr.decode()[-500:]}")
+        return wall, int(rss.read().split()[-1])
+
+
+def measure(label: str, cmd: list[str], runs: int, cwd: Path | None = None) -> dict:
+    results = [run(cmd, cwd) for _ in range(runs)]
+    return {"label": label, "wall": statistics.median(w for w, _ in results),
+            "rss": max(r for _, r in results), "cmd": cmd}
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def make_inputs(work: Path, big_gib: float, small: int, sparse_gib: float) -> tuple[Path, Path, Path]:
+    work.mkdir(parents=True, exist_ok=True)
+    big = work / f"random-{big_gib:g}GiB.bin"
+    if not big.exists() or big.stat().st_size != int(big_gib * (1 << 30)):
+        with open(big, "wb") as f:
+            left = int(big_gib * (1 << 30))
+            while left:
+                n = min(left, 64 << 20)
+                f.write(os.urandom(n))
+                left -= n
+    smalldir = work / f"small-{small}"
+    if not smalldir.exists() or len(list(smalldir.iterdir())) != small:
+        shutil.rmtree(smalldir, ignore_errors=True)
+        smalldir.mkdir()
+        rng = random.Random(5000)
+        for i in range(small):
+            (smalldir / f"f{i:05d}.bin").write_bytes(os.urandom(rng.randint(20_000, 80_000)))
+    sparse = work / f"sparse-{sparse_gib:g}GiB.bin"
+    with open(sparse, "wb") as f:
+        f.truncate(int(sparse_gib * (1 << 30)))
+    for p in [big, *smalldir.iterdir()]:
+        with open(p, "rb") as f:
+            while f.read(16 << 20):
+                pass
+    return big, smalldir, sparse
+
+
+def table(title: str, rows: list[dict], base: str) -> None:
+    ref = next((r["wall"] for r in rows if r["label"] == base), None)
+    print(f"\n{title}")
+    print(f"| {'command':44} | {'wall (median)':>13} | {'peak RSS':>10} | {'vs iscc-sum':>11} |")
+    print(f"|{'-' * 46}|{'-' * 15}:|{'-' * 11}:|{'-' * 12}:|")
+    for r in rows:
+        ratio = f"{ref / r['wall']:.2f}x" if ref else "-"
+        print(f"| {r['label']:44} | {r['wall']:11.3f} s | {r['rss'] / 1024:7.1f} MiB | {ratio:>11} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("OMERO_ISCC_CACHE", Path.home() / ".cache" / "omero-iscc")) / "bench")
+    ap.add_argument("--big-gib", type=float, default=1.0)
+    ap.add_argument("--small", type=int, default=5000)
+    ap.add_argument("--sparse-gib", type=float, default=16.0)
+    ap.add_argument("--skip-sparse", action="store_true")
+    args = ap.parse_args()
+    if not os.access(GNU_TIME, os.X_OK):
+        sys.exit("GNU time is needed for peak memory: apt-get install time")
+    if not WORKER.exists():
+        sys.exit(f"build the release binary first: cargo build --release ({WORKER})")
+    iscc_sum = [sys.executable, "-m", "iscc_sum"]
+    big, smalldir, sparse = make_inputs(args.workdir, args.big_gib, args.small, args.sparse_gib)
+    cores = os.cpu_count() or 1
+    print(f"machine: {machine()}")
+    print(f"runs per command: {args.runs} (median wall time; page cache warm)")
+    b3sum = shutil.which("b3sum")
+
+    rows = [measure("iscc-sum --narrow", iscc_sum + ["--narrow", str(big)], args.runs)]
+    for t in sorted({1, 2, cores} | set(range(2, cores + 1, max(1, cores // 4)))):
+        if t <= cores:
+            rows.append(measure(f"omero-iscc sum --threads {t}", [str(WORKER), "sum", "--threads", str(t), str(big)], args.runs))
+    rows.append(measure("omero-iscc sum --no-mmap", [str(WORKER), "sum", "--no-mmap", str(big)], args.runs))
+    if b3sum:
+        rows.append(measure("b3sum (BLAKE3 only)", [b3sum, str(big)], args.runs))
+    rows.append(measure("cat > /dev/null", ["cat", str(big)], args.runs))
+    table(f"One {args.big_gib:g} GiB random file", rows, "iscc-sum --narrow")
+
+    files = sorted(p.name for p in smalldir.iterdir())
+    rows = [measure("iscc-sum --narrow DIR", iscc_sum + ["--narrow", "."], max(1, args.runs // 2), cwd=smalldir),
+            measure("omero-iscc sum DIR", [str(WORKER), "sum", "."], args.runs, cwd=smalldir),
+            measure("omero-iscc sum --threads 1 DIR", [str(WORKER), "sum", "--threads", "1", "."], args.runs, cwd=smalldir)]
+    if b3sum:
+        rows.append(measure("b3sum (BLAKE3 only)", [b3sum, *files], args.runs, cwd=smalldir))
+    table(f"{args.small} random files of 20-80 KB", rows, "iscc-sum --narrow DIR")
+
+    if not args.skip_sparse:
+        rows = [measure(f"omero-iscc sum ({args.sparse_gib:g} GiB sparse)", [str(WORKER), "sum", str(sparse)], 1)]
+        table(f"Peak memory on a {args.sparse_gib:g} GiB sparse file (target: at most 64 MiB)", rows, "")
+
+
+if __name__ == "__main__":
+    main()
