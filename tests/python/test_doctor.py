@@ -1,0 +1,49 @@
+"""`python -m omero_iscc doctor`: each check says OK or what to fix."""
+
+from __future__ import annotations
+
+from conftest import NS
+
+from omero_iscc import doctor
+from omero_iscc.config import Config
+from omero_iscc.state import Lock
+
+
+def run(cfg, connect, tests):
+    lines = []
+    status = doctor.run(cfg, connect, tests, out=lines.append)
+    return status, lines
+
+
+def test_all_checks_pass_on_a_healthy_setup(world, worker, tmp_path):
+    cfg = Config(worker=worker, state_dir=str(tmp_path / "state"))
+    world.omero.add_annotation(world.single, [["iscc:sum", "ISCC:KUAX"], ["iscc:timestamp", "t"]], NS)
+    status, lines = run(cfg, lambda c: (Closer(), world.omero),
+                        ["connection", "processing", "service", "list"])
+    assert status == 0, lines
+    text = "\n".join(lines)
+    for check in ["connection", "worker found", "worker statically linked", "worker selftest",
+                  "repository root readable", "one real file hashed", "state dir writable", "lock free"]:
+        assert f"OK   {check}:" in text, text
+    assert f"image {world.single}: ISCC:KUAX" in text
+
+
+def test_failures_say_what_to_fix(world, tmp_path):
+    def refuse(cfg):
+        raise ConnectionRefusedError("connection refused")
+
+    cfg = Config(worker=str(tmp_path / "nowhere" / "omero-iscc"), state_dir=str(tmp_path / "state"),
+                 repository=str(tmp_path / "missing-repo"), webhook_url="http://127.0.0.1:9/hook")
+    with Lock(cfg.state_dir):
+        status, lines = run(cfg, refuse, ["connection", "processing", "service"])
+    assert status == 1
+    text = "\n".join(lines)
+    assert "FAIL connection: cannot log in" in text and "check host, port and credentials" in text
+    assert "FAIL worker found: the configured worker" in text
+    assert "FAIL lock free: a scheduler is running" in text
+    assert "FAIL webhook answers:" in text
+
+
+class Closer:
+    def closeSession(self):
+        pass
