@@ -114,3 +114,12 @@ def from_pairs(pairs: Iterable[tuple[str, str]]) -> IsccRecord | None:
         input=values.get("iscc:input") or None,
         files=files,
     )
+
+
+def newest_record(annotations: Iterable) -> IsccRecord | None:
+    """The newest parsable ISCC record among an image's MapAnnotations."""
+    for ann in sorted(annotations, key=lambda a: a.getId().val, reverse=True):
+        record = from_pairs((nv.name, nv.value) for nv in (ann.getMapValue() or []))
+        if record is not None:
+            return record
+    return None

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable
 
-from .annotation import from_pairs
+from .annotation import newest_record
 from .config import Config
 from .state import Lock
 from .webhook import post
@@ -131,7 +131,7 @@ def check_list(cfg: Config, connect: Callable, limit: int = 10) -> list[Check]:
         links = omero.annotated_images(cfg.namespace, limit)
         lines = []
         for link in links:
-            record = from_pairs((nv.name, nv.value) for nv in (link.getChild().getMapValue() or []))
+            record = newest_record([link.getChild()])
             image = link.getParent()
             lines.append(f"image {image.getId().val}: {record.iscc if record else '?'} "
                          f"({record.timestamp if record else ''})")

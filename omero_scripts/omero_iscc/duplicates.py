@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from .annotation import from_pairs
+from .annotation import newest_record
 from .config import Config
 from .gateway import Omero
 
@@ -64,14 +64,6 @@ def _describe(image) -> tuple[str, str, str]:
     )
 
 
-def _record(annotations: list):
-    for ann in sorted(annotations, key=lambda a: a.getId().val, reverse=True):
-        record = from_pairs((nv.name, nv.value) for nv in (ann.getMapValue() or []))
-        if record is not None:
-            return record
-    return None
-
-
 def gather(omero: Omero, image_ids: list[int] | None, namespace: str) -> tuple[list[Coded], list[tuple[int, str]]]:
     """The coded images of the selection (or, for ``None``, every image the user can see
     that has one), and the selected images that have no ISCC."""
@@ -80,7 +72,7 @@ def gather(omero: Omero, image_ids: list[int] | None, namespace: str) -> tuple[l
     if image_ids is None:
         for link in omero.annotated_images(namespace):
             image = link.getParent()
-            record = _record([link.getChild()])
+            record = newest_record([link.getChild()])
             if record is not None:
                 name, owner, group = _describe(image)
                 coded.append(Coded(image.getId().val, name, owner, group, record.iscc, record.datahash))
@@ -90,7 +82,7 @@ def gather(omero: Omero, image_ids: list[int] | None, namespace: str) -> tuple[l
     images = omero.images(image_ids)
     annotations = omero.iscc_annotations([im.getId().val for im in images], namespace)
     for image in images:
-        record = _record(annotations.get(image.getId().val, []))
+        record = newest_record(annotations.get(image.getId().val, []))
         name, owner, group = _describe(image)
         if record is None:
             missing.append((image.getId().val, name))

@@ -67,7 +67,10 @@ class BlitzOmero:
 
         p = ParametersI()
         for name, value in params.items():
-            p.addLongs(name, list(value)) if isinstance(value, (list, tuple)) else p.addLong(name, value)
+            if isinstance(value, (list, tuple)):
+                p.addLongs(name, list(value))
+            else:
+                p.addLong(name, value)
         rows = self.conn.getQueryService().projection(hql, p, self.conn.SERVICE_OPTS)
         return [row[0].val for row in rows if row and row[0] is not None]
 

@@ -7,7 +7,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from .annotation import from_pairs
+from .annotation import newest_record
 from .compute import compute
 from .filesets import plan
 from .gateway import Omero
@@ -43,22 +43,13 @@ class ImageVerdict:
     checksum_mismatches: list[str] = field(default_factory=list)
 
 
-def stored_record(annotations: list):
-    """The newest parsable ISCC record among an image's annotations."""
-    for ann in sorted(annotations, key=lambda a: a.getId().val, reverse=True):
-        record = from_pairs((nv.name, nv.value) for nv in (ann.getMapValue() or []))
-        if record is not None:
-            return record
-    return None
-
-
 def verify(omero: Omero, image_ids: list[int], worker: str, root: str | None, namespace: str,
            chunk_size: int = 1 << 20) -> list[ImageVerdict]:
     images = omero.images(image_ids)
     found = {im.getId().val for im in images}
     verdicts = [ImageVerdict(i, "", None, MISSING_FILE, "image not found or not visible")
                 for i in image_ids if i not in found]
-    stored = {i: stored_record(anns) for i, anns in omero.iscc_annotations(sorted(found), namespace).items()}
+    stored = {i: newest_record(anns) for i, anns in omero.iscc_annotations(sorted(found), namespace).items()}
     # Compute each unit at the width its stored code has (narrow when there is none).
     for wide in (False, True):
         chosen = [im for im in images if (stored.get(im.getId().val) is not None
