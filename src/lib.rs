@@ -22,6 +22,7 @@ pub mod cli;
 pub mod exit;
 pub mod inputs;
 pub mod ordered;
+pub mod progress;
 pub mod record;
 pub mod selftest;
 pub mod similar;

@@ -32,16 +32,6 @@ impl Record {
             Record::BadLine { .. } => true,
         }
     }
-
-    /// Bytes hashed for this record (for progress).
-    pub fn bytes(&self) -> u64 {
-        let size = |r: &Result<Outcome, Failure>| r.as_ref().map_or(0, |o| o.digests.filesize);
-        match self {
-            Record::File { result, .. } | Record::Tree { result, .. } => size(result),
-            Record::Group { files, .. } => files.iter().map(|(_, r)| size(r)).sum(),
-            Record::BadLine { .. } => 0,
-        }
-    }
 }
 
 /// How records are written.

@@ -15,6 +15,7 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes mapped at a time. A multiple of every page size in use.
 pub const WINDOW: u64 = 32 << 20;
@@ -22,6 +23,20 @@ pub const WINDOW: u64 = 32 << 20;
 pub const MMAP_MIN: u64 = 1 << 20;
 /// Read buffer size: large enough for the hashers to split a buffer across threads.
 const BUFFER: usize = 8 << 20;
+
+/// Bytes fed to hashers so far, by every thread (for the progress bar).
+static BYTES_READ: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes fed to hashers since the process started.
+pub fn bytes_read() -> u64 {
+    BYTES_READ.load(Ordering::Relaxed)
+}
+
+/// Hands `bytes` to `sink` and counts them.
+fn deliver(sink: &mut dyn FnMut(&[u8]), bytes: &[u8]) {
+    sink(bytes);
+    BYTES_READ.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+}
 
 thread_local! {
     static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -119,7 +134,7 @@ fn feed_mapped(file: &File, stamp: Stamp, sink: &mut dyn FnMut(&[u8])) -> Result
             offset = next;
             continue;
         };
-        sink(&map);
+        deliver(sink, &map);
         let faulted = watch.faulted();
         drop(watch);
         drop(map);
@@ -144,7 +159,7 @@ fn feed_range(file: &File, offset: u64, len: u64, sink: &mut dyn FnMut(&[u8])) -
             if n == 0 {
                 return Err(changed("it shrank"));
             }
-            sink(&buf[..n]);
+            deliver(sink, &buf[..n]);
             done += n as u64;
         }
         Ok(())
@@ -179,7 +194,7 @@ fn read_all(reader: &mut dyn Read, need: usize, sink: &mut dyn FnMut(&[u8])) -> 
             if filled == 0 {
                 return Ok(total);
             }
-            sink(&buf[..filled]);
+            deliver(sink, &buf[..filled]);
             total += filled as u64;
             if filled < buf.len() {
                 return Ok(total);

@@ -4,15 +4,16 @@
 //! Jobs run through `ordered` (claimed in input order, so the first records come out at
 //! once); a large file's buffers are split further across idle threads by the hashers.
 
-use crate::cli::{ProgressMode, SumArgs};
+use crate::cli::SumArgs;
 use crate::exit::{usage, Status, UsageError};
 use crate::hash::{self, HashConfig, StreamHasher};
 use crate::inputs::{self, Job, Resolver};
 use crate::ordered;
+use crate::progress;
 use crate::record::{self, Format, Record};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use std::fs::File;
-use std::io::{self, BufReader, IsTerminal, Write};
+use std::io::{self, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 
 /// Runs `sum`; returns the exit status.
@@ -48,9 +49,9 @@ pub fn run(args: &SumArgs) -> Result<Status, UsageError> {
     checksums.dedup();
     let config = HashConfig { parallel: threads > 1, mmap: !args.no_mmap, checksums };
     let format = Format { json: args.json, wide: args.wide, units: args.units };
-    let progress = progress_bar(args.progress, jobs.len());
+    let progress = progress::bar(args.progress, jobs.len());
     let failed = execute(&pool, &jobs, &config, format, &progress);
-    progress.finish_and_clear();
+    progress::finish(&progress);
     Ok(if failed { Status::Failure } else { Status::Success })
 }
 
@@ -86,37 +87,14 @@ fn collect_jobs(args: &SumArgs, resolver: &Resolver) -> Result<Vec<Job>, UsageEr
     Ok(jobs)
 }
 
-fn progress_bar(mode: ProgressMode, len: usize) -> ProgressBar {
-    let show = match mode {
-        ProgressMode::Always => true,
-        ProgressMode::Never => false,
-        ProgressMode::Auto => io::stderr().is_terminal(),
-    };
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} files, {msg}, ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar
-}
-
 /// Runs every job, writing records in order. Returns whether any record failed.
 fn execute(pool: &rayon::ThreadPool, jobs: &[Job], config: &HashConfig, format: Format, progress: &ProgressBar) -> bool {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let stderr = io::stderr();
-    let started = std::time::Instant::now();
-    let mut bytes = 0u64;
     let mut failed = false;
     ordered::for_each_ordered(pool, jobs.len(), |i| run_job(&jobs[i], config), |record| {
         failed |= record.failed();
-        bytes += record.bytes();
         let written = progress.suspend(|| {
             let mut err = stderr.lock();
             record::write_record(&record, format, &mut out, &mut err).and_then(|_| out.flush())
@@ -130,12 +108,6 @@ fn execute(pool: &rayon::ThreadPool, jobs: &[Job], config: &HashConfig, format: 
             return false;
         }
         progress.inc(1);
-        let secs = started.elapsed().as_secs_f64().max(1e-3);
-        progress.set_message(format!(
-            "{}, {}/s",
-            indicatif::HumanBytes(bytes),
-            indicatif::HumanBytes((bytes as f64 / secs) as u64)
-        ));
         true
     });
     failed

@@ -206,3 +206,17 @@ fn selftest_passes() {
     assert!(stdout(&out).contains("selftest: all checks passed"));
     assert!(stdout(&out).lines().filter(|l| l.starts_with("ok ")).count() >= 12);
 }
+
+#[test]
+fn progress_is_drawn_only_when_asked_on_a_pipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("f"), pseudo_random(3 << 20, 9)).unwrap();
+    let quiet = run_in(tmp.path(), &["sum", "f"], b"");
+    assert_eq!(stderr(&quiet), "", "auto: no bar on a pipe");
+    let asked = run_in(tmp.path(), &["sum", "--progress", "always", "f"], b"");
+    let err = stderr(&asked);
+    assert!(err.contains("1/1 files, 3.00 MiB"), "{err:?}");
+    assert_eq!(stdout(&asked), stdout(&quiet));
+    let never = run_in(tmp.path(), &["sum", "--progress", "never", "f"], b"");
+    assert_eq!(stderr(&never), "");
+}
