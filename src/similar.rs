@@ -388,9 +388,12 @@ pub fn run(args: &SimilarArgs) -> Result<Status, UsageError> {
     Ok(if bad.is_empty() { Status::Success } else { Status::Failure })
 }
 
+/// A line that could not be used: its number and why.
+pub type Malformed = (usize, String);
+
 /// Reads all entries, parsing lines in parallel, block by block; returns the malformed lines
 /// (line number, reason) too.
-pub fn read_entries(mut reader: impl io::Read) -> io::Result<(Vec<Entry>, Vec<(usize, String)>)> {
+pub fn read_entries(mut reader: impl io::Read) -> io::Result<(Vec<Entry>, Vec<Malformed>)> {
     const BLOCK: usize = 32 << 20;
     let mut entries = Vec::new();
     let mut bad = Vec::new();

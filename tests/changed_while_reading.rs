@@ -59,7 +59,7 @@ fn growth_and_in_place_changes_between_windows_are_reported() {
             }
         });
         assert_eq!(result.unwrap_err().kind, ErrorKind::ChangedWhileReading, "mmap {use_mmap}");
-        fs::write(&path, fs::read(&path).unwrap()[..40 << 20].to_vec()).unwrap();
+        fs::write(&path, &fs::read(&path).unwrap()[..40 << 20]).unwrap();
     }
 }
 

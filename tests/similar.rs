@@ -45,7 +45,7 @@ fn planted(n: usize, wide: bool) -> (Vec<String>, Vec<u128>) {
 
 fn brute_force_components(bits: &[u128], threshold: u32) -> BTreeSet<Vec<usize>> {
     let mut parent: Vec<usize> = (0..bits.len()).collect();
-    fn root(p: &mut Vec<usize>, mut x: usize) -> usize {
+    fn root(p: &mut [usize], mut x: usize) -> usize {
         while p[x] != x {
             x = p[x];
         }

@@ -10,7 +10,7 @@ from typing import Iterable
 
 from .annotation import INPUT_REPOSITORY, INPUT_STREAM, FileCode, IsccRecord, utc_timestamp
 from .connection import is_connection_error
-from .filesets import SourceFile, Unit, source_file
+from .filesets import Unit, source_file
 from .gateway import Omero
 from .worker import FileResult, GroupResult, WorkerError, run_groups, sum_streams
 
@@ -49,7 +49,7 @@ def _record(unit: Unit, whole: FileResult | GroupResult, files: list[FileResult]
         file_count=len(unit.files),
         timestamp=utc_timestamp(),
         input=via,
-        files=[FileCode(path=unit.relative(sf), iscc=fr.iscc or "") for sf, fr in zip(unit.files, files)],
+        files=[FileCode(path=unit.relative(sf), iscc=fr.iscc or "") for sf, fr in zip(unit.files, files, strict=False)],
     )
 
 

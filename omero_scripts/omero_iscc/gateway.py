@@ -78,7 +78,7 @@ class BlitzOmero:
         import omero.grid
 
         repos = self.conn.c.sf.sharedResources().repositories()
-        for desc, proxy in zip(repos.descriptions, repos.proxies):
+        for desc, proxy in zip(repos.descriptions, repos.proxies, strict=False):
             if proxy is not None and omero.grid.ManagedRepositoryPrx.checkedCast(proxy) is not None:
                 return os.path.join(desc.path.val, desc.name.val)
         return None

@@ -75,7 +75,7 @@ def _judge(image, unit, result, record) -> ImageVerdict:
         v.status, v.detail = MISSING_FILE, result.message or ""
         return v
     v.computed_iscc, v.computed_datahash = result.record.iscc, result.record.datahash or ""
-    for source, computed in zip(unit.files, result.files):
+    for source, computed in zip(unit.files, result.files, strict=False):
         if source.hasher in SUPPORTED_HASHERS and source.hash:
             v.checksums_checked += 1
             if computed.checksums.get(source.hasher, "").lower() != source.hash.lower():

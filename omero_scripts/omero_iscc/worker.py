@@ -217,7 +217,7 @@ def sum_streams(
     if failure is not None:
         raise WorkerError(f"reading the stream failed: {failure}") from failure
     results = []
-    for proc, out in zip(procs, outputs):
+    for proc, out in zip(procs, outputs, strict=False):
         if proc.returncode != 0 or not out.strip():
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             raise WorkerError(f"worker failed on a stream (status {proc.returncode}): {err.strip()}")

@@ -101,7 +101,7 @@ def world(tmp_path: Path, samples: Path) -> World:
     dicom = ["77654033/CT2/17106", "77654033/CT2/17136", "77654033/CT2/17166"]
     paths = [_place(samples / "dicomdirtests" / rel, repo, d2, rel) for rel in dicom]
     files = [fake.original_file(str(pp), d2 + os.path.dirname(rel) + "/", os.path.basename(rel), hasher="MD5-128")
-             for pp, rel in zip(paths, dicom)]
+             for pp, rel in zip(paths, dicom, strict=False)]
     [w.multi_file] = fake.add_fileset(files, d2, names=["ct series"])
     w.disk[w.multi_file] = paths
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import NS, TOP, reference
+from conftest import TOP, reference
 
 import omero_iscc.compute as compute_mod
 from omero_iscc.annotation import from_pairs
@@ -55,7 +55,7 @@ def test_every_kind_of_image_gets_the_reference_code(world, worker):
     # A multi-file Fileset lists each file's own code, relative to the fileset directory.
     files = [v for k, v in world.omero.pairs(world.multi_file) if k == "iscc:file"]
     assert [f.split(" ", 1)[1] for f in files] == ["77654033/CT2/17106", "77654033/CT2/17136", "77654033/CT2/17166"]
-    for entry, path in zip(files, world.disk[world.multi_file]):
+    for entry, path in zip(files, world.disk[world.multi_file], strict=False):
         assert entry.split(" ", 1)[0] == reference([path])["iscc"]
     assert dict(world.omero.pairs(world.single))["iscc:source_file"] == "neuron-4Ch.tiff"
     # Saved in each image's own group; the locked and missing images carry nothing.

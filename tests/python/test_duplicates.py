@@ -8,7 +8,7 @@ import io
 import os
 
 import pytest
-from conftest import NS, _place
+from conftest import NS
 from test_annotate import load_script, run_annotate
 
 from omero_iscc import duplicates

@@ -14,12 +14,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import NS, TOP, reference
+from conftest import TOP, reference
 from fake_omero import FakeOmero
 
 from omero_iscc import state as state_mod
 from omero_iscc.__main__ import main
-from omero_iscc.config import Config, ConfigError, load
+from omero_iscc.config import Config, load
 from omero_iscc.scheduler import Scheduler
 
 
