@@ -53,14 +53,19 @@ def _record(unit: Unit, whole: FileResult | GroupResult, files: list[FileResult]
     )
 
 
-def _stream(omero: Omero, unit: Unit, worker: str, wide: bool, checksums: Iterable[str], chunk_size: int) -> UnitResult:
+def _stream(omero: Omero, unit: Unit, worker: str, wide: bool, checksums: Iterable[str], chunk_size: int,
+            repository_error: str | None = None) -> UnitResult:
     streams = [omero.read_file(f.id, chunk_size) for f in unit.files]
     try:
         results = sum_streams(worker, streams, wide, checksums)
     except WorkerError as exc:
         if is_connection_error(exc):
             raise
-        return UnitResult(unit, problem="missing_file", message=f"file missing or unreadable in OMERO: {exc}")
+        if repository_error:  # not in the repository, and OMERO cannot serve it either
+            message = f"file missing from repository ({repository_error})"
+        else:
+            message = f"file cannot be read through OMERO: {exc.__cause__ or exc}"
+        return UnitResult(unit, problem="missing_file", message=message)
     whole = results[-1]
     per_file = results[:-1] if len(results) > 1 else results
     return UnitResult(unit, record=_record(unit, whole, per_file, INPUT_STREAM), files=per_file)
@@ -92,6 +97,7 @@ def compute(
     if root is None:
         stream_units += repo_units
         repo_units = []
+    repository_errors: dict[str, str] = {}
     for start in range(0, len(repo_units), BATCH):
         batch = repo_units[start:start + BATCH]
         by_key = {u.key: u for u in batch}
@@ -109,12 +115,14 @@ def compute(
                                            files=result.files)
             elif result.error_kind in STREAMABLE:
                 log.info("%s: %s; reading through the RawFileStore", unit.key, result.error)
+                repository_errors[unit.key] = result.error or result.error_kind or ""
                 stream_units.append(unit)
             else:
                 out[unit.key] = UnitResult(unit, problem="unreadable", message=result.error)
     for unit in stream_units:
         try:
-            out[unit.key] = _stream(omero, unit, worker, wide, checksums, chunk_size)
+            out[unit.key] = _stream(omero, unit, worker, wide, checksums, chunk_size,
+                                    repository_errors.get(unit.key))
         except Exception as exc:  # noqa: BLE001 - an OMERO or I/O error on one unit must not stop the batch
             if is_connection_error(exc):
                 raise
