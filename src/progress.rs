@@ -6,12 +6,21 @@
 
 use crate::cli::ProgressMode;
 use crate::source;
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike};
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike};
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
-/// A bar for `len` records, or a hidden one.
-pub fn bar(mode: ProgressMode, len: usize) -> ProgressBar {
+/// Whether a bar will be drawn for this mode.
+pub fn wanted(mode: ProgressMode) -> bool {
+    match mode {
+        ProgressMode::Never => false,
+        ProgressMode::Always => true,
+        ProgressMode::Auto => io::stderr().is_terminal(),
+    }
+}
+
+/// A bar for `len` records of `total` bytes (0 if unknown), or a hidden one.
+pub fn bar(mode: ProgressMode, len: usize, total: u64) -> ProgressBar {
     let terminal = io::stderr().is_terminal();
     let target = match mode {
         ProgressMode::Never => return ProgressBar::hidden(),
@@ -23,14 +32,29 @@ pub fn bar(mode: ProgressMode, len: usize) -> ProgressBar {
     let start = source::bytes_read();
     let bytes = move || source::bytes_read().saturating_sub(start);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} files, {bytes_read}, {byte_rate}, ETA {eta}")
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} files, {bytes_read}, {byte_rate}, ETA {byte_eta}")
             .expect("valid template")
             .with_key("bytes_read", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{}", HumanBytes(bytes()));
+                let _ = if total > 0 {
+                    write!(w, "{} of {}", HumanBytes(bytes()), HumanBytes(total))
+                } else {
+                    write!(w, "{}", HumanBytes(bytes()))
+                };
             })
             .with_key("byte_rate", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
                 let secs = state.elapsed().as_secs_f64().max(1e-3);
                 let _ = write!(w, "{}/s", HumanBytes((bytes() as f64 / secs) as u64));
+            })
+            .with_key("byte_eta", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                // From bytes, not files: one large file would otherwise show no estimate at all.
+                let done = bytes();
+                let secs = state.elapsed().as_secs_f64();
+                let eta = if total > done && done > 0 {
+                    HumanDuration(Duration::from_secs_f64(secs * (total - done) as f64 / done as f64)).to_string()
+                } else {
+                    "-".to_string()
+                };
+                let _ = write!(w, "{eta}");
             })
             .progress_chars("=> "),
     );
@@ -56,7 +80,7 @@ struct PlainStderr;
 
 impl TermLike for PlainStderr {
     fn width(&self) -> u16 {
-        100
+        160
     }
     fn move_cursor_up(&self, _n: usize) -> io::Result<()> {
         Ok(())

@@ -49,7 +49,8 @@ pub fn run(args: &SumArgs) -> Result<Status, UsageError> {
     checksums.dedup();
     let config = HashConfig { parallel: threads > 1, mmap: !args.no_mmap, checksums };
     let format = Format { json: args.json, wide: args.wide, units: args.units };
-    let progress = progress::bar(args.progress, jobs.len());
+    let total = if progress::wanted(args.progress) { total_bytes(&jobs) } else { 0 };
+    let progress = progress::bar(args.progress, jobs.len(), total);
     let failed = execute(&pool, &jobs, &config, format, &progress);
     progress::finish(&progress);
     Ok(if failed { Status::Failure } else { Status::Success })
@@ -85,6 +86,19 @@ fn collect_jobs(args: &SumArgs, resolver: &Resolver) -> Result<Vec<Job>, UsageEr
         jobs.extend(inputs::path_jobs(&listed, args.tree, false, resolver));
     }
     Ok(jobs)
+}
+
+/// Bytes the jobs will read, as far as known up front (for the progress bar's estimate).
+fn total_bytes(jobs: &[Job]) -> u64 {
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    jobs.iter()
+        .map(|job| match job {
+            Job::File { path: Ok(p), .. } => size(p),
+            Job::Tree { files: Ok(files), .. } => files.iter().map(|p| size(p)).sum(),
+            Job::Group { files, .. } => files.iter().filter_map(|(_, p)| p.as_ref().ok()).map(|p| size(p)).sum(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Runs every job, writing records in order. Returns whether any record failed.

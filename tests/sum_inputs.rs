@@ -215,7 +215,7 @@ fn progress_is_drawn_only_when_asked_on_a_pipe() {
     assert_eq!(stderr(&quiet), "", "auto: no bar on a pipe");
     let asked = run_in(tmp.path(), &["sum", "--progress", "always", "f"], b"");
     let err = stderr(&asked);
-    assert!(err.contains("1/1 files, 3.00 MiB"), "{err:?}");
+    assert!(err.contains("1/1 files, 3.00 MiB of 3.00 MiB"), "{err:?}");
     assert_eq!(stdout(&asked), stdout(&quiet));
     let never = run_in(tmp.path(), &["sum", "--progress", "never", "f"], b"");
     assert_eq!(stderr(&never), "");
