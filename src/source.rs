@@ -113,6 +113,16 @@ fn feed_mapped(file: &File, stamp: Stamp, sink: &mut dyn FnMut(&[u8])) -> Result
                 );
             }
         }
+        if is_hole(file, offset, len) {
+            // Nothing stored here: hash zeros from memory instead of making the kernel fill
+            // the page cache with zero pages (slow, and it evicts useful data).
+            deliver(sink, &zeros()[..len as usize]);
+            if Stamp::now(file)? != stamp {
+                return Err(changed("size or modification time"));
+            }
+            offset = next;
+            continue;
+        }
         // SAFETY: the mapping is read-only and private to this function. Another process may
         // still change the file under it: changed bytes give a wrong code only for a file whose
         // size or mtime then differ (checked after each window); a truncation raises SIGBUS,
@@ -147,6 +157,25 @@ fn feed_mapped(file: &File, stamp: Stamp, sink: &mut dyn FnMut(&[u8])) -> Result
         offset = next;
     }
     Ok(offset)
+}
+
+/// Whether `[offset, offset + len)` of the file is one hole (no data stored), as far as the
+/// file system can tell (`SEEK_DATA`); `false` when it cannot.
+fn is_hole(file: &File, offset: u64, len: u64) -> bool {
+    // SAFETY: lseek on our own open descriptor; the file position is not used by this reader
+    // (mapping and positional reads ignore it).
+    let data = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, libc::SEEK_DATA) };
+    if data < 0 {
+        // ENXIO: no data from `offset` to the end of the file. Anything else: no answer.
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+    }
+    data as u64 >= offset + len
+}
+
+/// A window of zeros, allocated once and never written (its pages stay the shared zero page).
+fn zeros() -> &'static [u8] {
+    static ZEROS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    ZEROS.get_or_init(|| vec![0u8; WINDOW as usize])
 }
 
 /// Reads `[offset, offset + len)` with positional reads.

@@ -197,3 +197,23 @@ fn group_codes_equal_the_concatenated_files() {
     }
     assert_eq!(records[2]["files"][0]["iscc"], records[2]["iscc"]);
 }
+
+#[test]
+fn sparse_files_with_holes_of_whole_windows_equal_iscc_sum() {
+    use std::io::{Seek, SeekFrom, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("sparse.bin");
+    let mut f = fs::File::create(&path).unwrap();
+    // Data, a hole spanning whole windows, data across a window edge, a hole to the end.
+    f.write_all(&pseudo_random(MIB + 3, 21)).unwrap();
+    f.seek(SeekFrom::Start(3 * WINDOW as u64 - 5000)).unwrap();
+    f.write_all(&pseudo_random(2 * MIB, 22)).unwrap();
+    f.set_len(5 * WINDOW as u64 + 12345).unwrap();
+    drop(f);
+    let want = stdout(&iscc_sum(tmp.path(), &["--narrow", "--units", "sparse.bin"]));
+    for extra in [&[][..], &["--no-mmap"][..], &["--threads", "1"][..]] {
+        let mut args = vec!["sum", "--units", "sparse.bin"];
+        args.extend_from_slice(extra);
+        assert_eq!(stdout(&run_in(tmp.path(), &args, b"")), want, "{extra:?}");
+    }
+}
