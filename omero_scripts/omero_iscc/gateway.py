@@ -51,27 +51,24 @@ class BlitzOmero:
         conn.SERVICE_OPTS.setOmeroGroup(-1)
 
     # -- reading ---------------------------------------------------------------------------
-    def _query(self, hql: str, **params):
+    @staticmethod
+    def _params(**ids):
+        """Query parameters: an id or a list of ids per name."""
         from omero.sys import ParametersI
 
         p = ParametersI()
-        for name, value in params.items():
+        for name, value in ids.items():
             if isinstance(value, (list, tuple)):
                 p.addLongs(name, list(value))
             else:
                 p.addLong(name, value)
-        return self.conn.getQueryService().findAllByQuery(hql, p, self.conn.SERVICE_OPTS)
+        return p
 
-    def _projection(self, hql: str, **params) -> list[int]:
-        from omero.sys import ParametersI
+    def _query(self, hql: str, **ids):
+        return self.conn.getQueryService().findAllByQuery(hql, self._params(**ids), self.conn.SERVICE_OPTS)
 
-        p = ParametersI()
-        for name, value in params.items():
-            if isinstance(value, (list, tuple)):
-                p.addLongs(name, list(value))
-            else:
-                p.addLong(name, value)
-        rows = self.conn.getQueryService().projection(hql, p, self.conn.SERVICE_OPTS)
+    def _projection(self, hql: str, **ids) -> list[int]:
+        rows = self.conn.getQueryService().projection(hql, self._params(**ids), self.conn.SERVICE_OPTS)
         return [row[0].val for row in rows if row and row[0] is not None]
 
     def repository_root(self) -> str | None:
