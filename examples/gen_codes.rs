@@ -36,8 +36,14 @@ fn main() {
             }
         }
         kept.push((data, inst));
-        let d = format!("ISCC:{}", encode_component(MainType::Data, SubType::None, Version::V0, 256, &data).unwrap());
-        let s = format!("ISCC:{}", encode_component(MainType::Instance, SubType::None, Version::V0, 256, &inst).unwrap());
+        let d = format!(
+            "ISCC:{}",
+            encode_component(MainType::Data, SubType::None, Version::V0, 256, &data).unwrap()
+        );
+        let s = format!(
+            "ISCC:{}",
+            encode_component(MainType::Instance, SubType::None, Version::V0, 256, &inst).unwrap()
+        );
         let code = iscc_lib::gen_iscc_code_v0(&[&d, &s], false).unwrap().iscc;
         let hash: String = inst.iter().map(|b| format!("{b:02x}")).collect();
         writeln!(out, "{{\"id\":\"image:{i}\",\"iscc\":\"{code}\",\"datahash\":\"1e20{hash}\"}}").unwrap();

@@ -43,16 +43,15 @@ pub fn run(args: &CheckArgs) -> Result<Status, UsageError> {
     if args.files.iter().filter(|f| f.as_bytes() == b"-").count() > 1 {
         return Err(UsageError("standard input ('-') can be used only once".into()));
     }
-    let resolver = Resolver::new(args.root.as_deref())
-        .map_err(|e| UsageError(format!("--root: {e}")))?;
+    let resolver = Resolver::new(args.root.as_deref()).map_err(|e| UsageError(format!("--root: {e}")))?;
     let mut expected = Vec::new();
     let mut malformed = 0usize;
     for name in &args.files {
         let reader: Box<dyn BufRead> = if name.as_bytes() == b"-" {
             Box::new(BufReader::new(io::stdin()))
         } else {
-            let file = File::open(name)
-                .map_err(|e| UsageError(format!("{}: {e}", name.to_string_lossy())))?;
+            let file =
+                File::open(name).map_err(|e| UsageError(format!("{}: {e}", name.to_string_lossy())))?;
             Box::new(BufReader::new(file))
         };
         read_lines(reader, &name.to_string_lossy(), &mut expected, &mut malformed)
@@ -66,31 +65,37 @@ pub fn run(args: &CheckArgs) -> Result<Status, UsageError> {
     let (mut ok, mut failed, mut missing) = (0usize, 0usize, 0usize);
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    ordered::for_each_ordered(&pool, expected.len(), |i| (i, verify(&expected[i], &resolver, threads > 1)), |(i, verdict)| {
-        let e: &Expected = &expected[i];
-        let word = match &verdict {
-            Verdict::Ok => {
-                ok += 1;
-                "OK"
-            }
-            Verdict::Failed(why) => {
-                failed += 1;
-                if !why.is_empty() {
-                    let _ = writeln!(io::stderr(), "omero-iscc: {}: {why}", String::from_utf8_lossy(&e.path));
+    ordered::for_each_ordered(
+        &pool,
+        expected.len(),
+        |i| (i, verify(&expected[i], &resolver, threads > 1)),
+        |(i, verdict)| {
+            let e: &Expected = &expected[i];
+            let word = match &verdict {
+                Verdict::Ok => {
+                    ok += 1;
+                    "OK"
                 }
-                "FAILED"
+                Verdict::Failed(why) => {
+                    failed += 1;
+                    if !why.is_empty() {
+                        let _ =
+                            writeln!(io::stderr(), "omero-iscc: {}: {why}", String::from_utf8_lossy(&e.path));
+                    }
+                    "FAILED"
+                }
+                Verdict::Missing => {
+                    missing += 1;
+                    "MISSING"
+                }
+            };
+            if verdict == Verdict::Ok && args.quiet {
+                return true;
             }
-            Verdict::Missing => {
-                missing += 1;
-                "MISSING"
-            }
-        };
-        if verdict == Verdict::Ok && args.quiet {
-            return true;
-        }
-        let line = [&e.path[..], b": ", word.as_bytes(), b"\n"].concat();
-        out.write_all(&line).and_then(|_| out.flush()).is_ok()
-    });
+            let line = [&e.path[..], b": ", word.as_bytes(), b"\n"].concat();
+            out.write_all(&line).and_then(|_| out.flush()).is_ok()
+        },
+    );
     let total = expected.len();
     eprintln!(
         "omero-iscc: {total} checked: {ok} OK, {failed} FAILED, {missing} MISSING{}",
@@ -99,7 +104,12 @@ pub fn run(args: &CheckArgs) -> Result<Status, UsageError> {
     Ok(if failed + missing + malformed > 0 { Status::Failure } else { Status::Success })
 }
 
-fn read_lines(reader: Box<dyn BufRead>, name: &str, out: &mut Vec<Expected>, malformed: &mut usize) -> io::Result<()> {
+fn read_lines(
+    reader: Box<dyn BufRead>,
+    name: &str,
+    out: &mut Vec<Expected>,
+    malformed: &mut usize,
+) -> io::Result<()> {
     for (n, line) in reader.split(b'\n').enumerate() {
         let mut line = line?;
         if line.last() == Some(&b'\r') {
@@ -125,8 +135,8 @@ fn read_lines(reader: Box<dyn BufRead>, name: &str, out: &mut Vec<Expected>, mal
 fn parse_line(line: &[u8]) -> Result<Vec<Expected>, String> {
     if line.first() == Some(&b'{') {
         let text = std::str::from_utf8(line).map_err(|_| "JSON line is not UTF-8".to_string())?;
-        let value: Value = serde_json::from_str(&unescape_surrogates(text))
-            .map_err(|e| format!("not valid JSON: {e}"))?;
+        let value: Value =
+            serde_json::from_str(&unescape_surrogates(text)).map_err(|e| format!("not valid JSON: {e}"))?;
         return parse_json(&value);
     }
     // iscc-sum's default format `ISCC:CODE *path` and BSD format `ISCC-SUM (path) = ISCC:CODE`.
@@ -170,7 +180,8 @@ fn parse_json(value: &Value) -> Result<Vec<Expected>, String> {
     let mut checksums = Vec::new();
     if let Some(map) = value.get("checksums").and_then(Value::as_object) {
         for (name, v) in map {
-            let algorithm = Algorithm::from_name(name).ok_or_else(|| format!("unsupported checksum {name:?}"))?;
+            let algorithm =
+                Algorithm::from_name(name).ok_or_else(|| format!("unsupported checksum {name:?}"))?;
             checksums.push((algorithm, v.as_str().unwrap_or_default().to_string()));
         }
     }
@@ -184,11 +195,8 @@ fn parse_json(value: &Value) -> Result<Vec<Expected>, String> {
 }
 
 fn verify(e: &Expected, resolver: &Resolver, parallel: bool) -> Verdict {
-    let config = HashConfig {
-        parallel,
-        mmap: true,
-        checksums: e.checksums.iter().map(|(a, _)| *a).collect(),
-    };
+    let config =
+        HashConfig { parallel, mmap: true, checksums: e.checksums.iter().map(|(a, _)| *a).collect() };
     let tree = e.path.ends_with(b"/") && e.path.len() > 1;
     let path = resolver.resolve(Path::new(OsStr::from_bytes(&e.path)));
     let outcome = path.and_then(|p| {

@@ -85,8 +85,7 @@ impl DataHasher {
 
     fn chain_parallel(&mut self, data: &[u8], threads: usize) -> usize {
         let segments = (2 * threads).min(data.len() / SEGMENT_MIN).max(2);
-        let bounds: Vec<usize> =
-            (0..=segments).map(|k| data.len() * k / segments).collect();
+        let bounds: Vec<usize> = (0..=segments).map(|k| data.len() * k / segments).collect();
         // Phase 1, parallel: each segment's speculative chain.
         let chains: Vec<(Vec<Span>, usize)> = (0..segments)
             .into_par_iter()
@@ -129,9 +128,7 @@ impl DataHasher {
                     Some(span) => span.end,
                     None => *next,
                 };
-                let stepped = cdc::chain(data, pos, target.max(pos + 1), &mut |s| {
-                    bridge.push(s.feature)
-                });
+                let stepped = cdc::chain(data, pos, target.max(pos + 1), &mut |s| bridge.push(s.feature));
                 if stepped == pos {
                     break 'segments; // the chunk at `pos` runs to the end: the tail
                 }

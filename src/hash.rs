@@ -132,11 +132,7 @@ fn refuse_non_regular(meta: &std::fs::Metadata) -> Result<(), Failure> {
 }
 
 /// Hashes one regular file into the given streams.
-pub fn feed_path(
-    path: &Path,
-    config: &HashConfig,
-    sink: &mut dyn FnMut(&[u8]),
-) -> Result<u64, Failure> {
+pub fn feed_path(path: &Path, config: &HashConfig, sink: &mut dyn FnMut(&[u8])) -> Result<u64, Failure> {
     let (file, meta) = open_regular(path)?;
     source::feed_file(&file, &meta, config.mmap, sink)
 }

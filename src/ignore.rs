@@ -61,10 +61,10 @@ fn parse(line: &str) -> Option<Pattern> {
     let mut segments: Vec<String> = body.split('/').map(str::to_owned).collect();
     if segments[0].is_empty() {
         segments.remove(0); // anchored at the root
-    } else if (segments.len() == 1 || (segments.len() == 2 && segments[1].is_empty()))
-        && segments[0] != "**" {
-            segments.insert(0, "**".into()); // a bare name matches at any depth
-        }
+    } else if (segments.len() == 1 || (segments.len() == 2 && segments[1].is_empty())) && segments[0] != "**"
+    {
+        segments.insert(0, "**".into()); // a bare name matches at any depth
+    }
     if segments.is_empty() {
         return None;
     }
@@ -142,12 +142,11 @@ fn glob(pattern: &[u8], name: &[u8]) -> bool {
                         continue;
                     }
                 }
-                b'\\' if p + 1 < pattern.len()
-                    && pattern[p + 1] == name[n] => {
-                        p += 2;
-                        n += 1;
-                        continue;
-                    }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == name[n] => {
+                    p += 2;
+                    n += 1;
+                    continue;
+                }
                 c if c == name[n] => {
                     p += 1;
                     n += 1;

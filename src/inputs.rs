@@ -13,12 +13,24 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Debug)]
 pub enum Job {
     /// A file, as the user named it, and where it resolved.
-    File { display: Vec<u8>, path: Result<PathBuf, Failure> },
+    File {
+        display: Vec<u8>,
+        path: Result<PathBuf, Failure>,
+    },
     Stdin,
     /// A directory hashed as one stream of its files.
-    Tree { display: Vec<u8>, files: Result<Vec<PathBuf>, Failure> },
-    Group { id: String, files: Vec<(Vec<u8>, Result<PathBuf, Failure>)> },
-    BadLine { line: usize, failure: Failure },
+    Tree {
+        display: Vec<u8>,
+        files: Result<Vec<PathBuf>, Failure>,
+    },
+    Group {
+        id: String,
+        files: Vec<(Vec<u8>, Result<PathBuf, Failure>)>,
+    },
+    BadLine {
+        line: usize,
+        failure: Failure,
+    },
 }
 
 /// Resolves user paths, confining them to a root when one is given.
@@ -51,12 +63,8 @@ impl Resolver {
         };
         let joined = root.join(path);
         let lexical = normalize(&joined);
-        let outside = || {
-            Failure::new(
-                ErrorKind::OutsideRoot,
-                format!("resolves outside the root {}", root.display()),
-            )
-        };
+        let outside =
+            || Failure::new(ErrorKind::OutsideRoot, format!("resolves outside the root {}", root.display()));
         if !lexical.starts_with(root) {
             return Err(outside());
         }
@@ -134,15 +142,19 @@ pub fn path_jobs(paths: &[Vec<u8>], tree: bool, walk_dirs: bool, resolver: &Reso
                     }
                     for (p, e) in walked.errors {
                         let rel = p.strip_prefix(&dir).unwrap_or(&p).to_path_buf();
-                        jobs.push(Job::File { display: display_join(&display, &rel), path: Err(Failure::io(&e)) });
+                        jobs.push(Job::File {
+                            display: display_join(&display, &rel),
+                            path: Err(Failure::io(&e)),
+                        });
                     }
                 }
             }
             Ok(file) if tree => jobs.push(Job::Tree {
                 display,
-                files: Err(Failure::new(ErrorKind::NotAFile, format!(
-                    "--tree needs a directory: {}", file.display()
-                ))),
+                files: Err(Failure::new(
+                    ErrorKind::NotAFile,
+                    format!("--tree needs a directory: {}", file.display()),
+                )),
             }),
             path => jobs.push(Job::File { display, path }),
         }
@@ -219,7 +231,9 @@ pub fn group_jobs(reader: &mut dyn BufRead, resolver: &Resolver) -> io::Result<V
                 line: number,
                 failure: Failure::new(
                     ErrorKind::InvalidInput,
-                    format!("malformed group line (expected {{\"id\": \"..\", \"files\": [\"..\"]}}): {message}"),
+                    format!(
+                        "malformed group line (expected {{\"id\": \"..\", \"files\": [\"..\"]}}): {message}"
+                    ),
                 ),
             }),
         }

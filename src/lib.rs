@@ -7,23 +7,23 @@
 //! `similar`).
 
 pub mod cdc;
+pub mod check;
 pub mod checksum;
+pub mod cli;
 pub mod codes;
 pub mod datacode;
 pub mod error;
+pub mod exit;
 pub mod hash;
 pub mod ignore;
-pub mod minhash;
-pub mod sigbus;
-pub mod source;
-pub mod walk;
-pub mod check;
-pub mod cli;
-pub mod exit;
 pub mod inputs;
+pub mod minhash;
 pub mod ordered;
 pub mod progress;
 pub mod record;
 pub mod selftest;
+pub mod sigbus;
 pub mod similar;
+pub mod source;
 pub mod sum;
+pub mod walk;

@@ -6,7 +6,9 @@
 
 use crate::cli::ProgressMode;
 use crate::source;
-use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike};
+use indicatif::{
+    HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike,
+};
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
@@ -32,31 +34,33 @@ pub fn bar(mode: ProgressMode, len: usize, total: u64) -> ProgressBar {
     let start = source::bytes_read();
     let bytes = move || source::bytes_read().saturating_sub(start);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} files, {bytes_read}, {byte_rate}, ETA {byte_eta}")
-            .expect("valid template")
-            .with_key("bytes_read", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = if total > 0 {
-                    write!(w, "{} of {}", HumanBytes(bytes()), HumanBytes(total))
-                } else {
-                    write!(w, "{}", HumanBytes(bytes()))
-                };
-            })
-            .with_key("byte_rate", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let secs = state.elapsed().as_secs_f64().max(1e-3);
-                let _ = write!(w, "{}/s", HumanBytes((bytes() as f64 / secs) as u64));
-            })
-            .with_key("byte_eta", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                // From bytes, not files: one large file would otherwise show no estimate at all.
-                let done = bytes();
-                let secs = state.elapsed().as_secs_f64();
-                let eta = if total > done && done > 0 {
-                    HumanDuration(Duration::from_secs_f64(secs * (total - done) as f64 / done as f64)).to_string()
-                } else {
-                    "-".to_string()
-                };
-                let _ = write!(w, "{eta}");
-            })
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} files, {bytes_read}, {byte_rate}, ETA {byte_eta}",
+        )
+        .expect("valid template")
+        .with_key("bytes_read", move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = if total > 0 {
+                write!(w, "{} of {}", HumanBytes(bytes()), HumanBytes(total))
+            } else {
+                write!(w, "{}", HumanBytes(bytes()))
+            };
+        })
+        .with_key("byte_rate", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let secs = state.elapsed().as_secs_f64().max(1e-3);
+            let _ = write!(w, "{}/s", HumanBytes((bytes() as f64 / secs) as u64));
+        })
+        .with_key("byte_eta", move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            // From bytes, not files: one large file would otherwise show no estimate at all.
+            let done = bytes();
+            let secs = state.elapsed().as_secs_f64();
+            let eta = if total > done && done > 0 {
+                HumanDuration(Duration::from_secs_f64(secs * (total - done) as f64 / done as f64)).to_string()
+            } else {
+                "-".to_string()
+            };
+            let _ = write!(w, "{eta}");
+        })
+        .progress_chars("=> "),
     );
     // Redraw while a large file is hashed, not only when a record completes.
     bar.enable_steady_tick(Duration::from_millis(250));

@@ -26,9 +26,7 @@ impl Record {
     pub fn failed(&self) -> bool {
         match self {
             Record::File { result, .. } | Record::Tree { result, .. } => result.is_err(),
-            Record::Group { result, files, .. } => {
-                result.is_err() || files.iter().any(|(_, r)| r.is_err())
-            }
+            Record::Group { result, files, .. } => result.is_err() || files.iter().any(|(_, r)| r.is_err()),
             Record::BadLine { .. } => true,
         }
     }
@@ -43,7 +41,12 @@ pub struct Format {
 }
 
 /// Writes one record: its stdout part to `out`, and in text mode its errors to `err`.
-pub fn write_record(record: &Record, format: Format, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<()> {
+pub fn write_record(
+    record: &Record,
+    format: Format,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<()> {
     if format.json {
         let mut line = String::with_capacity(256);
         json_record(record, format, &mut line);

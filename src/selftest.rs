@@ -45,7 +45,10 @@ pub fn run() -> Status {
         report(&format!("instance/{name}"), ok, format!("{got} != {}", out["iscc"]));
     }
     for (name, case) in section(&vectors, "gen_iscc_code_v0") {
-        let codes: Vec<&str> = case["inputs"][0].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let codes: Vec<&str> = case["inputs"][0]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         let want = case["outputs"]["iscc"].as_str().unwrap_or_default();
         let got = iscc_lib::gen_iscc_code_v0(&codes, false).map(|r| r.iscc).unwrap_or_else(|e| e.to_string());
         report(&format!("iscc/{name}"), got == want, format!("{got} != {want}"));

@@ -120,17 +120,27 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
             (_, Some(p)) => (false, path_bytes(p)),
             _ => return Err("neither \"id\" nor \"path\"".into()),
         };
-        let (header, data, instance, wide) = decode(&iscc).ok_or_else(|| format!("not an ISCC-SUM: {iscc:?}"))?;
+        let (header, data, instance, wide) =
+            decode(&iscc).ok_or_else(|| format!("not an ISCC-SUM: {iscc:?}"))?;
         let datahash = match rec.datahash {
             Some(d) => Some(parse_hash(&d).ok_or_else(|| format!("not a BLAKE3 datahash: {d:?}"))?),
             None => None,
         };
         return Ok(Some(Entry { by_id, wide, name: name.into(), header, data, instance, datahash }));
     }
-    let pos = trimmed.windows(2).position(|w| w == b" *").ok_or("not an ISCC line (expected 'ISCC:... *name')")?;
+    let pos =
+        trimmed.windows(2).position(|w| w == b" *").ok_or("not an ISCC line (expected 'ISCC:... *name')")?;
     let code = std::str::from_utf8(&trimmed[..pos]).map_err(|_| "code is not ASCII")?;
     let (header, data, instance, wide) = decode(code).ok_or_else(|| format!("not an ISCC-SUM: {code:?}"))?;
-    Ok(Some(Entry { by_id: false, wide, name: trimmed[pos + 2..].into(), header, data, instance, datahash: None }))
+    Ok(Some(Entry {
+        by_id: false,
+        wide,
+        name: trimmed[pos + 2..].into(),
+        header,
+        data,
+        instance,
+        datahash: None,
+    }))
 }
 
 /// What makes two entries identical: the datahash when there is one (exact), else the
@@ -323,7 +333,8 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
 pub fn similar_groups(entries: &[Entry], threshold: u32) -> Vec<Group> {
     let all_wide = entries.iter().all(|e| e.wide);
     let (bits, threshold) = if all_wide { (128, threshold * 2) } else { (64, threshold) };
-    let codes: Vec<u128> = entries.iter().map(|e| if bits == 64 { e.data & (u128::MAX << 64) } else { e.data }).collect();
+    let codes: Vec<u128> =
+        entries.iter().map(|e| if bits == 64 { e.data & (u128::MAX << 64) } else { e.data }).collect();
     let mut parent: Vec<u32> = (0..entries.len() as u32).collect();
     for (i, j) in near_pairs(&codes, bits, threshold) {
         let (a, b) = (find(&mut parent, i), find(&mut parent, j));
@@ -336,7 +347,8 @@ pub fn similar_groups(entries: &[Entry], threshold: u32) -> Vec<Group> {
         let root = find(&mut parent, i as u32);
         components.entry(root).or_default().push(i);
     }
-    let same_content = |m: &[usize]| m.iter().all(|&i| content_key(&entries[i]) == content_key(&entries[m[0]]));
+    let same_content =
+        |m: &[usize]| m.iter().all(|&i| content_key(&entries[i]) == content_key(&entries[m[0]]));
     let mut groups: Vec<Group> = components
         .into_values()
         .filter(|m| m.len() > 1 && !same_content(m))
@@ -438,7 +450,11 @@ fn write_groups(out: &mut dyn Write, entries: &[Entry], groups: &[Group], json: 
     for (n, group) in groups.iter().enumerate() {
         let first = &entries[group.members[0]];
         if json {
-            let mut s = String::from(if group.identical { "{\"kind\":\"identical\",\"members\":[" } else { "{\"kind\":\"similar\",\"members\":[" });
+            let mut s = String::from(if group.identical {
+                "{\"kind\":\"identical\",\"members\":["
+            } else {
+                "{\"kind\":\"similar\",\"members\":["
+            });
             for (k, &i) in group.members.iter().enumerate() {
                 let e = &entries[i];
                 if k > 0 {

@@ -33,12 +33,17 @@ pub fn run(args: &SumArgs) -> Result<Status, UsageError> {
     if args.tree && args.paths.iter().any(|p| p.as_bytes() == b"-") {
         return usage("--tree needs directories, not standard input");
     }
-    let resolver = Resolver::new(args.root.as_deref())
-        .map_err(|e| UsageError(format!("--root {}: {e}", args.root.as_ref().map(|r| r.display().to_string()).unwrap_or_default())))?;
+    let resolver = Resolver::new(args.root.as_deref()).map_err(|e| {
+        UsageError(format!(
+            "--root {}: {e}",
+            args.root.as_ref().map(|r| r.display().to_string()).unwrap_or_default()
+        ))
+    })?;
     let jobs = collect_jobs(args, &resolver)?;
-    let threads = args.threads.map(usize::from).unwrap_or_else(|| {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    });
+    let threads = args
+        .threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("omero-iscc-{i}"))
@@ -68,8 +73,8 @@ fn collect_jobs(args: &SumArgs, resolver: &Resolver) -> Result<Vec<Job>, UsageEr
     };
     if let Some(groups) = &args.groups {
         let mut reader = open(groups)?;
-        let mut jobs = inputs::group_jobs(&mut *reader, resolver)
-            .map_err(|e| UsageError(format!("--groups: {e}")))?;
+        let mut jobs =
+            inputs::group_jobs(&mut *reader, resolver).map_err(|e| UsageError(format!("--groups: {e}")))?;
         let extra: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
         jobs.extend(inputs::path_jobs(&extra, false, true, resolver));
         return Ok(jobs);
@@ -95,35 +100,48 @@ fn total_bytes(jobs: &[Job]) -> u64 {
         .map(|job| match job {
             Job::File { path: Ok(p), .. } => size(p),
             Job::Tree { files: Ok(files), .. } => files.iter().map(|p| size(p)).sum(),
-            Job::Group { files, .. } => files.iter().filter_map(|(_, p)| p.as_ref().ok()).map(|p| size(p)).sum(),
+            Job::Group { files, .. } => {
+                files.iter().filter_map(|(_, p)| p.as_ref().ok()).map(|p| size(p)).sum()
+            }
             _ => 0,
         })
         .sum()
 }
 
 /// Runs every job, writing records in order. Returns whether any record failed.
-fn execute(pool: &rayon::ThreadPool, jobs: &[Job], config: &HashConfig, format: Format, progress: &ProgressBar) -> bool {
+fn execute(
+    pool: &rayon::ThreadPool,
+    jobs: &[Job],
+    config: &HashConfig,
+    format: Format,
+    progress: &ProgressBar,
+) -> bool {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let stderr = io::stderr();
     let mut failed = false;
-    ordered::for_each_ordered(pool, jobs.len(), |i| run_job(&jobs[i], config), |record| {
-        failed |= record.failed();
-        let written = progress.suspend(|| {
-            let mut err = stderr.lock();
-            record::write_record(&record, format, &mut out, &mut err).and_then(|_| out.flush())
-        });
-        if let Err(e) = written {
-            // A closed pipe ends the run quietly; anything else is reported.
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                let _ = writeln!(io::stderr(), "omero-iscc: cannot write output: {e}");
-                failed = true;
+    ordered::for_each_ordered(
+        pool,
+        jobs.len(),
+        |i| run_job(&jobs[i], config),
+        |record| {
+            failed |= record.failed();
+            let written = progress.suspend(|| {
+                let mut err = stderr.lock();
+                record::write_record(&record, format, &mut out, &mut err).and_then(|_| out.flush())
+            });
+            if let Err(e) = written {
+                // A closed pipe ends the run quietly; anything else is reported.
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    let _ = writeln!(io::stderr(), "omero-iscc: cannot write output: {e}");
+                    failed = true;
+                }
+                return false;
             }
-            return false;
-        }
-        progress.inc(1);
-        true
-    });
+            progress.inc(1);
+            true
+        },
+    );
     failed
 }
 
@@ -134,10 +152,9 @@ pub fn run_job(job: &Job, config: &HashConfig) -> Record {
             path: display.clone(),
             result: path.clone().and_then(|p| hash::hash_path(&p, config)),
         },
-        Job::Stdin => Record::File {
-            path: b"-".to_vec(),
-            result: hash::hash_reader(&mut io::stdin().lock(), config),
-        },
+        Job::Stdin => {
+            Record::File { path: b"-".to_vec(), result: hash::hash_reader(&mut io::stdin().lock(), config) }
+        }
         Job::Tree { display, files } => {
             let (count, result) = match files {
                 Ok(files) => (files.len(), hash_tree(files, config)),
@@ -150,7 +167,10 @@ pub fn run_job(job: &Job, config: &HashConfig) -> Record {
     }
 }
 
-fn hash_tree(files: &[std::path::PathBuf], config: &HashConfig) -> Result<hash::Outcome, crate::error::Failure> {
+fn hash_tree(
+    files: &[std::path::PathBuf],
+    config: &HashConfig,
+) -> Result<hash::Outcome, crate::error::Failure> {
     let mut hasher = StreamHasher::new(config);
     for file in files {
         hash::feed_path(file, config, &mut |b| hasher.update(b)).map_err(|mut f| {

@@ -83,7 +83,11 @@ fn visit(dir: &Path, rel: &str, inherited: &IgnoreSpec, out: &mut Walk) {
     dirs.sort_by_cached_key(sort_key);
     let child_rel = |name: &OsString| {
         let name = name.to_string_lossy();
-        if rel.is_empty() { name.into_owned() } else { format!("{rel}/{name}") }
+        if rel.is_empty() {
+            name.into_owned()
+        } else {
+            format!("{rel}/{name}")
+        }
     };
     let keep = |name: &OsString| spec.is_empty() || !spec.is_ignored(&child_rel(name));
     let (ignore_files, plain): (Vec<_>, Vec<_>) = files.into_iter().partition(is_ignore_file);

@@ -29,9 +29,11 @@ fn truncation_under_a_mapped_window_is_reported() {
         if first {
             first = false;
             let p = path.clone();
-            std::thread::spawn(move || OpenOptions::new().write(true).open(p).unwrap().set_len(4096).unwrap())
-                .join()
-                .unwrap();
+            std::thread::spawn(move || {
+                OpenOptions::new().write(true).open(p).unwrap().set_len(4096).unwrap()
+            })
+            .join()
+            .unwrap();
         }
         // Touch every page of the window, as the hashers do.
         std::hint::black_box(bytes.iter().step_by(4096).map(|&b| b as u64).sum::<u64>());

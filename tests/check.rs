@@ -26,7 +26,11 @@ fn verifies_own_and_iscc_sum_output_and_catches_changes() {
         assert!(stdout(&out).lines().all(|l| l.ends_with(": OK")), "{file}");
     }
     // And iscc-sum accepts ours.
-    let out = std::process::Command::new(python()).args(["-m", "iscc_sum", "-c", "sums.txt"]).current_dir(d).output().unwrap();
+    let out = std::process::Command::new(python())
+        .args(["-m", "iscc_sum", "-c", "sums.txt"])
+        .current_dir(d)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 
     // Change one byte in place (same size), delete another file.

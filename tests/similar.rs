@@ -7,8 +7,12 @@ use std::collections::BTreeSet;
 use std::fs;
 
 fn sum_code(data: [u8; 32], instance: [u8; 32], wide: bool) -> String {
-    let d = format!("ISCC:{}", encode_component(MainType::Data, SubType::None, Version::V0, 256, &data).unwrap());
-    let i = format!("ISCC:{}", encode_component(MainType::Instance, SubType::None, Version::V0, 256, &instance).unwrap());
+    let d =
+        format!("ISCC:{}", encode_component(MainType::Data, SubType::None, Version::V0, 256, &data).unwrap());
+    let i = format!(
+        "ISCC:{}",
+        encode_component(MainType::Instance, SubType::None, Version::V0, 256, &instance).unwrap()
+    );
     iscc_lib::gen_iscc_code_v0(&[&d, &i], wide).unwrap().iscc
 }
 
@@ -37,7 +41,11 @@ fn planted(n: usize, wide: bool) -> (Vec<String>, Vec<u128>) {
         .iter()
         .map(|d| {
             let v = u128::from_be_bytes(d[..16].try_into().unwrap());
-            if wide { v } else { v & (u128::MAX << 64) }
+            if wide {
+                v
+            } else {
+                v & (u128::MAX << 64)
+            }
         })
         .collect();
     (codes, bits)
@@ -72,7 +80,12 @@ fn groups_of(out: &std::process::Output, kind: &str) -> BTreeSet<Vec<usize>> {
         .iter()
         .filter(|g| g["kind"] == kind)
         .map(|g| {
-            g["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().parse().unwrap()).collect()
+            g["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().parse().unwrap())
+                .collect()
         })
         .collect()
 }
@@ -81,7 +94,8 @@ fn groups_of(out: &std::process::Output, kind: &str) -> BTreeSet<Vec<usize>> {
 fn near_groups_equal_brute_force_on_20000_codes() {
     for (wide, threshold) in [(false, 12u32), (true, 12), (false, 5)] {
         let (codes, bits) = planted(20_000, wide);
-        let input: String = codes.iter().enumerate().map(|(i, c)| format!("{{\"id\":\"{i}\",\"iscc\":\"{c}\"}}\n")).collect();
+        let input: String =
+            codes.iter().enumerate().map(|(i, c)| format!("{{\"id\":\"{i}\",\"iscc\":\"{c}\"}}\n")).collect();
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("codes.jsonl"), &input).unwrap();
         let t = threshold.to_string();
@@ -125,7 +139,10 @@ fn real_files_copied_edited_and_extended() {
     };
     assert_eq!(names(&groups[0]), ["./a-original.tiff", "./b-copy.tiff"]);
     assert_eq!(groups[1]["kind"], "similar");
-    assert_eq!(names(&groups[1]), ["./a-original.tiff", "./b-copy.tiff", "./c-edited.tiff", "./d-extended.tiff"]);
+    assert_eq!(
+        names(&groups[1]),
+        ["./a-original.tiff", "./b-copy.tiff", "./c-edited.tiff", "./d-extended.tiff"]
+    );
     // Distances are the Data-Code Hamming distances of iscc-core's codes.
     let reference = iscc_core(d, &["a-original.tiff", "c-edited.tiff", "d-extended.tiff"]);
     let data_bits = |r: &serde_json::Value| {

@@ -64,12 +64,17 @@ fn the_root_confines_symlinks_and_dot_dot() {
     std::os::unix::fs::symlink(tmp.path().join("secret"), root.join("user/escape")).unwrap();
     std::os::unix::fs::symlink("2026/img.tif", root.join("user/inside")).unwrap();
     let groups = concat!(
-        r#"{"id": "fileset:1", "files": ["user/2026/img.tif"]}"#, "\n",
-        r#"{"id": "fileset:2", "files": ["user/escape"]}"#, "\n",
+        r#"{"id": "fileset:1", "files": ["user/2026/img.tif"]}"#,
+        "\n",
+        r#"{"id": "fileset:2", "files": ["user/escape"]}"#,
+        "\n",
         "this is not json\n",
-        r#"{"id": "fileset:3", "files": ["../secret"]}"#, "\n",
-        r#"{"id": "fileset:4", "files": ["user/inside", "user/2026/../../../secret"]}"#, "\n",
-        r#"{"id": "fileset:5", "files": []}"#, "\n",
+        r#"{"id": "fileset:3", "files": ["../secret"]}"#,
+        "\n",
+        r#"{"id": "fileset:4", "files": ["user/inside", "user/2026/../../../secret"]}"#,
+        "\n",
+        r#"{"id": "fileset:5", "files": []}"#,
+        "\n",
     );
     let out = run_in(tmp.path(), &["sum", "--json", "--root", "repo", "--groups", "-"], groups.as_bytes());
     assert_eq!(out.status.code(), Some(1));
@@ -140,7 +145,8 @@ fn unreadable_file_is_permission_denied() {
         p = parent.to_path_buf();
     }
     let out = cmd.args(["sum", "--json", "locked", "open"]).current_dir(d).output().unwrap();
-    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(error_kind(&records[0]), "permission_denied", "{}", String::from_utf8_lossy(&out.stderr));
     assert!(records[1]["iscc"].is_string());
     assert_eq!(out.status.code(), Some(1));
@@ -172,7 +178,10 @@ fn closed_stdout_ends_quietly() {
     }
     let out = std::process::Command::new("bash")
         .arg("-c")
-        .arg(format!("'{}' sum . | head -n 1; echo \"status ${{PIPESTATUS[0]}}\"", env!("CARGO_BIN_EXE_omero-iscc")))
+        .arg(format!(
+            "'{}' sum . | head -n 1; echo \"status ${{PIPESTATUS[0]}}\"",
+            env!("CARGO_BIN_EXE_omero-iscc")
+        ))
         .current_dir(tmp.path())
         .output()
         .unwrap();

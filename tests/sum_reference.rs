@@ -73,7 +73,8 @@ fn text_output_equals_iscc_sum_on_every_path() {
     let names = synthetic(tmp.path());
     let narrow = iscc_sum_lines(tmp.path(), &names, false);
     let wide = iscc_sum_lines(tmp.path(), &names, true);
-    for extra in [&[][..], &["--threads", "1"][..], &["--no-mmap"][..], &["--threads", "3", "--no-mmap"][..]] {
+    for extra in [&[][..], &["--threads", "1"][..], &["--no-mmap"][..], &["--threads", "3", "--no-mmap"][..]]
+    {
         let mut args = vec!["sum", "--units"];
         args.extend_from_slice(extra);
         args.extend(names.iter().map(String::as_str));
@@ -146,8 +147,20 @@ fn walk_order_and_isccignore_match_iscc_sum() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("t");
     let files = [
-        "b.tif", "a.tif", "B.tif", "Z/x.log", "Z/keep.log", "a/é.tif", "a/e\u{301}x.tif",
-        "a/sub/deep.raw", ".gitignore", "c.iscc.json", "build/out.bin", "docs/n/x.tmp", "10.tif", "9.tif",
+        "b.tif",
+        "a.tif",
+        "B.tif",
+        "Z/x.log",
+        "Z/keep.log",
+        "a/é.tif",
+        "a/e\u{301}x.tif",
+        "a/sub/deep.raw",
+        ".gitignore",
+        "c.iscc.json",
+        "build/out.bin",
+        "docs/n/x.tmp",
+        "10.tif",
+        "9.tif",
     ];
     for (i, f) in files.iter().enumerate() {
         let p = root.join(f);
@@ -171,7 +184,8 @@ fn group_codes_equal_the_concatenated_files() {
         .iter()
         .map(|n| format!("ome-tiff/{n}"))
         .collect();
-    let dicom = ["dicomdirtests/DICOMDIR", "dicomdirtests/77654033/CR1/6154", "dicomdirtests/77654033/CT2/17106"];
+    let dicom =
+        ["dicomdirtests/DICOMDIR", "dicomdirtests/77654033/CR1/6154", "dicomdirtests/77654033/CT2/17106"];
     let groups = format!(
         "{}\n{}\n{}\n",
         serde_json::json!({"id": "fileset:1", "files": tiffs}),
@@ -179,7 +193,11 @@ fn group_codes_equal_the_concatenated_files() {
         serde_json::json!({"id": "fileset:3", "files": [&tiffs[1]]}),
     );
     let root = samples.to_str().unwrap();
-    let out = run_in(Path::new("/"), &["sum", "--json", "--root", root, "--groups", "-", "--units"], groups.as_bytes());
+    let out = run_in(
+        Path::new("/"),
+        &["sum", "--json", "--root", root, "--groups", "-", "--units"],
+        groups.as_bytes(),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let records = json_lines(&out);
     let concat = |files: &[&str]| files.iter().map(|f| format!("{f}+")).collect::<String>();

@@ -54,9 +54,10 @@ pub fn python() -> PathBuf {
 
 /// The sample files fetched by tests/run.sh.
 pub fn samples() -> PathBuf {
-    let dir = PathBuf::from(std::env::var_os("OMERO_ISCC_SAMPLES").expect(
-        "OMERO_ISCC_SAMPLES is not set: run the tests through tests/run.sh, which fetches them",
-    ));
+    let dir = PathBuf::from(
+        std::env::var_os("OMERO_ISCC_SAMPLES")
+            .expect("OMERO_ISCC_SAMPLES is not set: run the tests through tests/run.sh, which fetches them"),
+    );
     assert!(dir.join("ome-tiff").is_dir(), "sample files missing in {}", dir.display());
     dir
 }
