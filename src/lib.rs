@@ -3,8 +3,8 @@
 //! The library is the engine of the `omero-iscc` binary: chunking and MinHash of the
 //! Data-Code (`cdc`, `minhash`, `datacode`), one-pass hashing of files and streams (`hash`,
 //! `source`, `sigbus`), OMERO's import checksums (`checksum`), iscc-sum-compatible
-//! directory walks (`walk`, `ignore`), and the commands (`sum`, `check`, `selftest`,
-//! `similar`).
+//! directory walks (`walk`, `ignore`), near pairs by Hamming distance (`hamming`), and the
+//! commands (`sum`, `check`, `selftest`, `similar`) with their inputs, records and progress.
 
 pub mod cdc;
 pub mod check;
@@ -14,6 +14,7 @@ pub mod codes;
 pub mod datacode;
 pub mod error;
 pub mod exit;
+pub mod hamming;
 pub mod hash;
 pub mod ignore;
 pub mod inputs;
