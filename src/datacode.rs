@@ -84,7 +84,7 @@ impl DataHasher {
     }
 
     fn chain_parallel(&mut self, data: &[u8], threads: usize) -> usize {
-        let segments = (2 * threads).min(data.len() / SEGMENT_MIN).max(2);
+        let segments = (4 * threads).min(data.len() / SEGMENT_MIN).max(2);
         let bounds: Vec<usize> = (0..=segments).map(|k| data.len() * k / segments).collect();
         // Phase 1, parallel: each segment's speculative chain.
         let chains: Vec<(Vec<Span>, usize)> = (0..segments)
