@@ -51,3 +51,20 @@ fn verifies_own_and_iscc_sum_output_and_catches_changes() {
     assert!(err.contains("bad.txt:1: improperly formatted"), "{err}");
     assert!(err.contains("malformed line"), "{err}");
 }
+
+#[test]
+fn selftest_vectors_are_iscc_cores_own() {
+    // The vectors compiled into `selftest` must be iscc-core's data.json sections, unedited.
+    let script = r#"
+import json, os, sys, iscc_core
+ours = json.load(open(sys.argv[1]))
+theirs = json.load(open(os.path.join(os.path.dirname(iscc_core.__file__), "data.json")))
+assert set(ours) == {"gen_data_code_v0", "gen_instance_code_v0", "gen_iscc_code_v0"}, set(ours)
+for key in ours:
+    assert ours[key] == theirs[key], key
+print("same")
+"#;
+    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/selftest_vectors.json");
+    let out = std::process::Command::new(python()).arg("-c").arg(script).arg(vectors).output().unwrap();
+    assert_eq!(stdout(&out).trim(), "same", "{}", stderr(&out));
+}
