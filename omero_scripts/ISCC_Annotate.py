@@ -13,16 +13,14 @@ org.iscc.omero.sum. Images of one multi-series Fileset are hashed once and all a
 """
 
 import omero.scripts as scripts
-from omero.gateway import BlitzGateway
 from omero.model import ImageI
-from omero.rtypes import rlong, robject, rstring
+from omero.rtypes import rlong, rstring
 
-from omero_iscc import NAMESPACE, __version__
+from omero_iscc import NAMESPACE, __version__, scripting
 from omero_iscc.annotate import annotate
 from omero_iscc.config import script_settings
-from omero_iscc.gateway import BlitzOmero
-from omero_iscc.selection import DATA_TYPES, SelectionError, expand
-from omero_iscc.worker import WorkerError, find_worker
+from omero_iscc.selection import DATA_TYPES, expand
+from omero_iscc.worker import find_worker
 
 P_DATA_TYPE = "Data_Type"
 P_IDS = "IDs"
@@ -31,7 +29,7 @@ P_WIDE = "Wide"
 
 
 def annotate_selection(omero_access, params, settings=None):
-    """Runs the annotation over the selection; returns (message, first annotated image id)."""
+    """Annotates the selection; returns the message and a ``Result`` link to an annotated image."""
     settings = settings or script_settings()
     image_ids, missing = expand(omero_access, params[P_DATA_TYPE], params[P_IDS])
     worker = find_worker(settings.worker)
@@ -44,7 +42,8 @@ def annotate_selection(omero_access, params, settings=None):
     message = report.message()
     if missing:
         message += f"; {params[P_DATA_TYPE]} not found: {', '.join(map(str, missing))}"
-    return message, report.first_annotated()
+    first = report.first_annotated()
+    return message, ({"Result": ImageI(first, False)} if first is not None else {})
 
 
 def run_script():
@@ -69,20 +68,9 @@ skipped unless Replace_Existing is set.""",
         namespaces=[NAMESPACE],
     )
     try:
-        params = client.getInputs(unwrap=True)
-        conn = BlitzGateway(client_obj=client)
-        client.enableKeepAlive(60)
-        try:
-            message, first = annotate_selection(BlitzOmero(conn), params)
-        except (SelectionError, WorkerError) as exc:
-            client.setOutput("ERROR", rstring(str(exc)))
-            message, first = f"Nothing annotated: {exc}", None
-        client.setOutput("Message", rstring(message))
-        if first is not None:
-            client.setOutput("Result", robject(ImageI(first, False)))
+        scripting.run(client, annotate_selection, "Nothing annotated")
     finally:
         client.closeSession()
-
 
 if __name__ == "__main__":
     run_script()

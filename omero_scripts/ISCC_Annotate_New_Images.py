@@ -13,21 +13,19 @@ the scheduler's state (retries with backoff, at most 3 attempts) and lock. Admin
 """
 
 import omero.scripts as scripts
-from omero.gateway import BlitzGateway
-from omero.rtypes import rstring
 
-from omero_iscc import NAMESPACE, __version__
-from omero_iscc.config import ConfigError, load
-from omero_iscc.gateway import BlitzOmero
+from omero_iscc import NAMESPACE, __version__, scripting
+from omero_iscc.config import load
 from omero_iscc.scheduler import Scheduler
-from omero_iscc.state import Lock, LockedError
-from omero_iscc.worker import WorkerError
+from omero_iscc.state import Lock
 
 P_BATCH = "Batch_Size"
 
 
 def poll(omero_access, batch_size, config_file=None):
     """Runs one poll; returns the message for OMERO.web."""
+    if not omero_access.is_admin():
+        raise scripting.ScriptError("only administrators may run this script")
     cfg = load(cli={"batch_size": batch_size}, env={}, config_file=config_file)
     with Lock(cfg.state_dir):
         scheduler = Scheduler(cfg, lambda _cfg: (None, omero_access))
@@ -35,6 +33,11 @@ def poll(omero_access, batch_size, config_file=None):
         scheduler.close()
     return (f"{result.annotated} annotated, {result.failed} failed, of {result.seen} image(s) "
             f"without an ISCC (batch size {batch_size})")
+
+
+def poll_batch(omero_access, params):
+    """The script's work: one poll of at most Batch_Size images; no object outputs."""
+    return poll(omero_access, int(params.get(P_BATCH, 100))), {}
 
 
 def run_script():
@@ -51,18 +54,7 @@ def run_script():
         namespaces=[NAMESPACE],
     )
     try:
-        params = client.getInputs(unwrap=True)
-        conn = BlitzGateway(client_obj=client)
-        client.enableKeepAlive(60)
-        if not conn.isAdmin():
-            client.setOutput("ERROR", rstring("only administrators may run this script"))
-            return
-        try:
-            message = poll(BlitzOmero(conn), int(params.get(P_BATCH, 100)))
-        except (ConfigError, LockedError, WorkerError) as exc:
-            client.setOutput("ERROR", rstring(str(exc)))
-            message = f"Nothing annotated: {exc}"
-        client.setOutput("Message", rstring(message))
+        scripting.run(client, poll_batch, "Nothing annotated")
     finally:
         client.closeSession()
 

@@ -13,15 +13,13 @@ attaches a CSV report. Images without an ISCC are counted and named in the messa
 """
 
 import omero.scripts as scripts
-from omero.gateway import BlitzGateway
-from omero.rtypes import rlong, robject, rstring
+from omero.rtypes import rlong, rstring
 
-from omero_iscc import NAMESPACE, __version__
+from omero_iscc import NAMESPACE, __version__, scripting
 from omero_iscc.config import script_settings
 from omero_iscc.duplicates import find_duplicates, to_csv
-from omero_iscc.gateway import BlitzOmero
 from omero_iscc.selection import SelectionError, expand
-from omero_iscc.worker import WorkerError, find_worker
+from omero_iscc.worker import find_worker
 
 P_DATA_TYPE = "Data_Type"
 P_IDS = "IDs"
@@ -33,7 +31,7 @@ REPORT_NS = NAMESPACE + ".duplicates"
 
 
 def duplicates_of(omero_access, params, settings=None):
-    """Returns (message, file annotation or None)."""
+    """Returns the message and the CSV report as ``File_Annotation``."""
     settings = settings or script_settings()
     worker = find_worker(settings.worker)
     scope = params.get(P_SCOPE, "Selection")
@@ -49,7 +47,7 @@ def duplicates_of(omero_access, params, settings=None):
     if params.get(P_IDS):
         attachment = omero_access.attach_file(params[P_DATA_TYPE], params[P_IDS][0], "iscc_duplicates.csv",
                                               to_csv(report), REPORT_NS, "text/csv")
-    return report.message(), attachment
+    return report.message(), ({"File_Annotation": attachment} if attachment is not None else {})
 
 
 def run_script():
@@ -72,20 +70,9 @@ image you can see. Attaches a CSV report to the first selected object.""",
         namespaces=[NAMESPACE],
     )
     try:
-        params = client.getInputs(unwrap=True)
-        conn = BlitzGateway(client_obj=client)
-        client.enableKeepAlive(60)
-        try:
-            message, report = duplicates_of(BlitzOmero(conn), params)
-        except (SelectionError, WorkerError, RuntimeError) as exc:
-            client.setOutput("ERROR", rstring(str(exc)))
-            message, report = f"No report: {exc}", None
-        client.setOutput("Message", rstring(message))
-        if report is not None:
-            client.setOutput("File_Annotation", robject(report))
+        scripting.run(client, duplicates_of, "No report")
     finally:
         client.closeSession()
-
 
 if __name__ == "__main__":
     run_script()

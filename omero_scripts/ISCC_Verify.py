@@ -13,15 +13,13 @@ object.
 """
 
 import omero.scripts as scripts
-from omero.gateway import BlitzGateway
-from omero.rtypes import rlong, robject, rstring
+from omero.rtypes import rlong, rstring
 
-from omero_iscc import NAMESPACE, __version__
+from omero_iscc import NAMESPACE, __version__, scripting
 from omero_iscc.config import script_settings
-from omero_iscc.gateway import BlitzOmero
-from omero_iscc.selection import DATA_TYPES, SelectionError, expand
+from omero_iscc.selection import DATA_TYPES, expand
 from omero_iscc.verify import summary, to_csv, verify
-from omero_iscc.worker import WorkerError, find_worker
+from omero_iscc.worker import find_worker
 
 P_DATA_TYPE = "Data_Type"
 P_IDS = "IDs"
@@ -29,7 +27,7 @@ REPORT_NS = NAMESPACE + ".verify"
 
 
 def verify_selection(omero_access, params, settings=None):
-    """Verifies the selection; returns (message, file annotation or None)."""
+    """Verifies the selection; returns the message and the CSV report as ``File_Annotation``."""
     settings = settings or script_settings()
     image_ids, missing = expand(omero_access, params[P_DATA_TYPE], params[P_IDS])
     worker = find_worker(settings.worker)
@@ -43,7 +41,7 @@ def verify_selection(omero_access, params, settings=None):
     if target is not None:
         report = omero_access.attach_file(params[P_DATA_TYPE], target, "iscc_verify_report.csv",
                                           to_csv(verdicts), REPORT_NS, "text/csv")
-    return message, report
+    return message, ({"File_Annotation": report} if report is not None else {})
 
 
 def run_script():
@@ -62,20 +60,9 @@ NO_ANNOTATION per image) to the first selected object.""",
         namespaces=[NAMESPACE],
     )
     try:
-        params = client.getInputs(unwrap=True)
-        conn = BlitzGateway(client_obj=client)
-        client.enableKeepAlive(60)
-        try:
-            message, report = verify_selection(BlitzOmero(conn), params)
-        except (SelectionError, WorkerError) as exc:
-            client.setOutput("ERROR", rstring(str(exc)))
-            message, report = f"Nothing verified: {exc}", None
-        client.setOutput("Message", rstring(message))
-        if report is not None:
-            client.setOutput("File_Annotation", robject(report))
+        scripting.run(client, verify_selection, "Nothing verified")
     finally:
         client.closeSession()
-
 
 if __name__ == "__main__":
     run_script()

@@ -51,6 +51,7 @@ class FakeOmero:
     calls: dict = field(default_factory=dict)
     drops: dict = field(default_factory=dict)
     fail_save_for: set = field(default_factory=set)
+    admin: bool = True
 
     # -- building the world -----------------------------------------------------------------
     def group(self, gid: int, name: str) -> omero.model.ExperimenterGroupI:
@@ -145,6 +146,9 @@ class FakeOmero:
 
     def server_name(self) -> str:
         return "fake-omero"
+
+    def is_admin(self) -> bool:
+        return self.admin
 
     def children(self, kind: str, ids: list[int]) -> list[int]:
         self._call("children")

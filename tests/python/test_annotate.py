@@ -34,10 +34,10 @@ def run_annotate(world, worker, data_type="Dataset", ids=None, replace=False, wi
 
 
 def test_every_kind_of_image_gets_the_reference_code(world, worker):
-    message, first = run_annotate(world, worker)
+    message, outputs = run_annotate(world, worker)
     assert message.startswith("7 annotated, 1 skipped (not allowed to annotate), 1 failed (image ")
     assert f"image {world.missing}: file missing from repository (" in message
-    assert first == world.single
+    assert outputs["Result"].getId().val == world.single and not outputs["Result"].isLoaded()
     for image_id in [world.single, world.multi_file, *world.multi_series, world.legacy, world.other_group]:
         pairs = world.omero.pairs(image_id)
         keys = [k for k, _ in pairs]

@@ -240,3 +240,6 @@ def test_the_admin_script_runs_one_poll_with_the_scheduler_state(tmp_path, worke
     with state_mod.Lock(str(tmp_path / "state")):
         with pytest.raises(state_mod.LockedError):
             script.poll(fake, 5, config_file=str(cfg))
+    fake.admin = False
+    with pytest.raises(script.scripting.ScriptError, match="only administrators"):
+        script.poll(fake, 5, config_file=str(cfg))
