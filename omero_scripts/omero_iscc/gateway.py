@@ -29,7 +29,6 @@ class Omero(Protocol):
     """The OMERO calls the helper makes."""
 
     def repository_root(self) -> str | None: ...
-    def server_name(self) -> str: ...
     def is_admin(self) -> bool: ...
     def children(self, kind: str, ids: list[int]) -> list[int]: ...
     def existing_ids(self, kind: str, ids: list[int]) -> list[int]: ...
@@ -80,9 +79,6 @@ class BlitzOmero:
             if proxy is not None and omero.grid.ManagedRepositoryPrx.checkedCast(proxy) is not None:
                 return os.path.join(desc.path.val, desc.name.val)
         return None
-
-    def server_name(self) -> str:
-        return str(self.conn.host or "")
 
     def is_admin(self) -> bool:
         return bool(self.conn.isAdmin())

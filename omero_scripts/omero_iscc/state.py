@@ -9,7 +9,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import time
 from dataclasses import dataclass, field
 
 MAX_ATTEMPTS = 3
@@ -135,7 +134,3 @@ class Lock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def now() -> float:
-    return time.time()

@@ -44,68 +44,59 @@ def find_worker(configured: str | None = None) -> str:
     )
 
 
-@dataclass
-class FileResult:
-    """One file's record from the worker."""
+@dataclass(kw_only=True)
+class Result:
+    """What a worker record says: the codes, or an error."""
 
-    path: str
     iscc: str | None = None
     datahash: str | None = None
     filesize: int | None = None
     units: list[str] = field(default_factory=list)
-    checksums: dict[str, str] = field(default_factory=dict)
     error_kind: str | None = None
     error: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error_kind is None
+
+    @staticmethod
+    def fields_of(record: dict) -> dict:
+        """The fields every record has, as keyword arguments."""
+        err = record.get("error") or {}
+        return {
+            "iscc": record.get("iscc"),
+            "datahash": record.get("datahash"),
+            "filesize": record.get("filesize"),
+            "units": list(record.get("units") or []),
+            "error_kind": err.get("kind"),
+            "error": err.get("message"),
+        }
+
+
+@dataclass(kw_only=True)
+class FileResult(Result):
+    """One file's record from the worker."""
+
+    path: str = ""
+    checksums: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, record: dict) -> "FileResult":
-        err = record.get("error") or {}
-        return cls(
-            path=record.get("path", ""),
-            iscc=record.get("iscc"),
-            datahash=record.get("datahash"),
-            filesize=record.get("filesize"),
-            units=list(record.get("units") or []),
-            checksums=dict(record.get("checksums") or {}),
-            error_kind=err.get("kind"),
-            error=err.get("message"),
-        )
+        return cls(path=record.get("path", ""), checksums=dict(record.get("checksums") or {}),
+                   **Result.fields_of(record))
 
 
-@dataclass
-class GroupResult:
+@dataclass(kw_only=True)
+class GroupResult(Result):
     """A group's record: the code over its files in order, and each file's record."""
 
-    id: str
-    iscc: str | None = None
-    datahash: str | None = None
-    filesize: int | None = None
-    units: list[str] = field(default_factory=list)
+    id: str = ""
     files: list[FileResult] = field(default_factory=list)
-    error_kind: str | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error_kind is None
 
     @classmethod
     def from_record(cls, record: dict) -> "GroupResult":
-        err = record.get("error") or {}
-        return cls(
-            id=str(record.get("id")),
-            iscc=record.get("iscc"),
-            datahash=record.get("datahash"),
-            filesize=record.get("filesize"),
-            units=list(record.get("units") or []),
-            files=[FileResult.from_record(f) for f in record.get("files") or []],
-            error_kind=err.get("kind"),
-            error=err.get("message"),
-        )
+        return cls(id=str(record.get("id")), files=[FileResult.from_record(f) for f in record.get("files") or []],
+                   **Result.fields_of(record))
 
 
 def _base_args(worker: str, wide: bool, checksums: Iterable[str]) -> list[str]:

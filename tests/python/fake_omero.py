@@ -144,9 +144,6 @@ class FakeOmero:
         self._call("repository_root")
         return self.root
 
-    def server_name(self) -> str:
-        return "fake-omero"
-
     def is_admin(self) -> bool:
         return self.admin
 

@@ -32,7 +32,6 @@ class Conn:
         self.query = Recorder(query_answers)
         self.update = Recorder()
         self.deleted = []
-        self.host = "omero.example.org"
 
     def getQueryService(self):
         return self.query
@@ -142,7 +141,3 @@ def test_a_short_read_is_an_error_not_a_truncated_stream():
     conn.c = type("C", (), {"sf": type("SF", (), {"createRawFileStore": staticmethod(Store)})()})()
     with pytest.raises(OSError, match="no bytes at offset 10 of 100"):
         list(BlitzOmero(conn).read_file(1, 64))
-
-
-def test_server_name():
-    assert BlitzOmero(Conn()).server_name() == "omero.example.org"
