@@ -16,7 +16,7 @@ fn main() {
     let mut pos = 0;
     let mut chunks = 0u64;
     while pos < data.len() {
-        pos += omero_iscc::cdc::cut(&data[pos..]);
+        pos += omero_iscc::engine::cdc::cut(&data[pos..]);
         chunks += 1;
     }
     report("gear chunking", t, gib);
@@ -24,20 +24,20 @@ fn main() {
     let mut features = Vec::with_capacity(chunks as usize);
     let mut pos = 0;
     while pos < data.len() {
-        let n = omero_iscc::cdc::cut(&data[pos..]);
+        let n = omero_iscc::engine::cdc::cut(&data[pos..]);
         features.push(xxhash_rust::xxh32::xxh32(&data[pos..pos + n], 0));
         pos += n;
     }
     report("chunking + xxh32", t, gib);
     let t = Instant::now();
-    let mut m = omero_iscc::minhash::MinHash::default();
+    let mut m = omero_iscc::engine::minhash::MinHash::default();
     m.fold(&features);
     report(&format!("minhash of {} features", features.len()), t, gib);
     let t = Instant::now();
     let h = blake3::hash(&data);
     report("blake3 (one thread)", t, gib);
     let t = Instant::now();
-    let mut d = omero_iscc::datacode::DataHasher::new(false);
+    let mut d = omero_iscc::engine::datacode::DataHasher::new(false);
     d.update(&data);
     let _ = d.finalize();
     report("DataHasher sequential", t, gib);

@@ -1,6 +1,6 @@
 //! Command-line arguments (clap derive). Validation of combinations lives with each command.
 
-use crate::checksum::Algorithm;
+use crate::engine::checksum::Algorithm;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -8,7 +8,8 @@ use std::path::PathBuf;
 /// ISCC-SUM content identifiers (ISO 24138) for the files of an OMERO server.
 ///
 /// Exit status: 0 when every record succeeded, 1 when any record failed (all others are
-/// still produced), 2 for usage errors.
+/// still produced), 2 for usage errors, 3 when the run stopped before its end (standard
+/// output closed or unwritable).
 #[derive(Debug, Parser)]
 #[command(name = "omero-iscc", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -44,6 +45,9 @@ pub struct SumArgs {
     pub tree: bool,
 
     /// Read paths from FILE (`-` for standard input), one per line.
+    ///
+    /// Each line names a file, resolved under --root like any other path: a line `-` is a
+    /// file called `-`.
     #[arg(long, value_name = "FILE")]
     pub files_from: Option<OsString>,
 
@@ -85,7 +89,7 @@ pub struct SumArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Worker threads [default: all cores].
+    /// Worker threads [default: all cores; at most 4 × cores, and 1024].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
 
@@ -130,7 +134,8 @@ pub struct SimilarArgs {
 
     /// Largest Data-Code Hamming distance, in bits of a 64-bit Data-Code, that joins two
     /// codes (scaled ×2 for wide codes).
-    #[arg(long, default_value_t = 12, value_name = "N")]
+    #[arg(long, default_value_t = 12, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=64))]
     pub threshold: u32,
 
     /// Write one JSON object per group.

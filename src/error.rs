@@ -1,25 +1,30 @@
 //! Why one record failed. A failure belongs to its record: the run goes on with the others.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
+use std::path::Path;
 
 /// The `error.kind` of a failed JSON record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     NotFound,
     PermissionDenied,
     OutsideRoot,
+    /// A directory, FIFO, device, socket, or a generated file (`/proc`, `/sys`) whose size is
+    /// not known before it is read.
     NotAFile,
     ChangedWhileReading,
     Io,
-    /// A malformed `--groups` line or similar input that names no file.
+    /// A malformed `--groups` line, an empty path, an unusable `.isccignore` pattern: input
+    /// that names no file to hash.
     InvalidInput,
 }
 
 /// A failed record's error: a kind a program can act on and a message a person can read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Failure {
     pub kind: ErrorKind,
     pub message: String,
@@ -35,20 +40,23 @@ impl Failure {
         let kind = match error.kind() {
             io::ErrorKind::NotFound => ErrorKind::NotFound,
             io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            io::ErrorKind::InvalidData => ErrorKind::InvalidInput,
             _ if error.raw_os_error() == Some(libc::ENOTDIR) => ErrorKind::NotFound,
             _ if error.raw_os_error() == Some(libc::EISDIR) => ErrorKind::NotAFile,
             _ => ErrorKind::Io,
         };
-        Failure::new(kind, strip_os_error(error))
+        Failure::new(kind, crate::streams::plain(error))
     }
-}
 
-/// "No such file or directory (os error 2)" → "No such file or directory".
-fn strip_os_error(error: &io::Error) -> String {
-    let text = error.to_string();
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
+    /// The same failure, its message naming the file it happened on (for a failure inside a
+    /// tree or group, whose record is named by something else).
+    pub fn at(self, path: &Path) -> Self {
+        self.at_name(&path.to_string_lossy())
+    }
+
+    /// [`Failure::at`] for a name as the user wrote it.
+    pub fn at_name(self, name: &str) -> Self {
+        Failure { kind: self.kind, message: format!("{name}: {}", self.message) }
     }
 }
 

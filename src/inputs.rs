@@ -1,8 +1,8 @@
 //! From command-line arguments to jobs: paths resolved (under `--root` when given),
 //! directories walked, file lists and group lines read.
 
+use crate::engine::walk;
 use crate::error::{ErrorKind, Failure};
-use crate::walk;
 use serde::Deserialize;
 use std::ffi::OsStr;
 use std::io::{self, BufRead};
@@ -101,52 +101,69 @@ fn display_join(base: &[u8], rel: &Path) -> Vec<u8> {
     d
 }
 
+/// Where a path came from: the command line (where `-` is standard input and directories are
+/// walked) or a file list (where every line names a file, `-` a file called `-`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    CommandLine,
+    List,
+}
+
+/// The files of a directory hashed as one tree, in walk order: the one rule for `sum --tree`
+/// and `check`. A directory it cannot read, an unusable `.isccignore`, or no file at all is
+/// the tree's failure.
+pub fn tree_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
+    let walked = walk::walk(dir);
+    match walked.errors.into_iter().next() {
+        Some((p, e)) => Err(Failure::io(&e).at(&p)),
+        None if walked.files.is_empty() => Err(Failure::new(ErrorKind::InvalidInput, "no files found")),
+        None => Ok(walked.files),
+    }
+}
+
 /// Jobs for paths given on the command line or in a file list.
 ///
-/// Directories are walked when `walk_dirs` (paths on the command line); in file lists, where
-/// a file is expected, a directory is a `not_a_file` record.
-pub fn path_jobs(paths: &[Vec<u8>], tree: bool, walk_dirs: bool, resolver: &Resolver) -> Vec<Job> {
+/// Directories are walked when given on the command line; in file lists, where a file is
+/// expected, a directory is a `not_a_file` record (unless `tree`).
+pub fn path_jobs(paths: &[Vec<u8>], tree: bool, origin: Origin, resolver: &Resolver) -> Vec<Job> {
     let mut jobs = Vec::with_capacity(paths.len());
     for given in paths {
-        if given.as_slice() == b"-" {
+        if given.as_slice() == b"-" && origin == Origin::CommandLine {
             jobs.push(Job::Stdin);
             continue;
         }
         let display = given.clone();
+        if given.is_empty() {
+            let failure = Failure::new(ErrorKind::InvalidInput, "an empty path names no file");
+            jobs.push(if tree {
+                Job::Tree { display, files: Err(failure) }
+            } else {
+                Job::File { display, path: Err(failure) }
+            });
+            continue;
+        }
         let resolved = resolver.resolve(Path::new(OsStr::from_bytes(given)));
         let is_dir = resolved.as_ref().is_ok_and(|p| p.is_dir());
         match resolved {
-            Ok(dir) if is_dir && (walk_dirs || tree) => {
+            Ok(dir) if is_dir && tree => {
+                let mut display = display;
+                if !display.ends_with(b"/") {
+                    display.push(b'/');
+                }
+                jobs.push(Job::Tree { display, files: tree_files(&dir) });
+            }
+            Ok(dir) if is_dir && origin == Origin::CommandLine => {
                 let walked = walk::walk(&dir);
-                if tree {
-                    let files = match walked.errors.first() {
-                        Some((p, e)) => {
-                            let mut f = Failure::io(e);
-                            f.message = format!("{}: {}", p.display(), f.message);
-                            Err(f)
-                        }
-                        None if walked.files.is_empty() => {
-                            Err(Failure::new(ErrorKind::InvalidInput, "no files found"))
-                        }
-                        None => Ok(walked.files),
-                    };
-                    let mut display = display;
-                    if !display.ends_with(b"/") {
-                        display.push(b'/');
-                    }
-                    jobs.push(Job::Tree { display, files });
-                } else {
-                    for file in walked.files {
-                        let rel = file.strip_prefix(&dir).unwrap_or(&file).to_path_buf();
-                        jobs.push(Job::File { display: display_join(&display, &rel), path: Ok(file) });
-                    }
-                    for (p, e) in walked.errors {
-                        let rel = p.strip_prefix(&dir).unwrap_or(&p).to_path_buf();
-                        jobs.push(Job::File {
-                            display: display_join(&display, &rel),
-                            path: Err(Failure::io(&e)),
-                        });
-                    }
+                for file in walked.files {
+                    let rel = file.strip_prefix(&dir).unwrap_or(&file).to_path_buf();
+                    jobs.push(Job::File { display: display_join(&display, &rel), path: Ok(file) });
+                }
+                for (p, e) in walked.errors {
+                    let rel = p.strip_prefix(&dir).unwrap_or(&p).to_path_buf();
+                    jobs.push(Job::File {
+                        display: display_join(&display, &rel),
+                        path: Err(Failure::io(&e)),
+                    });
                 }
             }
             Ok(file) if tree => jobs.push(Job::Tree {
@@ -221,7 +238,11 @@ pub fn group_jobs(reader: &mut dyn BufRead, resolver: &Resolver) -> io::Result<V
                     .files
                     .into_iter()
                     .map(|f| {
-                        let resolved = resolver.resolve(Path::new(&f));
+                        let resolved = if f.is_empty() {
+                            Err(Failure::new(ErrorKind::InvalidInput, "an empty path names no file"))
+                        } else {
+                            resolver.resolve(Path::new(&f))
+                        };
                         (f.into_bytes(), resolved)
                     })
                     .collect();

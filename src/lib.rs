@@ -1,30 +1,23 @@
 //! omero-iscc: ISCC-SUM content identifiers (ISO 24138) for the files of an OMERO server.
 //!
-//! The library is the engine of the `omero-iscc` binary: chunking and MinHash of the
-//! Data-Code (`cdc`, `minhash`, `datacode`), one-pass hashing of files and streams (`hash`,
-//! `source`, `sigbus`), OMERO's import checksums (`checksum`), iscc-sum-compatible
-//! directory walks (`walk`, `ignore`), near pairs by Hamming distance (`hamming`), and the
-//! commands (`sum`, `check`, `selftest`, `similar`) with their inputs, records and progress.
+//! The crate has two halves:
+//! - [`engine`]: the hashing itself. Chunking and MinHash of the Data-Code, one-pass hashing
+//!   of files and streams with BLAKE3 and OMERO's checksums, iscc-sum-compatible directory
+//!   walks and `.isccignore` rules, and near pairs by Hamming distance.
+//! - [`commands`]: `sum`, `check`, `selftest` and `similar`, over the shared plumbing beside
+//!   them: arguments ([`cli`]), jobs from inputs ([`inputs`]), records ([`records`],
+//!   [`pathcodec`]), standard streams and the pool ([`streams`]), ordered parallel output
+//!   ([`ordered`]), progress ([`progress`]) and exit statuses ([`exit`]).
 
-pub mod cdc;
-pub mod check;
-pub mod checksum;
+pub mod streams;
+
 pub mod cli;
-pub mod codes;
-pub mod datacode;
+pub mod commands;
+pub mod engine;
 pub mod error;
 pub mod exit;
-pub mod hamming;
-pub mod hash;
-pub mod ignore;
 pub mod inputs;
-pub mod minhash;
 pub mod ordered;
+pub mod pathcodec;
 pub mod progress;
-pub mod record;
-pub mod selftest;
-pub mod sigbus;
-pub mod similar;
-pub mod source;
-pub mod sum;
-pub mod walk;
+pub mod records;

@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 /// Runs `work(i)` for `i` in `0..count` on `pool` and calls `emit` with the results in order
-/// on the calling thread. `emit` returns false to stop early (the workers finish the item in
-/// hand and claim no more).
-pub fn for_each_ordered<T: Send>(
+/// on the calling thread. The first error `emit` returns stops the run (the workers finish
+/// the item in hand and claim no more) and is returned.
+pub fn for_each_ordered<T: Send, E>(
     pool: &ThreadPool,
     count: usize,
     work: impl Fn(usize) -> T + Sync,
-    mut emit: impl FnMut(T) -> bool,
-) {
+    mut emit: impl FnMut(T) -> Result<(), E>,
+) -> Result<(), E> {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, T)>();
@@ -38,11 +38,12 @@ pub fn for_each_ordered<T: Send>(
             pending.insert(i, item);
             while let Some(item) = pending.remove(&wanted) {
                 wanted += 1;
-                if !emit(item) {
+                if let Err(e) = emit(item) {
                     stop.store(true, Ordering::Relaxed);
-                    return;
+                    return Err(e);
                 }
             }
         }
-    });
+        Ok(())
+    })
 }

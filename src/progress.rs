@@ -5,7 +5,7 @@
 //! bar is redrawn after a carriage return, which log viewers and `less -r` show as updates.
 
 use crate::cli::ProgressMode;
-use crate::source;
+use crate::engine::source;
 use indicatif::{
     HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike,
 };

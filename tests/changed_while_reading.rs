@@ -2,8 +2,8 @@
 //! crash: the truncation happens on another thread in the middle of hashing a mapped window,
 //! so the reader touches pages past the new end of file (SIGBUS without the guard).
 
+use omero_iscc::engine::source;
 use omero_iscc::error::ErrorKind;
-use omero_iscc::source;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 

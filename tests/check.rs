@@ -64,7 +64,58 @@ for key in ours:
     assert ours[key] == theirs[key], key
 print("same")
 "#;
-    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/selftest_vectors.json");
+    let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/commands/selftest_vectors.json");
     let out = std::process::Command::new(python()).arg("-c").arg(script).arg(vectors).output().unwrap();
     assert_eq!(stdout(&out).trim(), "same", "{}", stderr(&out));
+}
+
+#[test]
+fn nul_terminated_iscc_sum_lines_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    fs::write(d.join("a b\nc"), pseudo_random(3000, 5)).unwrap();
+    fs::write(d.join("plain"), pseudo_random(3000, 6)).unwrap();
+    fs::write(d.join("zero.txt"), iscc_sum(d, &["-z", "a b\nc", "plain"]).stdout).unwrap();
+    let out = run_in(d, &["check", "zero.txt"], b"");
+    assert_eq!(stdout(&out), "a b\nc: OK\nplain: OK\n", "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_file_without_records_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("empty.txt"), b"\n\n").unwrap();
+    let out = run_in(tmp.path(), &["check", "empty.txt"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "omero-iscc: empty.txt: no ISCC records found\n\
+         omero-iscc: 0 checked: 0 OK, 0 FAILED, 0 MISSING, 1 file(s) without records\n"
+    );
+}
+
+#[test]
+fn progress_redraws_in_a_captured_log_are_not_malformed_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for i in 0..4u64 {
+        fs::write(d.join(format!("f{i}")), pseudo_random(200_000, i)).unwrap();
+    }
+    // What `sum ... > log 2>&1` keeps when a progress bar is drawn on the same stream.
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' sum --json --progress always f0 f1 f2 f3 > log 2>&1",
+            env!("CARGO_BIN_EXE_omero-iscc")
+        ))
+        .current_dir(d)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let log = fs::read(d.join("log")).unwrap();
+    assert!(log.contains(&b'\r'), "the log has progress redraws");
+    let out = run_in(d, &["check", "log"], b"");
+    assert_eq!(stdout(&out), "f0: OK\nf1: OK\nf2: OK\nf3: OK\n", "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("malformed"));
 }

@@ -146,7 +146,7 @@ fn real_files_copied_edited_and_extended() {
     // Distances are the Data-Code Hamming distances of iscc-core's codes.
     let reference = iscc_core(d, &["a-original.tiff", "c-edited.tiff", "d-extended.tiff"]);
     let data_bits = |r: &serde_json::Value| {
-        let (_, data, _, _) = omero_iscc::similar::decode(r["narrow"].as_str().unwrap()).unwrap();
+        let data = omero_iscc::engine::codes::decode_sum(r["narrow"].as_str().unwrap()).unwrap().data;
         data
     };
     let members = groups[1]["members"].as_array().unwrap();
@@ -171,4 +171,31 @@ fn malformed_lines_are_reported_with_their_numbers_and_skipped() {
         assert!(err.contains(&format!("line {line}:")), "{err}");
     }
     assert!(stdout(&out).starts_with("# identical: 2 members\n"), "{}", stdout(&out));
+}
+
+#[test]
+fn units_lines_and_a_mix_of_text_and_json_records_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    fs::write(d.join("a"), common::pseudo_random(50_000, 1)).unwrap();
+    fs::copy(d.join("a"), d.join("a-copy")).unwrap();
+    fs::write(d.join("other"), common::pseudo_random(50_000, 2)).unwrap();
+    let mut input = Vec::new();
+    for args in [
+        &["sum", "--units", "a", "other"][..], // narrow text with unit lines
+        &["sum", "--wide", "--units", "a-copy"][..], // wide text
+        &["sum", "--json", "--units", "a"][..], // JSON with datahash and units
+    ] {
+        let out = common::run_in(d, args, b"");
+        assert!(out.status.success());
+        input.extend_from_slice(&out.stdout);
+    }
+    let out = common::run_in(d, &["similar", "--json", "--exact", "-"], &input);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert!(!common::stderr(&out).contains("malformed"), "{}", common::stderr(&out));
+    let groups = common::json_lines(&out);
+    assert_eq!(groups.len(), 1, "{}", common::stdout(&out));
+    let names: Vec<&str> =
+        groups[0]["members"].as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "a-copy", "a"]);
 }

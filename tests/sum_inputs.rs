@@ -153,41 +153,125 @@ fn unreadable_file_is_permission_denied() {
 }
 
 #[test]
-fn usage_errors_exit_2() {
+fn usage_errors_exit_2_with_their_exact_message() {
     let tmp = tempfile::tempdir().unwrap();
-    for args in [
-        &["sum", "--checksum", "SHA-256", "x"][..],
-        &["sum", "--groups", "-"][..],
-        &["sum", "--checksum", "MD5-128", "x"][..],
-        &["sum", "-", "--files-from", "-"][..],
-        &["sum", "--threads", "0", "x"][..],
-        &["sum", "--root", "does-not-exist", "x"][..],
+    for (args, message) in [
+        (&["sum", "--groups", "-"][..], "--groups writes JSON records: add --json"),
+        (
+            &["sum", "--checksum", "MD5-128", "x"][..],
+            "--checksum values are written in JSON records only: add --json",
+        ),
+        (
+            &["sum", "-", "--files-from", "-"][..],
+            "standard input ('-') can be used only once (by a PATH argument and by --files-from)",
+        ),
+        (&["sum", "--tree", "-"][..], "--tree needs directories, not standard input"),
+        (&["sum", "--root", "does-not-exist", "x"][..], "--root does-not-exist: No such file or directory"),
+        (&["sum", "--files-from", "no-list"][..], "--files-from no-list: No such file or directory"),
+        (&["check", "-", "-"][..], "standard input ('-') can be used only once (by FILE and by FILE)"),
+        (&["check", ""][..], "FILE: an empty path names no file"),
+        (&["similar", "no-input"][..], "FILE no-input: No such file or directory"),
     ] {
         let out = run_in(tmp.path(), args, b"");
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(out.stdout.is_empty());
-        assert!(!stderr(&out).is_empty());
+        assert_eq!(stderr(&out), format!("omero-iscc: {message}\n"), "{args:?}");
+    }
+    // Refused by the argument parser (its own wording), also with status 2.
+    for args in [
+        &["sum", "--checksum", "SHA-256", "x"][..],
+        &["sum", "--threads", "0", "x"][..],
+        &["sum", "--threads", "70000", "x"][..],
+        &["similar", "--threshold", "65"][..],
+        &["similar", "--threshold", "4294967296"][..],
+    ] {
+        let out = run_in(tmp.path(), args, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).starts_with("error: "), "{args:?}: {}", stderr(&out));
     }
 }
 
 #[test]
-fn closed_stdout_ends_quietly() {
+fn too_many_threads_are_capped_with_a_message() {
     let tmp = tempfile::tempdir().unwrap();
-    for i in 0..400 {
-        fs::write(tmp.path().join(format!("f{i:03}")), pseudo_random(2000, i)).unwrap();
+    fs::write(tmp.path().join("f"), pseudo_random(100, 1)).unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let cap = (4 * cores).min(1024);
+    let out = run_in(tmp.path(), &["sum", "--threads", "60000", "f"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stderr(&out),
+        format!("omero-iscc: --threads 60000 is more than 4 × the {cores} core(s) here; using {cap}\n")
+    );
+    assert!(stdout(&out).ends_with(" *f\n"));
+}
+
+#[test]
+fn a_listed_dash_is_a_file_called_dash_and_only_the_command_line_dash_is_stdin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("repo");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("-"), b"the file called dash").unwrap();
+    fs::write(tmp.path().join("list"), "-\n").unwrap();
+    let want = run_in(&root, &["sum", "--json", "--", "./-"], b"");
+    let want = &json_lines(&want)[0]["iscc"];
+    let root_arg = root.to_str().unwrap();
+    let stdin = b"standard input, not the file";
+    let out = run_in(tmp.path(), &["sum", "--json", "--root", root_arg, "--files-from", "list"], stdin);
+    let r = json_lines(&out);
+    assert_eq!((r.len(), &r[0]["path"], &r[0]["iscc"]), (1, &Value::from("-"), want));
+    // Groups: the same (a group's file `-` is the file).
+    let out = run_in(
+        tmp.path(),
+        &["sum", "--json", "--root", root_arg, "--groups", "-"],
+        b"{\"id\":\"g\",\"files\":[\"-\"]}\n",
+    );
+    assert_eq!(&json_lines(&out)[0]["iscc"], want);
+    // The command line's `-` is standard input.
+    let out = run_in(tmp.path(), &["sum", "--json", "-"], stdin);
+    assert_ne!(&json_lines(&out)[0]["iscc"], want);
+}
+
+#[test]
+fn an_empty_path_is_an_error_not_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("f"), b"x").unwrap();
+    let root = tmp.path().to_str().unwrap();
+    for args in [
+        &["sum", "--json", ""][..],
+        &["sum", "--json", "--root", root, ""][..],
+        &["sum", "--json", "--tree", ""][..],
+    ] {
+        let out = run_in(tmp.path(), args, b"");
+        let r = json_lines(&out);
+        assert_eq!(r.len(), 1, "{args:?}: {}", stdout(&out));
+        assert_eq!(error_kind(&r[0]), "invalid_input", "{args:?}");
+        assert_eq!(r[0]["error"]["message"], "an empty path names no file");
+        assert_eq!(out.status.code(), Some(1));
     }
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "'{}' sum . | head -n 1; echo \"status ${{PIPESTATUS[0]}}\"",
-            env!("CARGO_BIN_EXE_omero-iscc")
-        ))
-        .current_dir(tmp.path())
-        .output()
-        .unwrap();
-    let text = stdout(&out);
-    assert!(text.ends_with("status 0\n"), "{text}");
-    assert_eq!(stderr(&out), "");
+    let out = run_in(tmp.path(), &["sum", "--json", "--groups", "-"], b"{\"id\":\"g\",\"files\":[\"\"]}\n");
+    assert_eq!(json_lines(&out)[0]["files"][0]["error"]["kind"], "invalid_input");
+}
+
+#[test]
+fn generated_files_are_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_in(
+        tmp.path(),
+        &["sum", "--json", "/proc/self/status", "/sys/kernel/mm/transparent_hugepage/enabled"],
+        b"",
+    );
+    for r in json_lines(&out) {
+        if r["path"] == "/sys/kernel/mm/transparent_hugepage/enabled" && error_kind(&r) == "not_found" {
+            continue; // not every kernel has it
+        }
+        assert_eq!(error_kind(&r), "not_a_file", "{r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("a generated file (") && message.contains("standard input"), "{message}");
+    }
+    // As a stream it hashes what it gives now.
+    let out = run_in(tmp.path(), &["sum", "-"], &fs::read("/proc/self/status").unwrap());
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]

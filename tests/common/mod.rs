@@ -40,7 +40,29 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The JSON lines the binary wrote. Each must also read into its serde type with unknown
+/// fields denied (`records::Line` for `sum`, `similar::GroupLine` for `similar`), so a
+/// renamed or extra field fails the test that reads it.
 pub fn json_lines(out: &Output) -> Vec<Value> {
+    stdout(out)
+        .lines()
+        .map(|l| {
+            let value: Value = serde_json::from_str(l).expect("each line is JSON");
+            let text = omero_iscc::pathcodec::unescape_line(l);
+            if value.get("kind").is_some() {
+                let typed: Result<omero_iscc::commands::similar::GroupLine, _> = serde_json::from_str(&text);
+                typed.unwrap_or_else(|e| panic!("not a similar group line ({e}): {l}"));
+            } else {
+                let typed: Result<omero_iscc::records::Line, _> = serde_json::from_str(&text);
+                typed.unwrap_or_else(|e| panic!("not a sum record ({e}): {l}"));
+            }
+            value
+        })
+        .collect()
+}
+
+/// Untyped JSON lines (of the reference scripts).
+pub fn plain_json_lines(out: &Output) -> Vec<Value> {
     stdout(out).lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect()
 }
 
@@ -81,18 +103,8 @@ pub fn iscc_core<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/iscc_core_sum.py");
     let out = Command::new(python()).arg(script).args(args).current_dir(dir).output().expect("python runs");
     assert!(out.status.success(), "iscc-core reference failed: {}", stderr(&out));
-    json_lines(&out)
+    plain_json_lines(&out)
 }
 
-/// Deterministic pseudo-random bytes.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
+/// Deterministic pseudo-random bytes (the crate's own generator, shared with its unit tests).
+pub use omero_iscc::engine::testdata::pseudo_random;

@@ -1,34 +1,62 @@
 # Sourced by tests/run.sh (and usable by hand): installs, once per machine, what the tests
 # need into a per-user cache outside the checkout, and exports where it is.
 #
-#   OMERO_ISCC_CACHE    cache root (default: ${XDG_CACHE_HOME:-~/.cache}/omero-iscc)
-#   OMERO_ISCC_PYTHON   Python of the test virtual environment (reference packages, pytest,
-#                       omero-py with a locally built zeroc-ice)
-#   OMERO_ISCC_SAMPLES  real microscopy sample files (OME-TIFF, DICOM) unpacked from the
-#                       ndev-sampledata and pydicom packages
-# Re-runs reuse everything; a changed tests/requirements.txt makes a new environment.
+#   OMERO_ISCC_CACHE     cache root (default: ${XDG_CACHE_HOME:-~/.cache}/omero-iscc)
+#   OMERO_ISCC_PYTHON    Python 3.11+ of the main test environment: the reference packages
+#                        (iscc-sum, iscc-core, pathspec), pytest, the linters, and omero-py
+#                        5.23 with a locally built zeroc-ice
+#   OMERO_ISCC_PYTHON39  Python 3.9 (the floor of OMERO servers on Rocky/RHEL 9) with
+#                        omero-py 5.21.3 and its own zeroc-ice build, for the Python suite
+#   OMERO_ISCC_SAMPLES   real microscopy sample files (OME-TIFF, DICOM) unpacked from the
+#                        ndev-sampledata and pydicom packages
+# Re-runs reuse everything; a changed requirements file makes a new environment.
 
 _here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 _top=$(cd "$_here/../.." && pwd)
 export OMERO_ISCC_CACHE=${OMERO_ISCC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/omero-iscc}
 mkdir -p "$OMERO_ISCC_CACHE"
 
-_base_python=${OMERO_ISCC_BASE_PYTHON:-python3}
-_pytag=$("$_base_python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-_reqhash=$(cat "$_top/tests/requirements.txt" "$_here/build_ice_wheel.sh" | sha256sum | cut -c1-12)
-_venv="$OMERO_ISCC_CACHE/venv-$_pytag-$_reqhash"
+# _omero_iscc_venv BASE_PYTHON REQUIREMENTS: the path of a complete environment (made once).
+_omero_iscc_venv() {
+    local base=$1 reqs=$2 pytag reqhash venv wheel
+    pytag=$("$base" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")') || return 1
+    reqhash=$(cat "$reqs" "$_here/build_ice_wheel.sh" | sha256sum | cut -c1-12)
+    venv="$OMERO_ISCC_CACHE/venv-$pytag-$reqhash"
+    if [ ! -f "$venv/.complete" ]; then
+        echo "tests/setup: creating the test environment in $venv" >&2
+        rm -rf "$venv"
+        "$base" -m venv "$venv" || return 1
+        "$venv/bin/python" -m pip install --quiet --upgrade pip setuptools wheel >&2 || return 1
+        wheel=$("$_here/build_ice_wheel.sh" "$venv/bin/python") || return 1
+        "$venv/bin/python" -m pip install --quiet "$wheel" >&2 || return 1
+        "$venv/bin/python" -m pip install --quiet -r "$reqs" >&2 || return 1
+        touch "$venv/.complete"
+    fi
+    echo "$venv/bin/python"
+}
 
-if [ ! -f "$_venv/.complete" ]; then
-    echo "tests/setup: creating the test environment in $_venv" >&2
-    rm -rf "$_venv"
-    "$_base_python" -m venv "$_venv"
-    "$_venv/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
-    _ice_wheel=$("$_here/build_ice_wheel.sh" "$_venv/bin/python")
-    "$_venv/bin/python" -m pip install --quiet "$_ice_wheel"
-    "$_venv/bin/python" -m pip install --quiet -r "$_top/tests/requirements.txt"
-    touch "$_venv/.complete"
+# The 3.9 interpreter: OMERO_ISCC_BASE_PYTHON39, else pyenv's 3.9, else python3.9 on PATH.
+_omero_iscc_python39() {
+    local p
+    for p in "${OMERO_ISCC_BASE_PYTHON39:-}" "$(pyenv root 2>/dev/null)"/versions/3.9*/bin/python3 \
+             "$HOME"/.pyenv/versions/3.9*/bin/python3 "$(command -v python3.9 2>/dev/null)"; do
+        if [ -n "$p" ] && [ -x "$p" ]; then echo "$p"; return 0; fi
+    done
+    return 1
+}
+
+OMERO_ISCC_PYTHON=$(_omero_iscc_venv "${OMERO_ISCC_BASE_PYTHON:-python3}" "$_top/tests/requirements.txt") ||
+    { echo "tests/setup: cannot build the Python test environment" >&2; return 1; }
+export OMERO_ISCC_PYTHON
+if _py39=$(_omero_iscc_python39); then
+    OMERO_ISCC_PYTHON39=$(_omero_iscc_venv "$_py39" "$_top/tests/requirements-py39.txt") ||
+        { echo "tests/setup: cannot build the Python 3.9 test environment" >&2; return 1; }
+    export OMERO_ISCC_PYTHON39
+else
+    echo "tests/setup: no Python 3.9 found (pyenv install 3.9, or set OMERO_ISCC_BASE_PYTHON39):" \
+         "the 3.9 floor cannot be tested" >&2
+    return 1
 fi
-export OMERO_ISCC_PYTHON="$_venv/bin/python"
 
 export OMERO_ISCC_SAMPLES="$OMERO_ISCC_CACHE/samples"
 if [ ! -f "$OMERO_ISCC_SAMPLES/.complete" ]; then
@@ -62,4 +90,5 @@ shutil.rmtree(out / "dl")
 PY
     touch "$OMERO_ISCC_SAMPLES/.complete"
 fi
-unset _here _top _base_python _pytag _reqhash _venv _ice_wheel
+unset _here _top _py39
+unset -f _omero_iscc_venv _omero_iscc_python39

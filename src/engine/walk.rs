@@ -6,7 +6,7 @@
 //! then the other files, then each subdirectory in turn. Files ending in `.iscc.json` and
 //! paths matched by `.isccignore` files are left out.
 
-use crate::ignore::IgnoreSpec;
+use crate::engine::ignore::IgnoreSpec;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -46,9 +46,13 @@ fn visit(dir: &Path, rel: &str, inherited: &IgnoreSpec, out: &mut Walk) {
     let mut spec = inherited.clone();
     let ignore_file = dir.join(".isccignore");
     if ignore_file.is_file() {
-        match fs::read(&ignore_file) {
-            Ok(bytes) => spec.add_lines(&String::from_utf8_lossy(&bytes)),
-            Err(e) => out.errors.push((ignore_file, e)),
+        let added = fs::read(&ignore_file).and_then(|bytes| {
+            spec.add_file(&bytes).map_err(|why| io::Error::new(io::ErrorKind::InvalidData, why))
+        });
+        if let Err(e) = added {
+            // iscc-sum stops on an ignore file it cannot use: so does this walk's tree.
+            out.errors.push((ignore_file, e));
+            return;
         }
     }
     let entries = match fs::read_dir(dir) {

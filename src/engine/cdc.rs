@@ -207,17 +207,7 @@ pub fn chain(data: &[u8], start: usize, stop: usize, emit: &mut impl FnMut(Span)
 mod tests {
     use super::*;
 
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
+    use crate::engine::testdata::pseudo_random;
 
     fn reference_ends(data: &[u8]) -> Vec<usize> {
         let chunks = iscc_lib::alg_cdc_chunks(data, false, 1024).unwrap();

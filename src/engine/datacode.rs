@@ -7,8 +7,8 @@
 //! Where they never meet (a segment inside one long run of a byte value, say), the true chain
 //! simply goes on sequentially, so the result is exact whatever the data.
 
-use crate::cdc::{self, Span};
-use crate::minhash::MinHash;
+use crate::engine::cdc::{self, Span};
+use crate::engine::minhash::MinHash;
 use rayon::prelude::*;
 
 /// Below this many bytes a buffer is chunked on the calling thread.
@@ -160,17 +160,7 @@ impl DataHasher {
 mod tests {
     use super::*;
 
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::engine::testdata::pseudo_random;
 
     fn reference(data: &[u8]) -> String {
         iscc_lib::gen_data_code_v0(data, 256).unwrap().iscc
@@ -185,7 +175,7 @@ mod tests {
             rest = &rest[p..];
         }
         h.update(rest);
-        crate::codes::unit(iscc_lib::codec::MainType::Data, &h.finalize(), 256)
+        crate::engine::codes::unit(iscc_lib::codec::MainType::Data, &h.finalize(), 256)
     }
 
     /// Random data with zero runs, a periodic stretch and single-byte runs, so segment

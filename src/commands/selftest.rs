@@ -2,24 +2,26 @@
 //! Data-Code, Instance-Code and ISCC-CODE sections, compiled in) run through this binary's
 //! own hashers, and the parallel chunker checked against the sequential one.
 
-use crate::codes::{hex, unit};
-use crate::datacode::DataHasher;
-use crate::exit::Status;
+use crate::engine::codes::{hex, unit};
+use crate::engine::datacode::DataHasher;
+use crate::exit::{Error, Status};
+use crate::streams::Output;
 use iscc_lib::codec::MainType;
 use serde_json::Value;
 
 const VECTORS: &str = include_str!("selftest_vectors.json");
 
 /// Runs every check, printing one line each; returns the exit status.
-pub fn run() -> Status {
+pub fn run() -> Result<Status, Error> {
     let vectors: Value = serde_json::from_str(VECTORS).expect("compiled-in vectors are valid JSON");
     let mut failures = 0;
-    let mut report = |name: &str, ok: bool, detail: String| {
+    let mut out = Output::default();
+    let mut report = |name: &str, ok: bool, detail: String| -> Result<(), Error> {
         if ok {
-            println!("ok      {name}");
+            out.record(format!("ok      {name}\n").as_bytes())
         } else {
             failures += 1;
-            println!("FAILED  {name}: {detail}");
+            out.record(format!("FAILED  {name}: {detail}\n").as_bytes())
         }
     };
     for (name, case) in section(&vectors, "gen_data_code_v0") {
@@ -31,7 +33,7 @@ pub fn run() -> Status {
                 h.update(piece);
             }
             let got = unit(MainType::Data, &h.finalize(), bits);
-            report(&format!("data/{name} (updates of {pieces} B)"), got == want, format!("{got} != {want}"));
+            report(&format!("data/{name} (updates of {pieces} B)"), got == want, format!("{got} != {want}"))?;
         }
     }
     for (name, case) in section(&vectors, "gen_instance_code_v0") {
@@ -42,7 +44,7 @@ pub fn run() -> Status {
         let ok = got == out["iscc"].as_str().unwrap_or_default()
             && format!("1e20{}", hex(&digest)) == out["datahash"].as_str().unwrap_or_default()
             && Some(data.len() as u64) == out["filesize"].as_u64();
-        report(&format!("instance/{name}"), ok, format!("{got} != {}", out["iscc"]));
+        report(&format!("instance/{name}"), ok, format!("{got} != {}", out["iscc"]))?;
     }
     for (name, case) in section(&vectors, "gen_iscc_code_v0") {
         let codes: Vec<&str> = case["inputs"][0]
@@ -51,17 +53,16 @@ pub fn run() -> Status {
             .unwrap_or_default();
         let want = case["outputs"]["iscc"].as_str().unwrap_or_default();
         let got = iscc_lib::gen_iscc_code_v0(&codes, false).map(|r| r.iscc).unwrap_or_else(|e| e.to_string());
-        report(&format!("iscc/{name}"), got == want, format!("{got} != {want}"));
+        report(&format!("iscc/{name}"), got == want, format!("{got} != {want}"))?;
     }
     let (ok, detail) = parallel_agrees();
-    report("parallel chunking equals sequential (12 MiB: random, zero and periodic runs)", ok, detail);
+    report("parallel chunking equals sequential (12 MiB: random, zero and periodic runs)", ok, detail)?;
     if failures == 0 {
-        println!("selftest: all checks passed");
-        Status::Success
+        out.record(b"selftest: all checks passed\n")?;
     } else {
-        println!("selftest: {failures} check(s) FAILED");
-        Status::Failure
+        out.record(format!("selftest: {failures} check(s) FAILED\n").as_bytes())?;
     }
+    Ok(Status::from_failed(failures > 0))
 }
 
 fn section<'a>(vectors: &'a Value, key: &str) -> Vec<(&'a String, &'a Value)> {
@@ -79,15 +80,7 @@ fn stream_input(case: &Value) -> (Vec<u8>, u32) {
 }
 
 fn parallel_agrees() -> (bool, String) {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut data: Vec<u8> = (0..12 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 32) as u8
-        })
-        .collect();
+    let mut data = crate::engine::testdata::pseudo_random(12 << 20, 1);
     data[1 << 20..3 << 20].fill(0);
     for (i, b) in data[5 << 20..6 << 20].iter_mut().enumerate() {
         *b = (i % 13) as u8;

@@ -97,11 +97,11 @@ impl Checksum {
     /// The value as OMERO stores it in `OriginalFile.hash`.
     pub fn finish(self) -> String {
         match self {
-            Checksum::Sha1(h) => crate::codes::hex(&h.finalize()),
-            Checksum::Md5(h) => crate::codes::hex(&h.finalize()),
-            Checksum::Crc32(h) => crate::codes::hex(&h.finalize().to_le_bytes()),
-            Checksum::Adler32 { a, b } => crate::codes::hex(&((b << 16) | a).to_le_bytes()),
-            Checksum::FileSize(n) => crate::codes::hex(&n.to_le_bytes()),
+            Checksum::Sha1(h) => crate::engine::codes::hex(&h.finalize()),
+            Checksum::Md5(h) => crate::engine::codes::hex(&h.finalize()),
+            Checksum::Crc32(h) => crate::engine::codes::hex(&h.finalize().to_le_bytes()),
+            Checksum::Adler32 { a, b } => crate::engine::codes::hex(&((b << 16) | a).to_le_bytes()),
+            Checksum::FileSize(n) => crate::engine::codes::hex(&n.to_le_bytes()),
         }
     }
 }

@@ -7,8 +7,8 @@
 //! changes while it is read (size or modification time differ between windows, or it
 //! shrinks under a window: see `sigbus`) fails with `changed_while_reading`.
 
+use crate::engine::sigbus::Watch;
 use crate::error::{ErrorKind, Failure};
-use crate::sigbus::Watch;
 use memmap2::{Advice, MmapOptions};
 use std::cell::RefCell;
 use std::fs::{File, Metadata};

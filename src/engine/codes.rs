@@ -64,16 +64,48 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Whether an ISCC-SUM string is of the wide (2×128-bit) kind, judged from its header.
-pub fn is_wide(iscc: &str) -> Option<bool> {
+/// An ISCC-SUM taken apart: the one decoder of codes in the crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodedSum {
+    /// The 2-byte header, kept to print the code again.
+    pub header: [u8; 2],
+    /// Data-Code bits: 64 (narrow) or 128 (wide), left-aligned.
+    pub data: u128,
+    /// Instance-Code bits, likewise.
+    pub instance: u128,
+    pub wide: bool,
+}
+
+/// Decodes an ISCC-SUM (`ISCC:` optional); `None` for anything else.
+pub fn decode_sum(iscc: &str) -> Option<DecodedSum> {
     let body = iscc.strip_prefix("ISCC:").unwrap_or(iscc);
     let raw = iscc_lib::codec::decode_base32(body).ok()?;
-    let (main, sub, _, _, _) = iscc_lib::codec::decode_header(&raw).ok()?;
-    match (main, sub) {
-        (MainType::Iscc, SubType::Wide) => Some(true),
-        (MainType::Iscc, SubType::Sum) => Some(false),
-        _ => None,
+    let (main, sub, _, _, tail) = iscc_lib::codec::decode_header(&raw).ok()?;
+    let wide = match (main, sub) {
+        (MainType::Iscc, SubType::Wide) => true,
+        (MainType::Iscc, SubType::Sum) => false,
+        _ => return None,
+    };
+    let unit = if wide { 16 } else { 8 };
+    if tail.len() != 2 * unit || raw.len() != 2 + 2 * unit {
+        return None;
     }
+    let bits = |b: &[u8]| {
+        let mut v = [0u8; 16];
+        v[..b.len()].copy_from_slice(b);
+        u128::from_be_bytes(v)
+    };
+    Some(DecodedSum {
+        header: [raw[0], raw[1]],
+        data: bits(&tail[..unit]),
+        instance: bits(&tail[unit..]),
+        wide,
+    })
+}
+
+/// Whether an ISCC-SUM string is of the wide (2×128-bit) kind, judged from its header.
+pub fn is_wide(iscc: &str) -> Option<bool> {
+    decode_sum(iscc).map(|d| d.wide)
 }
 
 #[cfg(test)]
@@ -84,7 +116,7 @@ mod tests {
     fn empty_stream_composes_like_iscc_lib() {
         let digests = Digests {
             data: {
-                let mut h = crate::datacode::DataHasher::new(false);
+                let mut h = crate::engine::datacode::DataHasher::new(false);
                 h.update(b"");
                 h.finalize()
             },

@@ -5,97 +5,78 @@
 //! once); a large file's buffers are split further across idle threads by the hashers.
 
 use crate::cli::SumArgs;
-use crate::exit::{usage, Status, UsageError};
-use crate::hash::{self, HashConfig, StreamHasher};
-use crate::inputs::{self, Job, Resolver};
+use crate::engine::hash::{self, HashConfig, StreamHasher};
+use crate::error::Failure;
+use crate::exit::{usage, Error, Status};
+use crate::inputs::{self, Job, Origin, Resolver};
 use crate::ordered;
 use crate::progress;
-use crate::record::{self, Format, Record};
+use crate::records::{self, Format, Record};
+use crate::streams::{self, Inputs, Output};
 use indicatif::ProgressBar;
-use std::fs::File;
-use std::io::{self, BufReader, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// Runs `sum`; returns the exit status.
-pub fn run(args: &SumArgs) -> Result<Status, UsageError> {
-    let stdin_users = args.paths.iter().filter(|p| p.as_bytes() == b"-").count()
-        + args.files_from.as_ref().is_some_and(|f| f.as_bytes() == b"-") as usize
-        + args.groups.as_ref().is_some_and(|f| f.as_bytes() == b"-") as usize;
-    if stdin_users > 1 {
-        return usage("standard input ('-') can be used only once");
-    }
+pub fn run(args: &SumArgs) -> Result<Status, Error> {
     if args.groups.is_some() && !args.json {
         return usage("--groups writes JSON records: add --json");
     }
     if !args.checksums.is_empty() && !args.json {
         return usage("--checksum values are written in JSON records only: add --json");
     }
-    if args.tree && args.paths.iter().any(|p| p.as_bytes() == b"-") {
+    if args.tree && args.paths.iter().any(|p| streams::is_stdin(p)) {
         return usage("--tree needs directories, not standard input");
     }
     let resolver = Resolver::new(args.root.as_deref()).map_err(|e| {
-        UsageError(format!(
-            "--root {}: {e}",
-            args.root.as_ref().map(|r| r.display().to_string()).unwrap_or_default()
-        ))
+        let root = args.root.as_deref().unwrap_or(Path::new("")).display();
+        Error::Usage(format!("--root {root}: {}", streams::plain(&e)))
     })?;
-    let jobs = collect_jobs(args, &resolver)?;
-    let threads = args
-        .threads
-        .map(usize::from)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("omero-iscc-{i}"))
-        .build()
-        .map_err(|e| UsageError(format!("cannot start {threads} threads: {e}")))?;
+    let jobs = collect_jobs(args, &resolver, &mut Inputs::default())?;
+    let pool = streams::pool(args.threads)?;
     let mut checksums = args.checksums.clone();
     checksums.sort();
     checksums.dedup();
-    let config = HashConfig { parallel: threads > 1, mmap: !args.no_mmap, checksums };
+    let config = HashConfig { parallel: pool.current_num_threads() > 1, mmap: !args.no_mmap, checksums };
     let format = Format { json: args.json, wide: args.wide, units: args.units };
     let total = if progress::wanted(args.progress) { total_bytes(&jobs) } else { 0 };
     let progress = progress::bar(args.progress, jobs.len(), total);
-    let failed = execute(&pool, &jobs, &config, format, &progress);
+    let result = execute(&pool, &jobs, &config, format, &progress);
     progress::finish(&progress);
-    Ok(if failed { Status::Failure } else { Status::Success })
+    result.map(Status::from_failed)
 }
 
-fn collect_jobs(args: &SumArgs, resolver: &Resolver) -> Result<Vec<Job>, UsageError> {
-    let open = |name: &std::ffi::OsStr| -> Result<Box<dyn io::BufRead>, UsageError> {
-        if name.as_bytes() == b"-" {
-            Ok(Box::new(BufReader::new(io::stdin())))
-        } else {
-            File::open(name)
-                .map(|f| Box::new(BufReader::new(f)) as Box<dyn io::BufRead>)
-                .map_err(|e| UsageError(format!("{}: {e}", name.to_string_lossy())))
-        }
-    };
+fn collect_jobs(args: &SumArgs, resolver: &Resolver, inputs: &mut Inputs) -> Result<Vec<Job>, Error> {
+    let given: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
+    for _ in given.iter().filter(|p| p.as_slice() == b"-") {
+        inputs.claim_stdin("a PATH argument")?;
+    }
     if let Some(groups) = &args.groups {
-        let mut reader = open(groups)?;
-        let mut jobs =
-            inputs::group_jobs(&mut *reader, resolver).map_err(|e| UsageError(format!("--groups: {e}")))?;
-        let extra: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
-        jobs.extend(inputs::path_jobs(&extra, false, true, resolver));
+        let mut reader = inputs.open(groups, "--groups")?;
+        let mut jobs = inputs::group_jobs(&mut *reader, resolver)
+            .map_err(|e| Error::Usage(format!("--groups: {}", streams::plain(&e))))?;
+        jobs.extend(inputs::path_jobs(&given, false, Origin::CommandLine, resolver));
         return Ok(jobs);
     }
-    let mut paths: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let mut paths = given;
     if paths.is_empty() && args.files_from.is_none() {
+        inputs.claim_stdin("the default input")?;
         paths.push(b"-".to_vec());
     }
-    let mut jobs = inputs::path_jobs(&paths, args.tree, true, resolver);
+    let mut jobs = inputs::path_jobs(&paths, args.tree, Origin::CommandLine, resolver);
     if let Some(list) = &args.files_from {
-        let mut reader = open(list)?;
+        let mut reader = inputs.open(list, "--files-from")?;
         let listed = inputs::read_path_list(&mut *reader, args.null)
-            .map_err(|e| UsageError(format!("--files-from: {e}")))?;
-        jobs.extend(inputs::path_jobs(&listed, args.tree, false, resolver));
+            .map_err(|e| Error::Usage(format!("--files-from: {}", streams::plain(&e))))?;
+        jobs.extend(inputs::path_jobs(&listed, args.tree, Origin::List, resolver));
     }
     Ok(jobs)
 }
 
 /// Bytes the jobs will read, as far as known up front (for the progress bar's estimate).
 fn total_bytes(jobs: &[Job]) -> u64 {
-    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
     jobs.iter()
         .map(|job| match job {
             Job::File { path: Ok(p), .. } => size(p),
@@ -115,10 +96,8 @@ fn execute(
     config: &HashConfig,
     format: Format,
     progress: &ProgressBar,
-) -> bool {
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    let stderr = io::stderr();
+) -> Result<bool, Error> {
+    let mut out = Output::default();
     let mut failed = false;
     ordered::for_each_ordered(
         pool,
@@ -126,23 +105,18 @@ fn execute(
         |i| run_job(&jobs[i], config),
         |record| {
             failed |= record.failed();
-            let written = progress.suspend(|| {
-                let mut err = stderr.lock();
-                record::write_record(&record, format, &mut out, &mut err).and_then(|_| out.flush())
-            });
-            if let Err(e) = written {
-                // A closed pipe ends the run quietly; anything else is reported.
-                if e.kind() != io::ErrorKind::BrokenPipe {
-                    let _ = writeln!(io::stderr(), "omero-iscc: cannot write output: {e}");
-                    failed = true;
+            let (bytes, message) = records::render(&record, format);
+            progress.suspend(|| {
+                if let Some(message) = message {
+                    crate::warn!("{message}");
                 }
-                return false;
-            }
+                out.record(&bytes)
+            })?;
             progress.inc(1);
-            true
+            Ok::<(), Error>(())
         },
-    );
-    failed
+    )?;
+    Ok(failed)
 }
 
 /// Hashes one job into its record. Never panics on bad input: every failure is a record.
@@ -157,7 +131,7 @@ pub fn run_job(job: &Job, config: &HashConfig) -> Record {
         }
         Job::Tree { display, files } => {
             let (count, result) = match files {
-                Ok(files) => (files.len(), hash_tree(files, config)),
+                Ok(files) => (files.len(), hash::hash_files(files, config)),
                 Err(f) => (0, Err(f.clone())),
             };
             Record::Tree { path: display.clone(), files: count, result }
@@ -167,25 +141,7 @@ pub fn run_job(job: &Job, config: &HashConfig) -> Record {
     }
 }
 
-fn hash_tree(
-    files: &[std::path::PathBuf],
-    config: &HashConfig,
-) -> Result<hash::Outcome, crate::error::Failure> {
-    let mut hasher = StreamHasher::new(config);
-    for file in files {
-        hash::feed_path(file, config, &mut |b| hasher.update(b)).map_err(|mut f| {
-            f.message = format!("{}: {}", file.display(), f.message);
-            f
-        })?;
-    }
-    Ok(hasher.finish())
-}
-
-fn hash_group(
-    id: &str,
-    files: &[(Vec<u8>, Result<std::path::PathBuf, crate::error::Failure>)],
-    config: &HashConfig,
-) -> Record {
+fn hash_group(id: &str, files: &[(Vec<u8>, Result<PathBuf, Failure>)], config: &HashConfig) -> Record {
     let single = files.len() == 1;
     let mut group = (!single).then(|| StreamHasher::new(config));
     let mut group_failure = None;
@@ -201,9 +157,7 @@ fn hash_group(
         let result = fed.map(|_| file_hasher.finish());
         if let Err(f) = &result {
             if group_failure.is_none() {
-                let mut f = f.clone();
-                f.message = format!("{}: {}", String::from_utf8_lossy(display), f.message);
-                group_failure = Some(f);
+                group_failure = Some(f.clone().at_name(&String::from_utf8_lossy(display)));
             }
         }
         records.push((display.clone(), result));

@@ -6,14 +6,15 @@
 //! those a brute-force comparison finds. Memory: about 170 bytes per code plus the names.
 
 use crate::cli::SimilarArgs;
-use crate::exit::{Status, UsageError};
-use crate::record::{json_path, path_bytes, unescape_surrogates};
+use crate::engine::codes;
+use crate::exit::{Error, Status};
+use crate::pathcodec::{bytes_of, unescape_line, PathText};
+use crate::streams::{self, Inputs, Output};
 use rayon::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::fs::File;
+use std::ffi::OsStr;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 
 /// One input code.
 #[derive(Clone, Debug)]
@@ -51,24 +52,7 @@ pub struct Group {
 
 /// Decodes an ISCC-SUM into its header, Data-Code and Instance-Code bits, and width.
 pub fn decode(iscc: &str) -> Option<([u8; 2], u128, u128, bool)> {
-    use iscc_lib::codec::{MainType, SubType};
-    let raw = iscc_lib::codec::decode_base32(iscc.strip_prefix("ISCC:")?).ok()?;
-    let (main, sub, _, _, tail) = iscc_lib::codec::decode_header(&raw).ok()?;
-    let wide = match (main, sub) {
-        (MainType::Iscc, SubType::Wide) => true,
-        (MainType::Iscc, SubType::Sum) => false,
-        _ => return None,
-    };
-    let unit = if wide { 16 } else { 8 };
-    if tail.len() != 2 * unit || raw.len() != 2 + 2 * unit {
-        return None;
-    }
-    let bits = |b: &[u8]| {
-        let mut v = [0u8; 16];
-        v[..b.len()].copy_from_slice(b);
-        u128::from_be_bytes(v)
-    };
-    Some(([raw[0], raw[1]], bits(&tail[..unit]), bits(&tail[unit..]), wide))
+    codes::decode_sum(iscc).map(|d| (d.header, d.data, d.instance, d.wide))
 }
 
 fn parse_hash(text: &str) -> Option<[u8; 32]> {
@@ -98,12 +82,12 @@ struct JsonRecord<'a> {
 /// Parses one input line (JSON record or iscc-sum line); `Ok(None)` for blank lines.
 pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
     let trimmed = line.trim_ascii();
-    if trimmed.is_empty() {
-        return Ok(None);
+    if trimmed.is_empty() || line.starts_with(b"  ISCC:") {
+        return Ok(None); // blank, or a `--units` line belonging to the record above
     }
     if trimmed[0] == b'{' {
         let text = std::str::from_utf8(trimmed).map_err(|_| "not UTF-8".to_string())?;
-        let text = unescape_surrogates(text);
+        let text = unescape_line(text);
         let rec: JsonRecord = serde_json::from_str(&text).map_err(|e| format!("not valid JSON: {e}"))?;
         let iscc = rec.iscc.ok_or("no \"iscc\" (a failed record?)")?;
         let (by_id, name) = match (rec.id, &rec.path) {
@@ -114,7 +98,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
                 };
                 (true, name)
             }
-            (_, Some(p)) => (false, path_bytes(p)),
+            (_, Some(p)) => (false, bytes_of(p)),
             _ => return Err("neither \"id\" nor \"path\"".into()),
         };
         let (header, data, instance, wide) =
@@ -140,28 +124,85 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
     }))
 }
 
-/// What makes two entries identical: the datahash when there is one (exact), else the
-/// Instance-Code bits of the same width.
-fn content_key(e: &Entry) -> (u8, [u8; 32]) {
-    match &e.datahash {
-        Some(d) => (0, *d),
-        None => {
-            let mut k = [0u8; 32];
-            k[..16].copy_from_slice(&e.instance.to_be_bytes());
-            (1 + e.wide as u8, k)
+/// Identity classes: entries of the same content share a class number.
+///
+/// Content is known at one of three precisions: the whole datahash (JSON records), 128
+/// Instance-Code bits (wide codes) or 64 (narrow codes); the Instance-Code is the start of the
+/// datahash. Entries whose first 64 bits agree are joined at the finest precision both carry,
+/// so a file listed as a text line and as a JSON record is one content.
+fn identity_classes(entries: &[Entry]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+    order.par_sort_unstable_by_key(|&i| (entries[i as usize].instance >> 64, i));
+    let mut class = vec![0u32; entries.len()];
+    let mut next = 0u32;
+    for run in
+        order.chunk_by(|&a, &b| entries[a as usize].instance >> 64 == entries[b as usize].instance >> 64)
+    {
+        // Within a run: one class per datahash, then per 128-bit code not covered by one;
+        // 64-bit codes join the run's first class.
+        let mut by_hash: Vec<([u8; 32], u32)> = Vec::new();
+        let mut by_wide: Vec<(u128, u32)> = Vec::new();
+        let mut new_class = || {
+            next += 1;
+            next - 1
+        };
+        for &i in run {
+            if let Some(d) = entries[i as usize].datahash {
+                let c = match by_hash.iter().find(|(h, _)| *h == d) {
+                    Some(&(_, c)) => c,
+                    None => {
+                        let c = new_class();
+                        by_hash.push((d, c));
+                        c
+                    }
+                };
+                class[i as usize] = c;
+            }
+        }
+        for &i in run {
+            let e = &entries[i as usize];
+            if e.datahash.is_none() && e.wide {
+                let prefix = |h: &[u8; 32]| u128::from_be_bytes(h[..16].try_into().expect("16 bytes"));
+                let c = match by_hash.iter().find(|(h, _)| prefix(h) == e.instance) {
+                    Some(&(_, c)) => c,
+                    None => match by_wide.iter().find(|(w, _)| *w == e.instance) {
+                        Some(&(_, c)) => c,
+                        None => {
+                            let c = new_class();
+                            by_wide.push((e.instance, c));
+                            c
+                        }
+                    },
+                };
+                class[i as usize] = c;
+            }
+        }
+        let first = by_hash.first().map(|&(_, c)| c).or(by_wide.first().map(|&(_, c)| c));
+        let narrow_class = first.unwrap_or_else(&mut new_class);
+        for &i in run {
+            let e = &entries[i as usize];
+            if e.datahash.is_none() && !e.wide {
+                class[i as usize] = narrow_class;
+            }
         }
     }
+    class
 }
 
 /// Identical groups (2+ members with the same content), in order of their first member.
 pub fn identical_groups(entries: &[Entry]) -> Vec<Group> {
-    let mut keyed: Vec<((u8, [u8; 32]), u32)> =
-        entries.par_iter().enumerate().map(|(i, e)| (content_key(e), i as u32)).collect();
-    keyed.par_sort_unstable();
-    let mut groups: Vec<Group> = keyed
-        .chunk_by(|a, b| a.0 == b.0)
-        .filter(|run| run.len() > 1)
-        .map(|run| Group { identical: true, members: run.iter().map(|&(_, i)| i as usize).collect() })
+    groups_of_classes(&identity_classes(entries))
+}
+
+fn groups_of_classes(class: &[u32]) -> Vec<Group> {
+    let mut members: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, &c) in class.iter().enumerate() {
+        members.entry(c).or_default().push(i);
+    }
+    let mut groups: Vec<Group> = members
+        .into_values()
+        .filter(|m| m.len() > 1)
+        .map(|members| Group { identical: true, members })
         .collect();
     groups.par_sort_unstable_by_key(|g| g.members[0]);
     groups
@@ -182,7 +223,7 @@ pub fn similar_groups(entries: &[Entry], threshold: u32) -> Vec<Group> {
     let codes: Vec<u128> =
         entries.iter().map(|e| if bits == 64 { e.data & (u128::MAX << 64) } else { e.data }).collect();
     let mut parent: Vec<u32> = (0..entries.len() as u32).collect();
-    for (i, j) in crate::hamming::near_pairs(&codes, bits, threshold) {
+    for (i, j) in crate::engine::hamming::near_pairs(&codes, bits, threshold) {
         let (a, b) = (find(&mut parent, i), find(&mut parent, j));
         if a != b {
             parent[a.max(b) as usize] = a.min(b);
@@ -193,8 +234,8 @@ pub fn similar_groups(entries: &[Entry], threshold: u32) -> Vec<Group> {
         let root = find(&mut parent, i as u32);
         components.entry(root).or_default().push(i);
     }
-    let same_content =
-        |m: &[usize]| m.iter().all(|&i| content_key(&entries[i]) == content_key(&entries[m[0]]));
+    let class = identity_classes(entries);
+    let same_content = |m: &[usize]| m.iter().all(|&i| class[i] == class[m[0]]);
     let mut groups: Vec<Group> = components
         .into_values()
         .filter(|m| m.len() > 1 && !same_content(m))
@@ -214,36 +255,31 @@ fn distance(a: &Entry, b: &Entry) -> u32 {
 }
 
 /// Runs `similar`; returns the exit status.
-pub fn run(args: &SimilarArgs) -> Result<Status, UsageError> {
-    let reader: Box<dyn io::Read> = match &args.input {
-        None => Box::new(io::stdin()),
-        Some(p) if p.as_bytes() == b"-" => Box::new(io::stdin()),
-        Some(p) => Box::new(File::open(p).map_err(|e| UsageError(format!("{}: {e}", p.to_string_lossy())))?),
-    };
-    let (entries, bad) = read_entries(reader).map_err(|e| UsageError(format!("reading input: {e}")))?;
+pub fn run(args: &SimilarArgs) -> Result<Status, Error> {
+    let name = args.input.as_deref().unwrap_or(OsStr::new("-"));
+    let reader = Inputs::default().open(name, "FILE")?;
+    let (entries, bad) =
+        read_entries(reader).map_err(|e| Error::Usage(format!("reading input: {}", streams::plain(&e))))?;
     for (line, why) in &bad {
-        eprintln!("omero-iscc: line {line}: {why} (skipped)");
+        crate::warn!("line {line}: {why} (skipped)");
     }
     let mut groups = identical_groups(&entries);
     if !args.exact {
         groups.extend(similar_groups(&entries, args.threshold));
     }
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let written = write_groups(&mut out, &entries, &groups, args.json).and_then(|_| out.flush());
-    if let Err(e) = written {
-        if e.kind() != io::ErrorKind::BrokenPipe {
-            return Err(UsageError(format!("cannot write output: {e}")));
-        }
-    }
+    let mut out = Output::default();
+    let mut writer = io::BufWriter::new(out.writer());
+    streams::written(write_groups(&mut writer, &entries, &groups, args.json).and_then(|_| writer.flush()))?;
+    drop(writer);
+    out.flush()?;
     let identical = groups.iter().filter(|g| g.identical).count();
-    eprintln!(
-        "omero-iscc: {} code(s): {identical} identical group(s), {} similar group(s){}",
+    crate::warn!(
+        "{} code(s): {identical} identical group(s), {} similar group(s){}",
         entries.len(),
         groups.len() - identical,
         if bad.is_empty() { String::new() } else { format!(", {} malformed line(s) skipped", bad.len()) }
     );
-    Ok(if bad.is_empty() { Status::Success } else { Status::Failure })
+    Ok(Status::from_failed(!bad.is_empty()))
 }
 
 /// A line that could not be used: its number and why.
@@ -292,26 +328,49 @@ pub fn read_entries(mut reader: impl io::Read) -> io::Result<(Vec<Entry>, Vec<Ma
     Ok((entries, bad))
 }
 
+/// A group as `similar --json` writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupLine {
+    /// `identical` or `similar`.
+    pub kind: String,
+    pub members: Vec<Member>,
+}
+
+/// One member of a group: named by the `id` or the `path` of its input record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<PathText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathText>,
+    pub iscc: String,
+    /// Data-Code bits from the group's first member.
+    pub distance: u32,
+}
+
+fn group_line(entries: &[Entry], group: &Group) -> GroupLine {
+    let first = &entries[group.members[0]];
+    let members = group
+        .members
+        .iter()
+        .map(|&i| {
+            let e = &entries[i];
+            let name = Some(PathText(e.name.to_vec()));
+            let (id, path) = if e.by_id { (name, None) } else { (None, name) };
+            Member { id, path, iscc: e.iscc(), distance: distance(first, e) }
+        })
+        .collect();
+    GroupLine { kind: if group.identical { "identical" } else { "similar" }.into(), members }
+}
+
 fn write_groups(out: &mut dyn Write, entries: &[Entry], groups: &[Group], json: bool) -> io::Result<()> {
     for (n, group) in groups.iter().enumerate() {
         let first = &entries[group.members[0]];
         if json {
-            let mut s = String::from(if group.identical {
-                "{\"kind\":\"identical\",\"members\":["
-            } else {
-                "{\"kind\":\"similar\",\"members\":["
-            });
-            for (k, &i) in group.members.iter().enumerate() {
-                let e = &entries[i];
-                if k > 0 {
-                    s.push(',');
-                }
-                s.push_str(if e.by_id { "{\"id\":" } else { "{\"path\":" });
-                json_path(&e.name, &mut s);
-                s.push_str(&format!(",\"iscc\":\"{}\",\"distance\":{}}}", e.iscc(), distance(first, e)));
-            }
-            s.push_str("]}\n");
-            out.write_all(s.as_bytes())?;
+            serde_json::to_writer(&mut *out, &group_line(entries, group))?;
+            out.write_all(b"\n")?;
         } else {
             if n > 0 {
                 out.write_all(b"\n")?;

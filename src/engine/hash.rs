@@ -1,11 +1,11 @@
 //! One pass over a byte stream: Data-Code, Instance-Code (BLAKE3) and OMERO checksums fed
 //! from the same buffer, on parallel threads when the buffer is large.
 
-use crate::checksum::{Algorithm, Checksum};
-use crate::codes::Digests;
-use crate::datacode::DataHasher;
+use crate::engine::checksum::{Algorithm, Checksum};
+use crate::engine::codes::Digests;
+use crate::engine::datacode::DataHasher;
+use crate::engine::source;
 use crate::error::{ErrorKind, Failure};
-use crate::source;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -110,7 +110,37 @@ pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), Failure> {
     // The path may have been swapped between stat and open: judge what was opened.
     let meta = file.metadata().map_err(|e| Failure::io(&e))?;
     refuse_non_regular(&meta)?;
+    refuse_generated(&file)?;
     Ok((file, meta))
+}
+
+/// File systems whose files are made as they are read (size 0 or a guess): `/proc`, `/sys`
+/// and their kin. Their "size" cannot be checked against what was read.
+const GENERATED_FS: [(libc::c_long, &str); 5] = [
+    (0x9fa0, "procfs"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x6366_7362, "securityfs"),
+];
+
+fn refuse_generated(file: &File) -> Result<(), Failure> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: fstatfs fills the zeroed struct we own from our own open descriptor.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } != 0 {
+        return Ok(()); // no answer: treat it as an ordinary file
+    }
+    match GENERATED_FS.iter().find(|(magic, _)| fs.f_type as libc::c_long == *magic) {
+        Some((_, name)) => Err(Failure::new(
+            ErrorKind::NotAFile,
+            format!(
+                "a generated file ({name}): its content is made as it is read and has no fixed size; \
+                 to hash what it gives now, pass it on standard input ('-')"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn refuse_non_regular(meta: &std::fs::Metadata) -> Result<(), Failure> {
@@ -141,6 +171,16 @@ pub fn feed_path(path: &Path, config: &HashConfig, sink: &mut dyn FnMut(&[u8])) 
 pub fn hash_path(path: &Path, config: &HashConfig) -> Result<Outcome, Failure> {
     let mut hasher = StreamHasher::new(config);
     feed_path(path, config, &mut |b| hasher.update(b))?;
+    Ok(hasher.finish())
+}
+
+/// Hashes regular files as one stream, in order (a tree, or a group's concatenation); a
+/// failure names the file it happened on.
+pub fn hash_files(files: &[std::path::PathBuf], config: &HashConfig) -> Result<Outcome, Failure> {
+    let mut hasher = StreamHasher::new(config);
+    for file in files {
+        feed_path(file, config, &mut |b| hasher.update(b)).map_err(|f| f.at(file))?;
+    }
     Ok(hasher.finish())
 }
 

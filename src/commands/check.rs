@@ -4,20 +4,18 @@
 //! JSON records also have their `datahash`, `filesize` and `checksums` compared, all from
 //! the same read of each file.
 
-use crate::checksum::Algorithm;
 use crate::cli::CheckArgs;
-use crate::codes;
+use crate::engine::checksum::Algorithm;
+use crate::engine::codes;
+use crate::engine::hash::{self, HashConfig, Outcome};
 use crate::error::ErrorKind;
-use crate::exit::{Status, UsageError};
-use crate::hash::{self, HashConfig, Outcome, StreamHasher};
-use crate::inputs::Resolver;
+use crate::exit::{Error, Status};
+use crate::inputs::{self, Resolver};
 use crate::ordered;
-use crate::record::{path_bytes, unescape_surrogates};
-use crate::walk;
+use crate::pathcodec::{bytes_of, unescape_line};
+use crate::streams::{self, Inputs, Output};
 use serde_json::Value;
 use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -39,36 +37,35 @@ enum Verdict {
 }
 
 /// Runs `check`; returns the exit status.
-pub fn run(args: &CheckArgs) -> Result<Status, UsageError> {
-    if args.files.iter().filter(|f| f.as_bytes() == b"-").count() > 1 {
-        return Err(UsageError("standard input ('-') can be used only once".into()));
-    }
-    let resolver = Resolver::new(args.root.as_deref()).map_err(|e| UsageError(format!("--root: {e}")))?;
+pub fn run(args: &CheckArgs) -> Result<Status, Error> {
+    let resolver = Resolver::new(args.root.as_deref())
+        .map_err(|e| Error::Usage(format!("--root: {}", streams::plain(&e))))?;
+    let mut inputs = Inputs::default();
     let mut expected = Vec::new();
     let mut malformed = 0usize;
-    for name in &args.files {
-        let reader: Box<dyn BufRead> = if name.as_bytes() == b"-" {
-            Box::new(BufReader::new(io::stdin()))
-        } else {
-            let file =
-                File::open(name).map_err(|e| UsageError(format!("{}: {e}", name.to_string_lossy())))?;
-            Box::new(BufReader::new(file))
-        };
-        read_lines(reader, &name.to_string_lossy(), &mut expected, &mut malformed)
-            .map_err(|e| UsageError(format!("{}: {e}", name.to_string_lossy())))?;
+    let mut empty_files = 0usize;
+    // Every input is opened (standard input claimed) before any is read.
+    let readers = args.files.iter().map(|name| inputs.open(name, "FILE")).collect::<Result<Vec<_>, _>>()?;
+    for (name, mut reader) in args.files.iter().zip(readers) {
+        let mut text = Vec::new();
+        reader
+            .read_to_end(&mut text)
+            .map_err(|e| Error::Usage(format!("{}: {}", name.to_string_lossy(), streams::plain(&e))))?;
+        let before = expected.len();
+        malformed += read_records(&text, &name.to_string_lossy(), &mut expected);
+        if expected.len() == before {
+            empty_files += 1;
+            crate::warn!("{}: no ISCC records found", name.to_string_lossy());
+        }
     }
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| UsageError(format!("cannot start threads: {e}")))?;
+    let pool = streams::pool(None)?;
+    let parallel = pool.current_num_threads() > 1;
     let (mut ok, mut failed, mut missing) = (0usize, 0usize, 0usize);
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
+    let mut out = Output::default();
     ordered::for_each_ordered(
         &pool,
         expected.len(),
-        |i| (i, verify(&expected[i], &resolver, threads > 1)),
+        |i| (i, verify(&expected[i], &resolver, parallel)),
         |(i, verdict)| {
             let e: &Expected = &expected[i];
             let word = match &verdict {
@@ -78,10 +75,7 @@ pub fn run(args: &CheckArgs) -> Result<Status, UsageError> {
                 }
                 Verdict::Failed(why) => {
                     failed += 1;
-                    if !why.is_empty() {
-                        let _ =
-                            writeln!(io::stderr(), "omero-iscc: {}: {why}", String::from_utf8_lossy(&e.path));
-                    }
+                    crate::warn!("{}: {why}", String::from_utf8_lossy(&e.path));
                     "FAILED"
                 }
                 Verdict::Missing => {
@@ -90,53 +84,85 @@ pub fn run(args: &CheckArgs) -> Result<Status, UsageError> {
                 }
             };
             if verdict == Verdict::Ok && args.quiet {
-                return true;
+                return Ok(());
             }
-            let line = [&e.path[..], b": ", word.as_bytes(), b"\n"].concat();
-            out.write_all(&line).and_then(|_| out.flush()).is_ok()
+            out.record(&[&e.path[..], b": ", word.as_bytes(), b"\n"].concat())
         },
-    );
+    )?;
+    // Reached only when every record was checked and written: the summary is the whole run.
     let total = expected.len();
-    eprintln!(
-        "omero-iscc: {total} checked: {ok} OK, {failed} FAILED, {missing} MISSING{}",
-        if malformed > 0 { format!(", {malformed} malformed line(s)") } else { String::new() }
-    );
-    Ok(if failed + missing + malformed > 0 { Status::Failure } else { Status::Success })
+    let mut extra = String::new();
+    if malformed > 0 {
+        extra += &format!(", {malformed} malformed line(s)");
+    }
+    if empty_files > 0 {
+        extra += &format!(", {empty_files} file(s) without records");
+    }
+    crate::warn!("{total} checked: {ok} OK, {failed} FAILED, {missing} MISSING{extra}");
+    Ok(Status::from_failed(failed + missing + malformed + empty_files > 0))
 }
 
-fn read_lines(
-    reader: Box<dyn BufRead>,
-    name: &str,
-    out: &mut Vec<Expected>,
-    malformed: &mut usize,
-) -> io::Result<()> {
-    for (n, line) in reader.split(b'\n').enumerate() {
-        let mut line = line?;
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if n == 0 && line.starts_with("\u{feff}".as_bytes()) {
-            line.drain(..3);
-        }
-        if line.iter().all(u8::is_ascii_whitespace) || line.starts_with(b"  ISCC:") {
-            continue; // blank, or a --units line belonging to the line above
-        }
-        match parse_line(&line) {
-            Ok(mut found) => out.append(&mut found),
-            Err(why) => {
-                *malformed += 1;
-                eprintln!("omero-iscc: {name}:{}: {why}", n + 1);
+/// Reads the expectations of one file of records; returns how many lines were malformed.
+///
+/// Records end with a newline, or with NUL when the file has any (iscc-sum `-z`). A line a
+/// captured log wrote over with carriage returns (progress-bar redraws) is split at them,
+/// and the redraws are left out.
+fn read_records(text: &[u8], name: &str, out: &mut Vec<Expected>) -> usize {
+    let mut text = text;
+    if let Some(rest) = text.strip_prefix("\u{feff}".as_bytes()) {
+        text = rest;
+    }
+    let nul = text.contains(&0);
+    let mut malformed = 0;
+    for (n, line) in text.split(|&b| b == if nul { 0 } else { b'\n' }).enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let pieces: Vec<&[u8]> = match parse_line(line) {
+            Ok(found) => {
+                out.extend(found);
+                continue;
+            }
+            Err(_) if !nul && line.contains(&b'\r') => line.split(|&b| b == b'\r').collect(),
+            Err(_) => vec![line],
+        };
+        for piece in pieces {
+            if is_blank_or_unit(piece) || is_progress_redraw(piece) {
+                continue;
+            }
+            match parse_line(piece) {
+                Ok(found) => out.extend(found),
+                Err(why) => {
+                    malformed += 1;
+                    crate::warn!("{name}:{}: {why}", n + 1);
+                }
             }
         }
     }
-    Ok(())
+    malformed
+}
+
+/// Blank, or a `--units` line belonging to the record above.
+fn is_blank_or_unit(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace) || line.starts_with(b"  ISCC:")
+}
+
+/// What `sum --progress` draws: `HH:MM:SS [bar] ...`.
+fn is_progress_redraw(piece: &[u8]) -> bool {
+    piece.len() > 10
+        && piece[..8]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| if i % 3 == 2 { b == b':' } else { b.is_ascii_digit() })
+        && &piece[8..10] == b" ["
 }
 
 fn parse_line(line: &[u8]) -> Result<Vec<Expected>, String> {
+    if is_blank_or_unit(line) {
+        return Ok(Vec::new());
+    }
     if line.first() == Some(&b'{') {
         let text = std::str::from_utf8(line).map_err(|_| "JSON line is not UTF-8".to_string())?;
         let value: Value =
-            serde_json::from_str(&unescape_surrogates(text)).map_err(|e| format!("not valid JSON: {e}"))?;
+            serde_json::from_str(&unescape_line(text)).map_err(|e| format!("not valid JSON: {e}"))?;
         return parse_json(&value);
     }
     // iscc-sum's default format `ISCC:CODE *path` and BSD format `ISCC-SUM (path) = ISCC:CODE`.
@@ -186,7 +212,7 @@ fn parse_json(value: &Value) -> Result<Vec<Expected>, String> {
         }
     }
     Ok(vec![Expected {
-        path: path_bytes(path),
+        path: bytes_of(path),
         iscc: iscc.to_string(),
         datahash: value.get("datahash").and_then(Value::as_str).map(str::to_string),
         filesize: value.get("filesize").and_then(Value::as_u64),
@@ -201,15 +227,7 @@ fn verify(e: &Expected, resolver: &Resolver, parallel: bool) -> Verdict {
     let path = resolver.resolve(Path::new(OsStr::from_bytes(&e.path)));
     let outcome = path.and_then(|p| {
         if tree {
-            let walked = walk::walk(&p);
-            if let Some((_, err)) = walked.errors.first() {
-                return Err(crate::error::Failure::io(err));
-            }
-            let mut hasher = StreamHasher::new(&config);
-            for f in &walked.files {
-                hash::feed_path(f, &config, &mut |b| hasher.update(b))?;
-            }
-            Ok(hasher.finish())
+            hash::hash_files(&inputs::tree_files(&p)?, &config)
         } else {
             hash::hash_path(&p, &config)
         }

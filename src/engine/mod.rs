@@ -1,0 +1,23 @@
+//! The hashing engine: everything that turns bytes into codes, independent of the commands.
+//!
+//! - `cdc`, `minhash`, `datacode`: the Data-Code (content-defined chunks, MinHash), exact and
+//!   parallel.
+//! - `hash`, `source`, `sigbus`: one pass over a file or stream feeding every hasher; files
+//!   mapped in windows, with recovery when a file shrinks under its mapping.
+//! - `checksum`: OMERO's import checksums, computed in the same pass.
+//! - `codes`: digests to ISCC strings.
+//! - `walk`, `ignore`: directory walks in iscc-sum's order with its `.isccignore` rules.
+//! - `hamming`: near pairs of codes by Hamming distance.
+
+pub mod cdc;
+pub mod checksum;
+pub mod codes;
+pub mod datacode;
+pub mod hamming;
+pub mod hash;
+pub mod ignore;
+pub mod minhash;
+pub mod sigbus;
+pub mod source;
+pub mod testdata;
+pub mod walk;
