@@ -35,8 +35,13 @@ def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, int]:
     (or vforked) from this interpreter would report the interpreter's own resident memory."""
     with tempfile.NamedTemporaryFile("r") as rss:
         start = time.perf_counter()
-        proc = subprocess.run([GNU_TIME, "-f", "%M", "-o", rss.name, *cmd], cwd=cwd,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.run(
+            [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             sys.exit(f"failed: {' '.join(cmd)}: {proc.stderr.decode()[-500:]}")
@@ -45,17 +50,22 @@ def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, int]:
 
 def measure(label: str, cmd: list[str], runs: int, cwd: Path | None = None) -> dict:
     results = [run(cmd, cwd) for _ in range(runs)]
-    return {"label": label, "wall": statistics.median(w for w, _ in results),
-            "rss": max(r for _, r in results), "cmd": cmd}
+    return {
+        "label": label,
+        "wall": statistics.median(w for w, _ in results),
+        "rss": max(r for _, r in results),
+        "cmd": cmd,
+    }
 
 
 def machine() -> str:
     model = "unknown CPU"
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
@@ -101,7 +111,11 @@ def table(title: str, rows: list[dict], base: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("OMERO_ISCC_CACHE", Path.home() / ".cache" / "omero-iscc")) / "bench")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(os.environ.get("OMERO_ISCC_CACHE", Path.home() / ".cache" / "omero-iscc")) / "bench",
+    )
     ap.add_argument("--big-gib", type=float, default=1.0)
     ap.add_argument("--small", type=int, default=5000)
     ap.add_argument("--sparse-gib", type=float, default=16.0)
@@ -121,7 +135,9 @@ def main() -> None:
     rows = [measure("iscc-sum --narrow", iscc_sum + ["--narrow", str(big)], args.runs)]
     for t in sorted({1, 2, cores} | set(range(2, cores + 1, max(1, cores // 4)))):
         if t <= cores:
-            rows.append(measure(f"omero-iscc sum --threads {t}", [str(WORKER), "sum", "--threads", str(t), str(big)], args.runs))
+            rows.append(
+                measure(f"omero-iscc sum --threads {t}", [str(WORKER), "sum", "--threads", str(t), str(big)], args.runs)
+            )
     rows.append(measure("omero-iscc sum --no-mmap", [str(WORKER), "sum", "--no-mmap", str(big)], args.runs))
     if b3sum:
         rows.append(measure("b3sum (BLAKE3 only)", [b3sum, str(big)], args.runs))
@@ -129,9 +145,11 @@ def main() -> None:
     table(f"One {args.big_gib:g} GiB random file", rows, "iscc-sum --narrow")
 
     files = sorted(p.name for p in smalldir.iterdir())
-    rows = [measure("iscc-sum --narrow DIR", iscc_sum + ["--narrow", "."], max(1, args.runs // 2), cwd=smalldir),
-            measure("omero-iscc sum DIR", [str(WORKER), "sum", "."], args.runs, cwd=smalldir),
-            measure("omero-iscc sum --threads 1 DIR", [str(WORKER), "sum", "--threads", "1", "."], args.runs, cwd=smalldir)]
+    rows = [
+        measure("iscc-sum --narrow DIR", iscc_sum + ["--narrow", "."], max(1, args.runs // 2), cwd=smalldir),
+        measure("omero-iscc sum DIR", [str(WORKER), "sum", "."], args.runs, cwd=smalldir),
+        measure("omero-iscc sum --threads 1 DIR", [str(WORKER), "sum", "--threads", "1", "."], args.runs, cwd=smalldir),
+    ]
     if b3sum:
         rows.append(measure("b3sum (BLAKE3 only)", [b3sum, *files], args.runs, cwd=smalldir))
     table(f"{args.small} random files of 20-80 KB", rows, "iscc-sum --narrow DIR")

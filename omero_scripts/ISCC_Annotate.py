@@ -12,7 +12,7 @@ there), and stores it on the image as a key-value annotation in the namespace
 org.iscc.omero.sum. Images of one multi-series Fileset are hashed once and all annotated.
 """
 
-import omero.scripts as scripts
+from omero import scripts
 from omero.model import ImageI
 from omero.rtypes import rlong, rstring
 
@@ -35,8 +35,13 @@ def annotate_selection(omero_access, params, settings=None):
     worker = find_worker(settings.worker)
     root = settings.repository or omero_access.repository_root()
     report = annotate(
-        omero_access, image_ids, worker, root, NAMESPACE,
-        replace=params.get(P_REPLACE, False), wide=params.get(P_WIDE, False),
+        omero_access,
+        image_ids,
+        worker,
+        root,
+        NAMESPACE,
+        replace=params.get(P_REPLACE, False),
+        wide=params.get(P_WIDE, False),
         chunk_size=settings.chunk_size,
     )
     message = report.message()
@@ -52,16 +57,28 @@ def run_script():
         """Compute the ISCC-SUM of each selected image's original files and store it as a
 key-value annotation (namespace org.iscc.omero.sum). Images that already have one are
 skipped unless Replace_Existing is set.""",
-        scripts.String(P_DATA_TYPE, optional=False, grouping="1", values=[rstring(t) for t in DATA_TYPES],
-                       default="Image", description="The type of the selected objects"),
-        scripts.List(P_IDS, optional=False, grouping="2",
-                     description="IDs of the selected objects").ofType(rlong(0)),
-        scripts.Bool(P_REPLACE, grouping="3", default=False,
-                     description="Recompute images that already carry an ISCC; the old annotation is "
-                                 "removed only after the new one is saved"),
-        scripts.Bool(P_WIDE, grouping="4", default=False,
-                     description="Wide 2x128-bit codes (ISCC:K4A...) instead of the ISO 24138 "
-                                 "2x64-bit codes (ISCC:KUA...)"),
+        scripts.String(
+            P_DATA_TYPE,
+            optional=False,
+            grouping="1",
+            values=[rstring(t) for t in DATA_TYPES],
+            default="Image",
+            description="The type of the selected objects",
+        ),
+        scripts.List(P_IDS, optional=False, grouping="2", description="IDs of the selected objects").ofType(rlong(0)),
+        scripts.Bool(
+            P_REPLACE,
+            grouping="3",
+            default=False,
+            description="Recompute images that already carry an ISCC; the old annotation is "
+            "removed only after the new one is saved",
+        ),
+        scripts.Bool(
+            P_WIDE,
+            grouping="4",
+            default=False,
+            description="Wide 2x128-bit codes (ISCC:K4A...) instead of the ISO 24138 " "2x64-bit codes (ISCC:KUA...)",
+        ),
         version=__version__,
         authors=["omero-iscc authors"],
         institutions=["omero-iscc"],
@@ -71,6 +88,7 @@ skipped unless Replace_Existing is set.""",
         scripting.run(client, annotate_selection, "Nothing annotated")
     finally:
         client.closeSession()
+
 
 if __name__ == "__main__":
     run_script()

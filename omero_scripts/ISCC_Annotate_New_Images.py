@@ -12,7 +12,7 @@ groups (by ascending id), hashes and annotates them through this script's own se
 the scheduler's state (retries with backoff, at most 3 attempts) and lock. Administrators only.
 """
 
-import omero.scripts as scripts
+from omero import scripts
 
 from omero_iscc import NAMESPACE, __version__, scripting
 from omero_iscc.config import load
@@ -31,8 +31,10 @@ def poll(omero_access, batch_size, config_file=None):
         scheduler = Scheduler(cfg, lambda _cfg: (None, omero_access))
         result = scheduler.poll_once()
         scheduler.close()
-    return (f"{result.annotated} annotated, {result.failed} failed, of {result.seen} image(s) "
-            f"without an ISCC (batch size {batch_size})")
+    return (
+        f"{result.annotated} annotated, {result.failed} failed, of {result.seen} image(s) "
+        f"without an ISCC (batch size {batch_size})"
+    )
 
 
 def poll_batch(omero_access, params):
@@ -46,8 +48,15 @@ def run_script():
         """Annotate up to Batch_Size images that have no ISCC yet, across all groups
 (administrators only). Meant to be launched periodically, e.g. from cron with
 `omero script launch`.""",
-        scripts.Long(P_BATCH, optional=False, grouping="1", default=100, min=1, max=100000,
-                     description="Most images to annotate in this run"),
+        scripts.Long(
+            P_BATCH,
+            optional=False,
+            grouping="1",
+            default=100,
+            min=1,
+            max=100000,
+            description="Most images to annotate in this run",
+        ),
         version=__version__,
         authors=["omero-iscc authors"],
         institutions=["omero-iscc"],

@@ -12,7 +12,7 @@ apart, e.g. re-saved or slightly edited files) with the worker's `similar` comma
 attaches a CSV report. Images without an ISCC are counted and named in the message.
 """
 
-import omero.scripts as scripts
+from omero import scripts
 from omero.rtypes import rlong, rstring
 
 from omero_iscc import NAMESPACE, __version__, scripting
@@ -45,8 +45,9 @@ def duplicates_of(omero_access, params, settings=None):
     report = find_duplicates(omero_access, image_ids, worker, NAMESPACE, int(params.get(P_THRESHOLD, 12)))
     attachment = None
     if params.get(P_IDS):
-        attachment = omero_access.attach_file(params[P_DATA_TYPE], params[P_IDS][0], "iscc_duplicates.csv",
-                                              to_csv(report), REPORT_NS, "text/csv")
+        attachment = omero_access.attach_file(
+            params[P_DATA_TYPE], params[P_IDS][0], "iscc_duplicates.csv", to_csv(report), REPORT_NS, "text/csv"
+        )
     return report.message(), ({"File_Annotation": attachment} if attachment is not None else {})
 
 
@@ -56,14 +57,30 @@ def run_script():
         """Find images whose files are identical to another image's, and near duplicates
 (re-saved, edited, extended files), from their ISCC annotations. Scope=Server looks at every
 image you can see. Attaches a CSV report to the first selected object.""",
-        scripts.String(P_DATA_TYPE, optional=False, grouping="1", values=[rstring(t) for t in TYPES],
-                       default="Dataset", description="The type of the selected objects"),
-        scripts.List(P_IDS, optional=False, grouping="2",
-                     description="IDs of the selected objects").ofType(rlong(0)),
-        scripts.String(P_SCOPE, grouping="3", values=[rstring(s) for s in SCOPES], default="Selection",
-                       description="Selection: compare the selected images with each other; Server: every image you can see"),
-        scripts.Int(P_THRESHOLD, grouping="4", default=12, min=0, max=64,
-                    description="Largest Data-Code distance in bits (of 64) for near duplicates"),
+        scripts.String(
+            P_DATA_TYPE,
+            optional=False,
+            grouping="1",
+            values=[rstring(t) for t in TYPES],
+            default="Dataset",
+            description="The type of the selected objects",
+        ),
+        scripts.List(P_IDS, optional=False, grouping="2", description="IDs of the selected objects").ofType(rlong(0)),
+        scripts.String(
+            P_SCOPE,
+            grouping="3",
+            values=[rstring(s) for s in SCOPES],
+            default="Selection",
+            description="Selection: compare the selected images with each other; Server: every image you can see",
+        ),
+        scripts.Int(
+            P_THRESHOLD,
+            grouping="4",
+            default=12,
+            min=0,
+            max=64,
+            description="Largest Data-Code distance in bits (of 64) for near duplicates",
+        ),
         version=__version__,
         authors=["omero-iscc authors"],
         institutions=["omero-iscc"],
@@ -73,6 +90,7 @@ image you can see. Attaches a CSV report to the first selected object.""",
         scripting.run(client, duplicates_of, "No report")
     finally:
         client.closeSession()
+
 
 if __name__ == "__main__":
     run_script()

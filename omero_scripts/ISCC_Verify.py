@@ -12,7 +12,7 @@ is OK, CHANGED, MISSING_FILE or NO_ANNOTATION; a CSV report is attached to the f
 object.
 """
 
-import omero.scripts as scripts
+from omero import scripts
 from omero.rtypes import rlong, rstring
 
 from omero_iscc import NAMESPACE, __version__, scripting
@@ -39,8 +39,9 @@ def verify_selection(omero_access, params, settings=None):
     target = next((i for i in params[P_IDS] if i not in missing), None)
     report = None
     if target is not None:
-        report = omero_access.attach_file(params[P_DATA_TYPE], target, "iscc_verify_report.csv",
-                                          to_csv(verdicts), REPORT_NS, "text/csv")
+        report = omero_access.attach_file(
+            params[P_DATA_TYPE], target, "iscc_verify_report.csv", to_csv(verdicts), REPORT_NS, "text/csv"
+        )
     return message, ({"File_Annotation": report} if report is not None else {})
 
 
@@ -50,10 +51,15 @@ def run_script():
         """Recompute the ISCC-SUM and OMERO's import checksums of the selected images' files and
 compare them with what is stored. Attaches a CSV report (OK / CHANGED / MISSING_FILE /
 NO_ANNOTATION per image) to the first selected object.""",
-        scripts.String(P_DATA_TYPE, optional=False, grouping="1", values=[rstring(t) for t in DATA_TYPES],
-                       default="Image", description="The type of the selected objects"),
-        scripts.List(P_IDS, optional=False, grouping="2",
-                     description="IDs of the selected objects").ofType(rlong(0)),
+        scripts.String(
+            P_DATA_TYPE,
+            optional=False,
+            grouping="1",
+            values=[rstring(t) for t in DATA_TYPES],
+            default="Image",
+            description="The type of the selected objects",
+        ),
+        scripts.List(P_IDS, optional=False, grouping="2", description="IDs of the selected objects").ofType(rlong(0)),
         version=__version__,
         authors=["omero-iscc authors"],
         institutions=["omero-iscc"],
@@ -63,6 +69,7 @@ NO_ANNOTATION per image) to the first selected object.""",
         scripting.run(client, verify_selection, "Nothing verified")
     finally:
         client.closeSession()
+
 
 if __name__ == "__main__":
     run_script()

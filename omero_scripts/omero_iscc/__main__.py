@@ -23,27 +23,48 @@ from .config import Config, ConfigError, load
 
 EXIT_LOCKED = 3
 SCHED_OPTIONS = [
-    ("host", str), ("port", int), ("username", str), ("poll_interval", float), ("batch_size", int),
-    ("chunk_size", int), ("namespace", str), ("log_level", str), ("webhook_url", str),
-    ("repository", str), ("worker", str), ("state_dir", str),
+    ("host", str),
+    ("port", int),
+    ("username", str),
+    ("poll_interval", float),
+    ("batch_size", int),
+    ("chunk_size", int),
+    ("namespace", str),
+    ("log_level", str),
+    ("webhook_url", str),
+    ("repository", str),
+    ("worker", str),
+    ("state_dir", str),
 ]
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m omero_iscc", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m omero_iscc",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"omero-iscc {__version__}")
     p.add_argument("--config", default=None, help="JSON configuration file (default /etc/omero-iscc/config.json)")
     for name, kind in SCHED_OPTIONS:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
-                       help=f"overrides '{name}' of the configuration")
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"overrides '{name}' of the configuration",
+        )
     sub = p.add_subparsers(dest="command")
     run = sub.add_parser("run", help="poll and annotate (the default)")
     run.add_argument("--once", action="store_true", help="one poll, then exit (what cron runs)")
     sub.add_parser("status", help="show failures kept in the state file")
     doctor = sub.add_parser("doctor", help="check connection, processing and service")
-    doctor.add_argument("--test", action="append", choices=["connection", "processing", "service", "list"],
-                        help="run only this check (repeatable)")
+    doctor.add_argument(
+        "--test",
+        action="append",
+        choices=["connection", "processing", "service", "list"],
+        help="run only this check (repeatable)",
+    )
     find = sub.add_parser("find", help="images whose ISCC equals or is near a code or an image's code")
     find.add_argument("query", help="an ISCC (ISCC:...) or an image id")
     find.add_argument("--threshold", type=int, default=12, help="Data-Code bits apart (default 12)")
@@ -57,8 +78,11 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def cmd_status(cfg: Config) -> int:
@@ -87,15 +111,18 @@ def main(argv: list[str] | None = None, connect=None) -> int:
     _setup_logging(cfg.log_level)
     if connect is None:
         from .connection import connect as connect_default
+
         connect = connect_default
     command = args.command or "run"
     if command == "status":
         return cmd_status(cfg)
     if command == "doctor":
         from . import doctor
+
         return doctor.run(cfg, connect, args.test)
     if command == "find":
         from .duplicates import find_command
+
         return find_command(cfg, connect, args.query, args.threshold)
     from .scheduler import Scheduler
     from .worker import WorkerError

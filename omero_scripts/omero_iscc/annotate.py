@@ -98,7 +98,7 @@ def annotate(
         if should_stop():
             report.stopped = True
             break
-        batch = units[start:start + units_per_run]
+        batch = units[start : start + units_per_run]
         began = time.monotonic()
         results = compute(omero, batch, worker, root, wide=wide, chunk_size=chunk_size)
         seconds = (time.monotonic() - began) / max(1, len(batch))
@@ -109,8 +109,11 @@ def annotate(
                 if not result.ok:
                     report.outcomes.append(ImageOutcome(image_id, FAILED, result.message or "failed", seconds=seconds))
                     continue
-                report.outcomes.append(_save(omero, image, result.record, namespace,
-                                             existing.get(image_id, []) if replace else [], seconds))
+                report.outcomes.append(
+                    _save(
+                        omero, image, result.record, namespace, existing.get(image_id, []) if replace else [], seconds
+                    )
+                )
                 if report.outcomes[-1].status == ANNOTATED and on_annotated is not None:
                     on_annotated(image_id, result.record, seconds)
     return report

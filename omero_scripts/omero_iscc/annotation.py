@@ -9,8 +9,8 @@ file: ``<code> <path relative to the fileset directory>``.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from . import ANNOTATION_VERSION, __version__
 
@@ -83,8 +83,8 @@ def from_pairs(pairs: Iterable[tuple[str, str]]) -> IsccRecord | None:
     and the seed service's older keys (``iscc:inst``) are accepted."""
     values: dict[str, str] = {}
     files: list[FileCode] = []
-    for key, value in pairs:
-        key = LEGACY_KEYS.get(key, key)
+    for given, value in pairs:
+        key = LEGACY_KEYS.get(given, given)
         if key == "iscc:file":
             code, _, path = (value or "").partition(" ")
             files.append(FileCode(path=path, iscc=code))

@@ -5,8 +5,8 @@ RawFileStore into ``omero-iscc sum -``."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from .annotation import INPUT_REPOSITORY, INPUT_STREAM, FileCode, IsccRecord, utc_timestamp
 from .connection import is_connection_error
@@ -49,12 +49,19 @@ def _record(unit: Unit, whole: FileResult | GroupResult, files: list[FileResult]
         file_count=len(unit.files),
         timestamp=utc_timestamp(),
         input=via,
-        files=[FileCode(path=unit.relative(sf), iscc=fr.iscc or "") for sf, fr in zip(unit.files, files, strict=False)],
+        files=[FileCode(path=unit.relative(sf), iscc=fr.iscc or "") for sf, fr in zip(unit.files, files)],
     )
 
 
-def _stream(omero: Omero, unit: Unit, worker: str, wide: bool, checksums: Iterable[str], chunk_size: int,
-            repository_error: str | None = None) -> UnitResult:
+def _stream(
+    omero: Omero,
+    unit: Unit,
+    worker: str,
+    wide: bool,
+    checksums: Iterable[str],
+    chunk_size: int,
+    repository_error: str | None = None,
+) -> UnitResult:
     streams = [omero.read_file(f.id, chunk_size) for f in unit.files]
     try:
         results = sum_streams(worker, streams, wide, checksums)
@@ -87,8 +94,9 @@ def compute(
         if unit.fileset_id is None:
             unit.files = [source_file(f) for f in omero.legacy_files(unit.images[0].getId().val)]
             if not unit.files:
-                out[unit.key] = UnitResult(unit, problem="no_files",
-                                           message="no original files are stored for this image")
+                out[unit.key] = UnitResult(
+                    unit, problem="no_files", message="no original files are stored for this image"
+                )
     repo_units = [u for u in units if u.fileset_id is not None and u.files]
     for u in units:
         if u.fileset_id is not None and not u.files:
@@ -99,11 +107,18 @@ def compute(
         repo_units = []
     repository_errors: dict[str, str] = {}
     for start in range(0, len(repo_units), BATCH):
-        batch = repo_units[start:start + BATCH]
+        batch = repo_units[start : start + BATCH]
         by_key = {u.key: u for u in batch}
         try:
-            results = list(run_groups(worker, root, [(u.key, [f.repo_path for f in u.files]) for u in batch],
-                                      wide=wide, checksums=checksums))
+            results = list(
+                run_groups(
+                    worker,
+                    root,
+                    [(u.key, [f.repo_path for f in u.files]) for u in batch],
+                    wide=wide,
+                    checksums=checksums,
+                )
+            )
         except WorkerError as exc:
             for u in batch:
                 out[u.key] = UnitResult(u, problem="worker", message=str(exc))
@@ -111,8 +126,9 @@ def compute(
         for result in results:
             unit = by_key[result.id]
             if result.ok:
-                out[unit.key] = UnitResult(unit, record=_record(unit, result, result.files, INPUT_REPOSITORY),
-                                           files=result.files)
+                out[unit.key] = UnitResult(
+                    unit, record=_record(unit, result, result.files, INPUT_REPOSITORY), files=result.files
+                )
             elif result.error_kind in STREAMABLE:
                 log.info("%s: %s; reading through the RawFileStore", unit.key, result.error)
                 repository_errors[unit.key] = result.error or result.error_kind or ""
@@ -121,8 +137,7 @@ def compute(
                 out[unit.key] = UnitResult(unit, problem="unreadable", message=result.error)
     for unit in stream_units:
         try:
-            out[unit.key] = _stream(omero, unit, worker, wide, checksums, chunk_size,
-                                    repository_errors.get(unit.key))
+            out[unit.key] = _stream(omero, unit, worker, wide, checksums, chunk_size, repository_errors.get(unit.key))
         except Exception as exc:  # noqa: BLE001 - an OMERO or I/O error on one unit must not stop the batch
             if is_connection_error(exc):
                 raise

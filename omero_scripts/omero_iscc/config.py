@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 DEFAULT_CONFIG_FILE = "/etc/omero-iscc/config.json"
 ENV_PREFIX = "OMERO_ISCC_"
@@ -123,8 +124,9 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def load(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-         config_file: str | None = None) -> Config:
+def load(
+    cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None, config_file: str | None = None
+) -> Config:
     """Merges defaults, file, environment and command line (``None`` = not given)."""
     env = os.environ if env is None else env
     merged: dict[str, Any] = {}

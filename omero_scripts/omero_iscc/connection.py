@@ -6,10 +6,19 @@ from .config import Config
 
 #: Ice exceptions that mean the connection or session is gone (not that one image failed).
 CONNECTION_ERRORS = {
-    "ConnectionLostException", "ConnectionRefusedException", "ConnectFailedException",
-    "ConnectTimeoutException", "CloseTimeoutException", "TimeoutException", "SocketException",
-    "CommunicatorDestroyedException", "ObjectNotExistException", "ConnectionTimeoutException",
-    "DNSException", "SessionTimeoutException", "RemovedSessionException",
+    "ConnectionLostException",
+    "ConnectionRefusedException",
+    "ConnectFailedException",
+    "ConnectTimeoutException",
+    "CloseTimeoutException",
+    "TimeoutException",
+    "SocketException",
+    "CommunicatorDestroyedException",
+    "ObjectNotExistException",
+    "ConnectionTimeoutException",
+    "DNSException",
+    "SessionTimeoutException",
+    "RemovedSessionException",
 }
 
 

@@ -28,21 +28,30 @@ class Check:
 
 def _static(worker: str) -> tuple[bool, str]:
     try:
-        out = subprocess.run(["ldd", worker], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["ldd", worker], capture_output=True, text=True, timeout=30, check=False)
     except OSError as exc:
         return False, f"cannot run ldd: {exc}"
     text = (out.stdout + out.stderr).strip()
     if "not a dynamic executable" in text or "statically linked" in text:
         return True, "statically linked"
-    return False, f"dynamically linked ({text.splitlines()[0] if text else 'ldd said nothing'}); rebuild with install.sh"
+    return (
+        False,
+        f"dynamically linked ({text.splitlines()[0] if text else 'ldd said nothing'}); rebuild with install.sh",
+    )
 
 
 def check_connection(cfg: Config, connect: Callable) -> list[Check]:
     try:
         client, omero = connect(cfg)
     except Exception as exc:  # noqa: BLE001 - every failure here is the answer to the check
-        return [Check("connection", False, f"cannot log in to {cfg.host}:{cfg.port} as {cfg.username}: {exc}; "
-                      "check host, port and credentials in the configuration")]
+        return [
+            Check(
+                "connection",
+                False,
+                f"cannot log in to {cfg.host}:{cfg.port} as {cfg.username}: {exc}; "
+                "check host, port and credentials in the configuration",
+            )
+        ]
     try:
         return [Check("connection", True, f"logged in to {cfg.host}:{cfg.port}")]
     finally:
@@ -75,8 +84,13 @@ def check_processing(cfg: Config, connect: Callable | None) -> list[Check]:
         checks.append(Check("repository root", False, "unknown: set 'repository' in the configuration"))
         return checks
     if not os.access(root, os.R_OK | os.X_OK):
-        checks.append(Check("repository root readable", False,
-                            f"{root} is not readable by this user; images will be streamed through OMERO (slower)"))
+        checks.append(
+            Check(
+                "repository root readable",
+                False,
+                f"{root} is not readable by this user; images will be streamed through OMERO (slower)",
+            )
+        )
         return checks
     checks.append(Check("repository root readable", True, root))
     sample = _first_file(root)
@@ -84,7 +98,9 @@ def check_processing(cfg: Config, connect: Callable | None) -> list[Check]:
         checks.append(Check("one real file hashed", False, f"no file found under {root}"))
         return checks
     rel = os.path.relpath(sample, root)
-    out = subprocess.run([worker, "sum", "--json", "--root", root, rel], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [worker, "sum", "--json", "--root", root, rel], capture_output=True, text=True, timeout=600, check=False
+    )
     checks.append(Check("one real file hashed", out.returncode == 0, (out.stdout or out.stderr).strip()[:300]))
     return checks
 
@@ -111,8 +127,11 @@ def check_service(cfg: Config) -> list[Check]:
         checks.append(Check("state dir writable", False, f"{cfg.state_dir}: {exc.strerror or exc}"))
         return checks
     free = Lock(cfg.state_dir).free()
-    checks.append(Check("lock free", free, "no scheduler running" if free else
-                        "a scheduler is running now (or hung); see its log"))
+    checks.append(
+        Check(
+            "lock free", free, "no scheduler running" if free else "a scheduler is running now (or hung); see its log"
+        )
+    )
     if cfg.webhook_url:
         try:
             status = post(cfg.webhook_url, {"doctor": True, "server": cfg.host}, timeout=5)
@@ -133,10 +152,17 @@ def check_list(cfg: Config, connect: Callable, limit: int = 10) -> list[Check]:
         for link in links:
             record = newest_record([link.getChild()])
             image = link.getParent()
-            lines.append(f"image {image.getId().val}: {record.iscc if record else '?'} "
-                         f"({record.timestamp if record else ''})")
-        return [Check("list", True, f"{len(lines)} most recent ISCC annotation(s)" +
-                      "".join("\n    " + line for line in lines))]
+            lines.append(
+                f"image {image.getId().val}: {record.iscc if record else '?'} "
+                f"({record.timestamp if record else ''})"
+            )
+        return [
+            Check(
+                "list",
+                True,
+                f"{len(lines)} most recent ISCC annotation(s)" + "".join("\n    " + line for line in lines),
+            )
+        ]
     finally:
         client.closeSession()
 

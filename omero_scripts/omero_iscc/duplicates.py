@@ -40,8 +40,10 @@ class DuplicateReport:
 
     def message(self, limit: int = 10) -> str:
         dup_images = sum(len(g["members"]) for g in self.groups if g["kind"] == "identical")
-        msg = (f"{self.count('identical')} group(s) of identical images ({dup_images} images), "
-               f"{self.count('similar')} group(s) of similar images")
+        msg = (
+            f"{self.count('identical')} group(s) of identical images ({dup_images} images), "
+            f"{self.count('similar')} group(s) of similar images"
+        )
         if self.without_iscc:
             names = ", ".join(f"{name} ({i})" for i, name in self.without_iscc[:limit])
             more = f" and {len(self.without_iscc) - limit} more" if len(self.without_iscc) > limit else ""
@@ -91,24 +93,34 @@ def gather(omero: Omero, image_ids: list[int] | None, namespace: str) -> tuple[l
     return coded, missing
 
 
-def find_duplicates(omero: Omero, image_ids: list[int] | None, worker: str, namespace: str,
-                    threshold: int = 12) -> DuplicateReport:
+def find_duplicates(
+    omero: Omero, image_ids: list[int] | None, worker: str, namespace: str, threshold: int = 12
+) -> DuplicateReport:
     coded, missing = gather(omero, image_ids, namespace)
     report = DuplicateReport(without_iscc=missing)
     if len(coded) < 2:
         return report
-    lines = "".join(json.dumps({"id": str(i), "iscc": c.iscc, **({"datahash": c.datahash} if c.datahash else {})}) + "\n"
-                    for i, c in enumerate(coded))
-    proc = subprocess.run([worker, "similar", "--json", "--threshold", str(threshold), "-"],
-                          input=lines.encode(), capture_output=True, timeout=3600)
+    lines = "".join(
+        json.dumps({"id": str(i), "iscc": c.iscc, **({"datahash": c.datahash} if c.datahash else {})}) + "\n"
+        for i, c in enumerate(coded)
+    )
+    proc = subprocess.run(
+        [worker, "similar", "--json", "--threshold", str(threshold), "-"],
+        input=lines.encode(),
+        capture_output=True,
+        timeout=3600,
+        check=False,
+    )
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"omero-iscc similar failed: {proc.stderr.decode(errors='replace').strip()}")
     for raw in proc.stdout.splitlines():
         group = json.loads(raw)
-        report.groups.append({
-            "kind": group["kind"],
-            "members": [(coded[int(m["id"])], m["distance"]) for m in group["members"]],
-        })
+        report.groups.append(
+            {
+                "kind": group["kind"],
+                "members": [(coded[int(m["id"])], m["distance"]) for m in group["members"]],
+            }
+        )
     return report
 
 
@@ -132,7 +144,7 @@ def data_bits(iscc: str) -> tuple[int, int]:
     body = iscc.removeprefix("ISCC:")
     raw = base64.b32decode(body + "=" * (-len(body) % 8))
     width = 16 if iscc.startswith("ISCC:K4") else 8
-    return int.from_bytes(raw[2:2 + width], "big"), width * 8
+    return int.from_bytes(raw[2 : 2 + width], "big"), width * 8
 
 
 def distance(a: str, b: str) -> int:

@@ -36,7 +36,7 @@ class Unit:
         """A file's path relative to the fileset directory."""
         prefix = self.template_prefix
         if prefix and f.repo_path.startswith(prefix):
-            return f.repo_path[len(prefix):].lstrip("/")
+            return f.repo_path[len(prefix) :].lstrip("/")
         return f.repo_path
 
     @property

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 #: Containers that can be expanded, and what they contain.
 CHILD_QUERIES = {
@@ -75,7 +76,7 @@ class BlitzOmero:
         import omero.grid
 
         repos = self.conn.c.sf.sharedResources().repositories()
-        for desc, proxy in zip(repos.descriptions, repos.proxies, strict=False):
+        for desc, proxy in zip(repos.descriptions, repos.proxies):
             if proxy is not None and omero.grid.ManagedRepositoryPrx.checkedCast(proxy) is not None:
                 return os.path.join(desc.path.val, desc.name.val)
         return None
@@ -94,23 +95,27 @@ class BlitzOmero:
     def images(self, ids: list[int]) -> list:
         if not ids:
             return []
-        return list(self._query(
-            "select distinct i from Image i"
-            " join fetch i.details.owner join fetch i.details.group"
-            " left outer join fetch i.fileset f"
-            " left outer join fetch f.usedFiles u"
-            " left outer join fetch u.originalFile o"
-            " left outer join fetch o.hasher"
-            " where i.id in (:ids) order by i.id",
-            ids=ids,
-        ))
+        return list(
+            self._query(
+                "select distinct i from Image i"
+                " join fetch i.details.owner join fetch i.details.group"
+                " left outer join fetch i.fileset f"
+                " left outer join fetch f.usedFiles u"
+                " left outer join fetch u.originalFile o"
+                " left outer join fetch o.hasher"
+                " where i.id in (:ids) order by i.id",
+                ids=ids,
+            )
+        )
 
     def legacy_files(self, image_id: int) -> list:
-        return list(self._query(
-            "select o from PixelsOriginalFileMap m join m.parent o left outer join fetch o.hasher"
-            " where m.child.image.id = :id order by o.id",
-            id=image_id,
-        ))
+        return list(
+            self._query(
+                "select o from PixelsOriginalFileMap m join m.parent o left outer join fetch o.hasher"
+                " where m.child.image.id = :id order by o.id",
+                id=image_id,
+            )
+        )
 
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]:
         from omero.rtypes import rstring
@@ -125,7 +130,8 @@ class BlitzOmero:
         links = self.conn.getQueryService().findAllByQuery(
             "select l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
             " where a.ns = :ns and l.parent.id in (:ids) order by a.id",
-            p, self.conn.SERVICE_OPTS,
+            p,
+            self.conn.SERVICE_OPTS,
         )
         for link in links:
             out.setdefault(link.getParent().getId().val, []).append(link.getChild())
@@ -139,12 +145,15 @@ class BlitzOmero:
         p.add("ns", rstring(namespace))
         if limit:
             p.page(0, limit)
-        return list(self.conn.getQueryService().findAllByQuery(
-            "select l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
-            " join fetch l.parent i join fetch i.details.owner join fetch i.details.group"
-            " where a.ns = :ns order by a.id desc",
-            p, self.conn.SERVICE_OPTS,
-        ))
+        return list(
+            self.conn.getQueryService().findAllByQuery(
+                "select l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
+                " join fetch l.parent i join fetch i.details.owner join fetch i.details.group"
+                " where a.ns = :ns order by a.id desc",
+                p,
+                self.conn.SERVICE_OPTS,
+            )
+        )
 
     def unannotated_images(self, namespace: str, limit: int, exclude: list[int] = ()) -> list[int]:
         from omero.rtypes import rlist, rlong, rstring
@@ -159,9 +168,9 @@ class BlitzOmero:
         p.page(0, limit)
         rows = self.conn.getQueryService().projection(
             "select i.id from Image i where not exists ("
-            " select l from ImageAnnotationLink l where l.parent = i and l.child.ns = :ns)"
-            + where + " order by i.id",
-            p, self.conn.SERVICE_OPTS,
+            " select l from ImageAnnotationLink l where l.parent = i and l.child.ns = :ns)" + where + " order by i.id",
+            p,
+            self.conn.SERVICE_OPTS,
         )
         return [row[0].val for row in rows]
 

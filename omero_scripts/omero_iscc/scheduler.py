@@ -10,6 +10,7 @@ the image in hand finish, save the state and end the run with status 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -41,8 +42,13 @@ class PollResult:
 
 
 class Scheduler:
-    def __init__(self, cfg: Config, connect: Callable[[Config], tuple], sleep: Callable[[float], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        connect: Callable[[Config], tuple],
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.cfg = cfg
         self.connect_fn = connect
         self.clock = clock
@@ -73,10 +79,8 @@ class Scheduler:
     def _disconnect(self) -> None:
         client, self.client, self.omero = self.client, None, None
         if client is not None:
-            try:
+            with contextlib.suppress(Exception):  # the session is being dropped anyway
                 client.closeSession()
-            except Exception:  # noqa: BLE001 - the session is being dropped anyway
-                pass
 
     def close(self) -> None:
         self.webhook.drain(timeout=30)
@@ -87,10 +91,15 @@ class Scheduler:
         log.info("image %d %s %.2fs", image_id, record.iscc, seconds)
         self.annotated_in_poll += 1
         self.state.record_success(image_id)
-        self.webhook.notify({
-            "image_id": image_id, "iscc": record.iscc, "datahash": record.datahash,
-            "timestamp": record.timestamp, "server": self.server,
-        })
+        self.webhook.notify(
+            {
+                "image_id": image_id,
+                "iscc": record.iscc,
+                "datahash": record.datahash,
+                "timestamp": record.timestamp,
+                "server": self.server,
+            }
+        )
 
     def poll_once(self) -> PollResult:
         """One batch; reconnects and carries on with the same batch if the connection drops."""
@@ -110,9 +119,15 @@ class Scheduler:
                     log.info("poll: %d image(s) without an ISCC", len(batch))
                 root = self.cfg.repository or self.omero.repository_root()
                 report = annotate(
-                    self.omero, batch, self.worker, root, self.cfg.namespace,
-                    chunk_size=self.cfg.chunk_size, units_per_run=1,
-                    on_annotated=self._annotated, should_stop=self.stop_event.is_set,
+                    self.omero,
+                    batch,
+                    self.worker,
+                    root,
+                    self.cfg.namespace,
+                    chunk_size=self.cfg.chunk_size,
+                    units_per_run=1,
+                    on_annotated=self._annotated,
+                    should_stop=self.stop_event.is_set,
                 )
                 break
             except Exception as exc:  # noqa: BLE001 - classified below; anything else propagates
@@ -131,8 +146,13 @@ class Scheduler:
         for outcome in report.outcomes:
             if outcome.status == FAILED:
                 f = self.state.record_failure(outcome.image_id, outcome.message, now, self.cfg.poll_interval)
-                log.error("image %d failed (attempt %d of %d): %s", outcome.image_id, f.attempts,
-                          state_mod.MAX_ATTEMPTS, outcome.message)
+                log.error(
+                    "image %d failed (attempt %d of %d): %s",
+                    outcome.image_id,
+                    f.attempts,
+                    state_mod.MAX_ATTEMPTS,
+                    outcome.message,
+                )
                 result.failed += 1
             elif outcome.status == "annotated":
                 pass  # logged and counted as it happened (also before a reconnection)

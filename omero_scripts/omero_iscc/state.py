@@ -93,7 +93,7 @@ class Lock:
         self.path = os.path.join(state_dir, LOCK_FILE)
         self.fd: int | None = None
 
-    def acquire(self) -> "Lock":
+    def acquire(self) -> Lock:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -101,9 +101,7 @@ class Lock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise LockedError(
-                f"another omero-iscc scheduler is running (pid {holder}); lock: {self.path}"
-            ) from None
+            raise LockedError(f"another omero-iscc scheduler is running (pid {holder}); lock: {self.path}") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self.fd = fd
@@ -129,7 +127,7 @@ class Lock:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> "Lock":
+    def __enter__(self) -> Lock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -22,8 +22,18 @@ STATUSES = [OK, CHANGED, MISSING_FILE, NO_ANNOTATION]
 SUPPORTED_HASHERS = {"SHA1-160", "MD5-128", "CRC-32", "Adler-32", "File-Size-64"}
 
 CSV_COLUMNS = [
-    "image_id", "image_name", "fileset_id", "status", "detail", "stored_iscc", "computed_iscc",
-    "stored_datahash", "computed_datahash", "files", "checksums_checked", "checksum_mismatches",
+    "image_id",
+    "image_name",
+    "fileset_id",
+    "status",
+    "detail",
+    "stored_iscc",
+    "computed_iscc",
+    "stored_datahash",
+    "computed_datahash",
+    "files",
+    "checksums_checked",
+    "checksum_mismatches",
 ]
 
 
@@ -43,17 +53,20 @@ class ImageVerdict:
     checksum_mismatches: list[str] = field(default_factory=list)
 
 
-def verify(omero: Omero, image_ids: list[int], worker: str, root: str | None, namespace: str,
-           chunk_size: int = 1 << 20) -> list[ImageVerdict]:
+def verify(
+    omero: Omero, image_ids: list[int], worker: str, root: str | None, namespace: str, chunk_size: int = 1 << 20
+) -> list[ImageVerdict]:
     images = omero.images(image_ids)
     found = {im.getId().val for im in images}
-    verdicts = [ImageVerdict(i, "", None, MISSING_FILE, "image not found or not visible")
-                for i in image_ids if i not in found]
+    verdicts = [
+        ImageVerdict(i, "", None, MISSING_FILE, "image not found or not visible") for i in image_ids if i not in found
+    ]
     stored = {i: newest_record(anns) for i, anns in omero.iscc_annotations(sorted(found), namespace).items()}
     # Compute each unit at the width its stored code has (narrow when there is none).
     for wide in (False, True):
-        chosen = [im for im in images if (stored.get(im.getId().val) is not None
-                                          and stored[im.getId().val].wide) == wide]
+        chosen = [
+            im for im in images if (stored.get(im.getId().val) is not None and stored[im.getId().val].wide) == wide
+        ]
         units = plan(chosen)
         hashers = {f.hasher for u in units for f in u.files if f.hasher in SUPPORTED_HASHERS}
         results = compute(omero, units, worker, root, wide=wide, checksums=hashers, chunk_size=chunk_size)
@@ -75,7 +88,7 @@ def _judge(image, unit, result, record) -> ImageVerdict:
         v.status, v.detail = MISSING_FILE, result.message or ""
         return v
     v.computed_iscc, v.computed_datahash = result.record.iscc, result.record.datahash or ""
-    for source, computed in zip(unit.files, result.files, strict=False):
+    for source, computed in zip(unit.files, result.files):
         if source.hasher in SUPPORTED_HASHERS and source.hash:
             v.checksums_checked += 1
             if computed.checksums.get(source.hasher, "").lower() != source.hash.lower():
@@ -106,9 +119,20 @@ def to_csv(verdicts: list[ImageVerdict]) -> bytes:
     writer = csv.writer(buf)
     writer.writerow(CSV_COLUMNS)
     for v in verdicts:
-        writer.writerow([
-            v.image_id, v.image_name, v.fileset_id or "", v.status, v.detail, v.stored_iscc,
-            v.computed_iscc, v.stored_datahash, v.computed_datahash, v.files, v.checksums_checked,
-            ";".join(v.checksum_mismatches),
-        ])
+        writer.writerow(
+            [
+                v.image_id,
+                v.image_name,
+                v.fileset_id or "",
+                v.status,
+                v.detail,
+                v.stored_iscc,
+                v.computed_iscc,
+                v.stored_datahash,
+                v.computed_datahash,
+                v.files,
+                v.checksums_checked,
+                ";".join(v.checksum_mismatches),
+            ]
+        )
     return buf.getvalue().encode("utf-8")

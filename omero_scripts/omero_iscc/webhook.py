@@ -53,7 +53,6 @@ class Webhook:
 
 def post(url: str, notice: dict, timeout: float) -> int:
     data = json.dumps(notice).encode()
-    req = urllib.request.Request(url, data=data, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - admin-configured URL
         return resp.status

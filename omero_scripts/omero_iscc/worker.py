@@ -12,8 +12,9 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 WORKER_NAME = "omero-iscc"
 
@@ -44,7 +45,7 @@ def find_worker(configured: str | None = None) -> str:
     )
 
 
-@dataclass(kw_only=True)
+@dataclass
 class Result:
     """What a worker record says: the codes, or an error."""
 
@@ -73,7 +74,7 @@ class Result:
         }
 
 
-@dataclass(kw_only=True)
+@dataclass
 class FileResult(Result):
     """One file's record from the worker."""
 
@@ -81,12 +82,13 @@ class FileResult(Result):
     checksums: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_record(cls, record: dict) -> "FileResult":
-        return cls(path=record.get("path", ""), checksums=dict(record.get("checksums") or {}),
-                   **Result.fields_of(record))
+    def from_record(cls, record: dict) -> FileResult:
+        return cls(
+            path=record.get("path", ""), checksums=dict(record.get("checksums") or {}), **Result.fields_of(record)
+        )
 
 
-@dataclass(kw_only=True)
+@dataclass
 class GroupResult(Result):
     """A group's record: the code over its files in order, and each file's record."""
 
@@ -94,9 +96,12 @@ class GroupResult(Result):
     files: list[FileResult] = field(default_factory=list)
 
     @classmethod
-    def from_record(cls, record: dict) -> "GroupResult":
-        return cls(id=str(record.get("id")), files=[FileResult.from_record(f) for f in record.get("files") or []],
-                   **Result.fields_of(record))
+    def from_record(cls, record: dict) -> GroupResult:
+        return cls(
+            id=str(record.get("id")),
+            files=[FileResult.from_record(f) for f in record.get("files") or []],
+            **Result.fields_of(record),
+        )
 
 
 def _base_args(worker: str, wide: bool, checksums: Iterable[str]) -> list[str]:
@@ -134,8 +139,9 @@ def run_groups(
     lines = [(json.dumps({"id": gid, "files": files}) + "\n").encode() for gid, files in groups]
     # A session of its own: a SIGTERM meant for the scheduler must not kill the hashing
     # under it (the scheduler finishes the image in hand, then stops).
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     feeder = threading.Thread(target=_feed, args=(proc.stdin, lines), daemon=True)
     feeder.start()
     count = 0
@@ -152,9 +158,7 @@ def run_groups(
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     status = proc.wait()
     if status not in (0, 1) or count != len(groups):
-        raise WorkerError(
-            f"worker exited with status {status} after {count} of {len(groups)} groups: {stderr.strip()}"
-        )
+        raise WorkerError(f"worker exited with status {status} after {count} of {len(groups)} groups: {stderr.strip()}")
 
 
 def sum_stream(worker: str, chunks: Iterable[bytes], wide: bool = False, checksums: Iterable[str] = ()) -> FileResult:
@@ -168,9 +172,12 @@ def sum_streams(
     """Hashes several streams read one after the other. Returns one result per stream and,
     when there are several, a last one for their concatenation; every byte is read once."""
     args = _base_args(worker, wide, checksums) + ["-"]
-    procs = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              start_new_session=True)
-             for _ in range(len(streams) + (1 if len(streams) > 1 else 0))]
+    procs = [
+        subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        for _ in range(len(streams) + (1 if len(streams) > 1 else 0))
+    ]
     whole = procs[-1] if len(streams) > 1 else None
     readers = []
     outputs: list[bytes] = [b""] * len(procs)
@@ -208,7 +215,7 @@ def sum_streams(
     if failure is not None:
         raise WorkerError(f"reading the stream failed: {failure}") from failure
     results = []
-    for proc, out in zip(procs, outputs, strict=False):
+    for proc, out in zip(procs, outputs):
         if proc.returncode != 0 or not out.strip():
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             raise WorkerError(f"worker failed on a stream (status {proc.returncode}): {err.strip()}")
@@ -218,6 +225,6 @@ def sum_streams(
 
 def selftest(worker: str) -> tuple[bool, str]:
     """Runs ``omero-iscc selftest``; returns whether it passed and its last line."""
-    proc = subprocess.run([worker, "selftest"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([worker, "selftest"], capture_output=True, text=True, timeout=120, check=False)
     lines = proc.stdout.strip().splitlines()
     return proc.returncode == 0, lines[-1] if lines else proc.stderr.strip()

@@ -29,7 +29,8 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def worker() -> str:
     path = os.environ.get("OMERO_ISCC_WORKER") or str(
-        TOP / "target" / "x86_64-unknown-linux-gnu" / "release" / "omero-iscc")
+        TOP / "target" / "x86_64-unknown-linux-gnu" / "release" / "omero-iscc"
+    )
     assert os.access(path, os.X_OK), f"worker binary missing: {path} (run tests/run.sh)"
     return path
 
@@ -100,15 +101,18 @@ def world(tmp_path: Path, samples: Path) -> World:
     d2 = "scientist_2/2026-11/29/11-00-00.000/"
     dicom = ["77654033/CT2/17106", "77654033/CT2/17136", "77654033/CT2/17166"]
     paths = [_place(samples / "dicomdirtests" / rel, repo, d2, rel) for rel in dicom]
-    files = [fake.original_file(str(pp), d2 + os.path.dirname(rel) + "/", os.path.basename(rel), hasher="MD5-128")
-             for pp, rel in zip(paths, dicom, strict=False)]
+    files = [
+        fake.original_file(str(pp), d2 + os.path.dirname(rel) + "/", os.path.basename(rel), hasher="MD5-128")
+        for pp, rel in zip(paths, dicom)
+    ]
     [w.multi_file] = fake.add_fileset(files, d2, names=["ct series"])
     w.disk[w.multi_file] = paths
 
     d3 = "scientist_2/2026-11/29/12-00-00.000/"
     p = _place(tiff / "scratch-assay-labeled-10T-2Ch.tiff", repo, d3, "scratch.tiff")
-    w.multi_series = fake.add_fileset([fake.original_file(str(p), d3)], d3, n_images=3,
-                                      names=["well A1", "well A2", "well B1"])
+    w.multi_series = fake.add_fileset(
+        [fake.original_file(str(p), d3)], d3, n_images=3, names=["well A1", "well A2", "well B1"]
+    )
     for i in w.multi_series:
         w.disk[i] = [p]
 

@@ -18,9 +18,8 @@ import Ice
 import omero
 import omero.clients  # noqa: F401 - registers the model classes
 import omero.model
-from omero.rtypes import rlong, rstring
 from omero.model import PermissionsI
-
+from omero.rtypes import rlong, rstring
 
 
 def _perms(can_annotate: bool) -> PermissionsI:
@@ -63,15 +62,17 @@ class FakeOmero:
         self.kinds.setdefault(kind, set()).add(cid)
         self.links[(kind, cid)] = list(children)
 
-    def original_file(self, disk_path: str, repo_dir: str, name: str | None = None,
-                      hasher: str | None = "SHA1-160") -> omero.model.OriginalFileI:
+    def original_file(
+        self, disk_path: str, repo_dir: str, name: str | None = None, hasher: str | None = "SHA1-160"
+    ) -> omero.model.OriginalFileI:
         fid = next(self.ids)
         of = omero.model.OriginalFileI(fid, True)
         name = name or os.path.basename(disk_path)
         of.setName(rstring(name))
         of.setPath(rstring(repo_dir))
         if os.path.exists(disk_path):
-            data = open(disk_path, "rb").read()
+            with open(disk_path, "rb") as f:
+                data = f.read()
             of.setSize(rlong(len(data)))
             if hasher == "SHA1-160":
                 of.setHash(rstring(hashlib.sha1(data).hexdigest()))
@@ -84,8 +85,15 @@ class FakeOmero:
         self.file_paths[fid] = disk_path
         return of
 
-    def add_fileset(self, files: list, template_prefix: str, n_images: int = 1, group_id: int = 1,
-                    can_annotate: bool = True, names: list[str] | None = None) -> list[int]:
+    def add_fileset(
+        self,
+        files: list,
+        template_prefix: str,
+        n_images: int = 1,
+        group_id: int = 1,
+        can_annotate: bool = True,
+        names: list[str] | None = None,
+    ) -> list[int]:
         fs = omero.model.FilesetI(next(self.ids), True)
         fs.setTemplatePrefix(rstring(template_prefix))
         for of in files:
@@ -180,7 +188,7 @@ class FakeOmero:
                 link.setParent(self.images_by_id[image_id])
                 link.setChild(ann)
                 links.append(link)
-        links.sort(key=lambda l: -l.getChild().getId().val)
+        links.sort(key=lambda link: -link.getChild().getId().val)
         return links[:limit] if limit else links
 
     def save_map_annotation(self, image, pairs: list[list[str]], namespace: str):
@@ -212,9 +220,13 @@ class FakeOmero:
 
     def unannotated_images(self, namespace: str, limit: int, exclude: list[int] = ()) -> list[int]:
         self._call("unannotated_images")
-        free = [i for i in sorted(self.images_by_id)
-                if i not in self.hidden and i not in exclude
-                and not any(a.getNs().val == namespace for a in self.annotations.get(i, []))]
+        free = [
+            i
+            for i in sorted(self.images_by_id)
+            if i not in self.hidden
+            and i not in exclude
+            and not any(a.getNs().val == namespace for a in self.annotations.get(i, []))
+        ]
         return free[:limit]
 
     def attach_file(self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str):

@@ -12,8 +12,19 @@ import omero_iscc.compute as compute_mod
 from omero_iscc.annotation import from_pairs
 from omero_iscc.config import ScriptSettings
 
-KEYS = ["iscc:sum", "iscc:datahash", "iscc:filesize", "iscc:data", "iscc:instance", "iscc:version",
-        "iscc:source_file", "iscc:files", "iscc:timestamp", "iscc:processor", "iscc:input"]
+KEYS = [
+    "iscc:sum",
+    "iscc:datahash",
+    "iscc:filesize",
+    "iscc:data",
+    "iscc:instance",
+    "iscc:version",
+    "iscc:source_file",
+    "iscc:files",
+    "iscc:timestamp",
+    "iscc:processor",
+    "iscc:input",
+]
 
 
 def load_script(name: str):
@@ -29,7 +40,12 @@ ANNOTATE = load_script("ISCC_Annotate")
 
 
 def run_annotate(world, worker, data_type="Dataset", ids=None, replace=False, wide=False):
-    params = {"Data_Type": data_type, "IDs": [world.dataset] if ids is None else ids, "Replace_Existing": replace, "Wide": wide}
+    params = {
+        "Data_Type": data_type,
+        "IDs": [world.dataset] if ids is None else ids,
+        "Replace_Existing": replace,
+        "Wide": wide,
+    }
     return ANNOTATE.annotate_selection(world.omero, params, ScriptSettings(worker=worker))
 
 
@@ -41,7 +57,7 @@ def test_every_kind_of_image_gets_the_reference_code(world, worker):
     for image_id in [world.single, world.multi_file, *world.multi_series, world.legacy, world.other_group]:
         pairs = world.omero.pairs(image_id)
         keys = [k for k, _ in pairs]
-        assert keys[:len(KEYS)] == KEYS
+        assert keys[: len(KEYS)] == KEYS
         values = dict(pairs)
         want = reference(world.disk[image_id])
         for key in ("iscc", "datahash", "data", "instance"):
@@ -55,7 +71,7 @@ def test_every_kind_of_image_gets_the_reference_code(world, worker):
     # A multi-file Fileset lists each file's own code, relative to the fileset directory.
     files = [v for k, v in world.omero.pairs(world.multi_file) if k == "iscc:file"]
     assert [f.split(" ", 1)[1] for f in files] == ["77654033/CT2/17106", "77654033/CT2/17136", "77654033/CT2/17166"]
-    for entry, path in zip(files, world.disk[world.multi_file], strict=False):
+    for entry, path in zip(files, world.disk[world.multi_file]):
         assert entry.split(" ", 1)[0] == reference([path])["iscc"]
     assert dict(world.omero.pairs(world.single))["iscc:source_file"] == "neuron-4Ch.tiff"
     # Saved in each image's own group; the locked and missing images carry nothing.
@@ -98,7 +114,9 @@ def test_rerun_skips_and_replace_swaps_without_touching_other_namespaces(world, 
     for image_id, old in first_ids.items():
         anns = world.omero.annotations[image_id]
         assert len(anns) == 1 and anns[0].getId().val != old
-    assert [[nv.name, nv.value] for nv in world.omero.other_annotations[world.single][0].getMapValue()] == [["lab", "keep me"]]
+    assert [[nv.name, nv.value] for nv in world.omero.other_annotations[world.single][0].getMapValue()] == [
+        ["lab", "keep me"]
+    ]
 
 
 def test_replace_keeps_the_old_annotation_when_the_new_one_fails(world, worker):
@@ -129,12 +147,15 @@ def test_unreadable_file_is_streamed_through_omero(world, as_nobody_worker):
     assert dict(world.omero.pairs(world.multi_file))["iscc:input"] == "managed-repository"
 
 
-@pytest.mark.parametrize("data_type, ids_of, expected_of", [
-    ("Project", lambda w: [w.project], lambda w: 9),
-    ("Screen", lambda w: [w.screen], lambda w: 3),
-    ("Fileset", lambda w: [w.omero.images_by_id[w.multi_series[0]].getFileset().getId().val], lambda w: 3),
-    ("Image", lambda w: [w.single, w.single, 999999], lambda w: 1),
-])
+@pytest.mark.parametrize(
+    "data_type, ids_of, expected_of",
+    [
+        ("Project", lambda w: [w.project], lambda w: 9),
+        ("Screen", lambda w: [w.screen], lambda w: 3),
+        ("Fileset", lambda w: [w.omero.images_by_id[w.multi_series[0]].getFileset().getId().val], lambda w: 3),
+        ("Image", lambda w: [w.single, w.single, 999999], lambda w: 1),
+    ],
+)
 def test_selection_expands_to_each_image_once(world, worker, data_type, ids_of, expected_of):
     from omero_iscc.selection import expand
 
@@ -160,8 +181,9 @@ def test_images_the_user_cannot_see_are_not_found(world, worker):
 
 
 def test_seed_service_annotations_are_read():
-    record = from_pairs([("iscc:sum", "ISCC:KUAX"), ("iscc:data", "ISCC:GAA"), ("iscc:inst", "ISCC:IAA"),
-                         ("unknown", "x")])
+    record = from_pairs(
+        [("iscc:sum", "ISCC:KUAX"), ("iscc:data", "ISCC:GAA"), ("iscc:inst", "ISCC:IAA"), ("unknown", "x")]
+    )
     assert (record.iscc, record.data, record.instance) == ("ISCC:KUAX", "ISCC:GAA", "ISCC:IAA")
     assert from_pairs([("something", "else")]) is None
 

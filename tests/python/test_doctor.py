@@ -18,12 +18,19 @@ def run(cfg, connect, tests):
 def test_all_checks_pass_on_a_healthy_setup(world, worker, tmp_path):
     cfg = Config(worker=worker, state_dir=str(tmp_path / "state"))
     world.omero.add_annotation(world.single, [["iscc:sum", "ISCC:KUAX"], ["iscc:timestamp", "t"]], NS)
-    status, lines = run(cfg, lambda c: (Closer(), world.omero),
-                        ["connection", "processing", "service", "list"])
+    status, lines = run(cfg, lambda c: (Closer(), world.omero), ["connection", "processing", "service", "list"])
     assert status == 0, lines
     text = "\n".join(lines)
-    for check in ["connection", "worker found", "worker statically linked", "worker selftest",
-                  "repository root readable", "one real file hashed", "state dir writable", "lock free"]:
+    for check in [
+        "connection",
+        "worker found",
+        "worker statically linked",
+        "worker selftest",
+        "repository root readable",
+        "one real file hashed",
+        "state dir writable",
+        "lock free",
+    ]:
         assert f"OK   {check}:" in text, text
     assert f"image {world.single}: ISCC:KUAX" in text
 
@@ -32,8 +39,12 @@ def test_failures_say_what_to_fix(world, tmp_path):
     def refuse(cfg):
         raise ConnectionRefusedError("connection refused")
 
-    cfg = Config(worker=str(tmp_path / "nowhere" / "omero-iscc"), state_dir=str(tmp_path / "state"),
-                 repository=str(tmp_path / "missing-repo"), webhook_url="http://127.0.0.1:9/hook")
+    cfg = Config(
+        worker=str(tmp_path / "nowhere" / "omero-iscc"),
+        state_dir=str(tmp_path / "state"),
+        repository=str(tmp_path / "missing-repo"),
+        webhook_url="http://127.0.0.1:9/hook",
+    )
     with Lock(cfg.state_dir):
         status, lines = run(cfg, refuse, ["connection", "processing", "service"])
     assert status == 1

@@ -24,7 +24,7 @@ def variants(world):
     data = original.read_bytes()
     edited = bytearray(data)
     mid = len(edited) // 2
-    edited[mid:mid + 64] = bytes(b ^ 0x5A for b in edited[mid:mid + 64])
+    edited[mid : mid + 64] = bytes(b ^ 0x5A for b in edited[mid : mid + 64])
     made = {}
     for label, content in [("copy", data), ("edited", bytes(edited)), ("extended", data + os.urandom(30000))]:
         d = f"scientist_2/2026-11/30/{label}/"
@@ -55,14 +55,17 @@ def test_identical_and_near_duplicates_with_distances(world, worker, variants):
         by_group.setdefault((r["group"], r["kind"]), []).append(r)
     identical = [g for (n, k), g in by_group.items() if k == "identical"]
     assert sorted(sorted(int(r["image_id"]) for r in g) for g in identical) == sorted(
-        [sorted([world.single, variants["copy"]]), sorted(world.multi_series)])
+        [sorted([world.single, variants["copy"]]), sorted(world.multi_series)]
+    )
     [similar] = [g for (n, k), g in by_group.items() if k == "similar"]
     members = {int(r["image_id"]): int(r["distance"]) for r in similar}
     assert set(members) == {world.single, variants["copy"], variants["edited"], variants["extended"]}
     codes = {i: dict(world.omero.pairs(i))["iscc:sum"] for i in members}
     for image_id, d in members.items():
         assert d == duplicates.distance(codes[world.single], codes[image_id])
-    assert all(r["owner"] == "scientist" and r["group_name"].startswith("group ") for r in rows if r["kind"] != "no_iscc")
+    assert all(
+        r["owner"] == "scientist" and r["group_name"].startswith("group ") for r in rows if r["kind"] != "no_iscc"
+    )
 
 
 def test_server_scope_never_shows_what_the_user_cannot_see(world, worker, variants):
@@ -78,8 +81,12 @@ def test_find_by_image_and_by_code(world, worker, variants, capsys):
     run_annotate(world, worker)
     hits = duplicates.find(world.omero, str(variants["edited"]), NS)
     ids = [c.image_id for c, _ in hits]
-    assert ids[0] == variants["edited"] and set(ids) == {world.single, variants["copy"], variants["edited"],
-                                                         variants["extended"]}
+    assert ids[0] == variants["edited"] and set(ids) == {
+        world.single,
+        variants["copy"],
+        variants["edited"],
+        variants["extended"],
+    }
     code = dict(world.omero.pairs(world.single))["iscc:sum"]
     assert duplicates.find_command(Config(), lambda cfg: (None, world.omero), code, 0) == 0
     out = capsys.readouterr().out

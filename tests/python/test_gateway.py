@@ -23,6 +23,7 @@ class Recorder:
         def call(*args):
             self.calls.append((name, args))
             return self.answers.get(name, [])
+
         return call
 
 
@@ -92,7 +93,9 @@ def test_annotations_by_image_and_saving_in_the_images_group():
     assert ctx["omero.group"] == "3"
     assert conn.SERVICE_OPTS.getOmeroGroup() == "-1"  # the shared context is untouched
     child = new_link.getChild()
-    assert child.getNs().val == "ns" and [(nv.name, nv.value) for nv in child.getMapValue()] == [("iscc:sum", "ISCC:KUAX")]
+    assert child.getNs().val == "ns" and [(nv.name, nv.value) for nv in child.getMapValue()] == [
+        ("iscc:sum", "ISCC:KUAX")
+    ]
     assert new_link.getParent().getId().val == 7 and not new_link.getParent().isLoaded()
     g.delete_annotations([70])
     g.delete_annotations([])
@@ -112,7 +115,7 @@ def test_stream_reads_the_whole_file_in_chunks_and_closes_the_store():
             return len(data)
 
         def read(self, offset, n):
-            return data[offset:offset + n]
+            return data[offset : offset + n]
 
         def close(self):
             Store.closed = True

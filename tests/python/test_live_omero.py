@@ -44,9 +44,25 @@ def conn():
 def image_id(samples):
     path = samples / "ome-tiff" / "neuron-4Ch.tiff"
     port = os.environ.get("OMERO_ISCC_TEST_PORT", "4064")
-    out = subprocess.run(["omero", "import", "-s", HOST, "-p", port, "-u", os.environ["OMERO_ISCC_TEST_USER"],
-                          "-w", os.environ["OMERO_ISCC_TEST_PASSWORD"], str(path)],
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [
+            "omero",
+            "import",
+            "-s",
+            HOST,
+            "-p",
+            port,
+            "-u",
+            os.environ["OMERO_ISCC_TEST_USER"],
+            "-w",
+            os.environ["OMERO_ISCC_TEST_PASSWORD"],
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     match = re.search(r"Image:(\d+)", out.stdout + out.stderr)
     assert match, f"omero import failed: {out.stderr[-2000:]}"
     return int(match.group(1)), path

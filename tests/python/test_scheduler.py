@@ -142,9 +142,26 @@ def test_second_instance_is_refused(tmp_path, worker):
     cfg.write_text("{}")
     env = dict(os.environ, PYTHONPATH=str(TOP / "omero_scripts"))
     with state_mod.Lock(str(state_dir)):
-        proc = subprocess.run([sys.executable, "-m", "omero_iscc", "--config", str(cfg), "--state-dir",
-                               str(state_dir), "--worker", worker, "run", "--once"],
-                              capture_output=True, text=True, env=env, timeout=60)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "omero_iscc",
+                "--config",
+                str(cfg),
+                "--state-dir",
+                str(state_dir),
+                "--worker",
+                worker,
+                "run",
+                "--once",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
     assert proc.returncode == 3, proc.stderr
     assert "another omero-iscc scheduler is running" in proc.stderr
 
@@ -194,15 +211,18 @@ def test_configuration_precedence(tmp_path):
     assert cfg.masked()["password"] == "***" and cfg.password == "s3cret"
 
 
-@pytest.mark.parametrize("content, args, message", [
-    ('{"poll_interval": -5}', [], "poll_interval: -5.0 must be greater than 0"),
-    ('{"pol_interval": 5}', [], "unknown key(s)"),
-    ('{"batch_size": "many"}', [], "batch_size: 'many' is not a number"),
-    ("not json", [], "is not valid JSON"),
-    (None, [], "cannot read the configuration file"),
-    ("{}", ["--port", "70000"], "port: 70000 is not a TCP port"),
-    ("{}", ["--log-level", "chatty"], "log_level"),
-])
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        ('{"poll_interval": -5}', [], "poll_interval: -5.0 must be greater than 0"),
+        ('{"pol_interval": 5}', [], "unknown key(s)"),
+        ('{"batch_size": "many"}', [], "batch_size: 'many' is not a number"),
+        ("not json", [], "is not valid JSON"),
+        (None, [], "cannot read the configuration file"),
+        ("{}", ["--port", "70000"], "port: 70000 is not a TCP port"),
+        ("{}", ["--log-level", "chatty"], "log_level"),
+    ],
+)
 def test_bad_configuration_exits_2_with_a_clear_message(tmp_path, capsys, content, args, message):
     f = tmp_path / "config.json"
     if content is not None:
@@ -237,9 +257,8 @@ def test_the_admin_script_runs_one_poll_with_the_scheduler_state(tmp_path, worke
     message = script.poll(fake, 5, config_file=str(cfg))
     assert message == "4 annotated, 1 failed, of 5 image(s) without an ISCC (batch size 5)"
     assert state_mod.load(str(tmp_path / "state")).failures[ids[2]].attempts == 1
-    with state_mod.Lock(str(tmp_path / "state")):
-        with pytest.raises(state_mod.LockedError):
-            script.poll(fake, 5, config_file=str(cfg))
+    with state_mod.Lock(str(tmp_path / "state")), pytest.raises(state_mod.LockedError):
+        script.poll(fake, 5, config_file=str(cfg))
     fake.admin = False
     with pytest.raises(script.scripting.ScriptError, match="only administrators"):
         script.poll(fake, 5, config_file=str(cfg))

@@ -46,8 +46,11 @@ def test_outputs_of_successful_work():
 
 
 def test_input_errors_go_to_error_and_message():
-    for error in (SelectionError("no IDs given"), WorkerError("omero-iscc not found"),
-                  scripting.ScriptError("only administrators may run this script")):
+    for error in (
+        SelectionError("no IDs given"),
+        WorkerError("omero-iscc not found"),
+        scripting.ScriptError("only administrators may run this script"),
+    ):
         client = Client({})
 
         def work(omero_access, params, error=error):

@@ -32,8 +32,11 @@ def test_ok_changed_missing_and_no_annotation(world, worker):
     assert message == "Verified 4 image(s): 4 OK, 0 CHANGED, 0 MISSING_FILE, 0 NO_ANNOTATION"
     kind, obj_id, report = rows(world)
     assert (kind, obj_id) == ("Image", world.single)
-    assert all(int(r["checksums_checked"]) == len(world.disk[int(r["image_id"])]) for r in report
-               if int(r["image_id"]) != world.legacy)
+    assert all(
+        int(r["checksums_checked"]) == len(world.disk[int(r["image_id"])])
+        for r in report
+        if int(r["image_id"]) != world.legacy
+    )
 
     # Modify one DICOM file in place (same size), delete the single file.
     victim = world.disk[world.multi_file][1]
