@@ -98,6 +98,11 @@ if [ -n "$omero_dir" ]; then
     fi
     [ -n "$python" ] && [ -x "$python" ] || die "cannot find the OMERO server's Python: use --python"
 fi
+if [ -n "$python" ]; then
+    # The helper runs inside the server's Python: 3.9 is the floor (Rocky/RHEL 9's Python).
+    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
+        die "$python is Python $("$python" -c 'import platform; print(platform.python_version())' 2>/dev/null): omero-iscc needs Python 3.9 or newer in the OMERO server's environment"
+fi
 if [ -z "$user" ]; then
     if [ -n "$omero_dir" ]; then user=$(stat -c %U "$omero_dir"); else user=$(id -un); fi
 fi

@@ -5,8 +5,9 @@
     python -m omero_iscc doctor [--test T]  connection | processing | service | list
     python -m omero_iscc find ISCC:...|ID   images whose ISCC equals or is near a code or image
 
-Exit status: 0 when nothing failed, 1 when an image (or a check) failed, 2 on configuration
-errors, 3 when another scheduler already holds the lock.
+Exit status (``statuses.ExitStatus``, as the worker's): 0 when nothing failed, 1 when an image
+(or a check) failed, 2 on configuration errors, 3 when another scheduler already holds the
+lock (nothing was done).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import sys
 from . import __version__
 from . import state as state_mod
 from .config import Config, ConfigError, load
+from .statuses import ExitStatus
 
-EXIT_LOCKED = 3
 SCHED_OPTIONS = [
     ("host", str),
     ("port", int),
@@ -98,7 +99,7 @@ def cmd_status(cfg: Config) -> int:
     print(f"waiting to be retried: {len(retrying)}")
     for image_id, f in sorted(retrying.items()):
         print(f"  image {image_id}: attempt {f.attempts}: {f.error}")
-    return 0
+    return ExitStatus.SUCCESS
 
 
 def main(argv: list[str] | None = None, connect=None) -> int:
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None, connect=None) -> int:
         cfg = _config(args)
     except ConfigError as exc:
         print(f"omero-iscc: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return ExitStatus.USAGE
     _setup_logging(cfg.log_level)
     if connect is None:
         from .connection import connect as connect_default
@@ -132,13 +133,13 @@ def main(argv: list[str] | None = None, connect=None) -> int:
         lock = state_mod.Lock(cfg.state_dir).acquire()
     except state_mod.LockedError as exc:
         print(f"omero-iscc: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
+        return ExitStatus.INCOMPLETE
     try:
         try:
             scheduler = Scheduler(cfg, connect)
         except WorkerError as exc:
             print(f"omero-iscc: {exc}", file=sys.stderr)
-            return 2
+            return ExitStatus.USAGE
         scheduler.install_signal_handlers()
         return scheduler.run(once=bool(getattr(args, "once", False)))
     finally:

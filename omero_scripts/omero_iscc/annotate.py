@@ -13,24 +13,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .annotation import IsccRecord, to_pairs
 from .compute import BATCH, compute
 from .connection import is_connection_error
 from .filesets import plan
 from .gateway import Omero
+from .layout import IsccRecord, to_pairs
+from .statuses import ImageStatus
 
 log = logging.getLogger(__name__)
 
-ANNOTATED = "annotated"
-ALREADY = "already"
-FAILED = "failed"
-NOT_PERMITTED = "not_permitted"
+ANNOTATED, ALREADY, FAILED, NOT_PERMITTED = (
+    ImageStatus.ANNOTATED,
+    ImageStatus.ALREADY,
+    ImageStatus.FAILED,
+    ImageStatus.NOT_PERMITTED,
+)
 
 
 @dataclass
 class ImageOutcome:
     image_id: int
-    status: str
+    status: ImageStatus
     message: str = ""
     iscc: str | None = None
     seconds: float = 0.0
@@ -41,7 +44,7 @@ class AnnotateReport:
     outcomes: list[ImageOutcome] = field(default_factory=list)
     stopped: bool = False
 
-    def count(self, status: str) -> int:
+    def count(self, status: ImageStatus) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
 
     @property

@@ -1,6 +1,6 @@
 """Hashing units of images: through the worker over ManagedRepository paths, or, for images
 without a Fileset and files the process cannot read there, streamed through the
-RawFileStore into ``omero-iscc sum -``."""
+RawFileStore into ``omero-iscc sum -``. Batching is the caller's."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .annotation import INPUT_REPOSITORY, INPUT_STREAM, FileCode, IsccRecord, utc_timestamp
 from .connection import is_connection_error
-from .filesets import Unit, source_file
+from .filesets import Unit, resolve_files
 from .gateway import Omero
+from .layout import INPUT_REPOSITORY, INPUT_STREAM, FileCode, IsccRecord, utc_timestamp
+from .statuses import Problem
 from .worker import FileResult, GroupResult, WorkerError, run_groups, sum_streams
 
 log = logging.getLogger(__name__)
 
 #: Worker error kinds after which the file is tried through the RawFileStore.
 STREAMABLE = {"not_found", "permission_denied", "io"}
-#: Groups per worker run.
+#: Units per worker run, as the callers batch them.
 BATCH = 200
 
 
@@ -29,7 +30,7 @@ class UnitResult:
     unit: Unit
     record: IsccRecord | None = None
     files: list[FileResult] = field(default_factory=list)
-    problem: str | None = None  # "missing_file", "unreadable", "no_files", "worker"
+    problem: Problem | None = None
     message: str | None = None
 
     @property
@@ -72,10 +73,51 @@ def _stream(
             message = f"file missing from repository ({repository_error})"
         else:
             message = f"file cannot be read through OMERO: {exc.__cause__ or exc}"
-        return UnitResult(unit, problem="missing_file", message=message)
+        return UnitResult(unit, problem=Problem.MISSING_FILE, message=message)
     whole = results[-1]
     per_file = results[:-1] if len(results) > 1 else results
     return UnitResult(unit, record=_record(unit, whole, per_file, INPUT_STREAM), files=per_file)
+
+
+def route(units: list[Unit], root: str | None) -> tuple[list[Unit], list[Unit]]:
+    """Which units the worker reads in the repository, and which are streamed through OMERO:
+    images without a Fileset, and every unit when no repository root is known."""
+    in_repository = [u for u in units if u.fileset_id is not None and root is not None]
+    streamed = [u for u in units if u.fileset_id is None or root is None]
+    return in_repository, streamed
+
+
+def _hash_in_repository(
+    units: list[Unit], worker: str, root: str, wide: bool, checksums: list[str], out: dict[str, UnitResult]
+) -> dict[str, str]:
+    """One worker run over the units' repository paths; returns the units to stream instead,
+    with why the repository could not serve them."""
+    if not units:
+        return {}
+    by_key = {u.key: u for u in units}
+    try:
+        results = list(
+            run_groups(
+                worker, root, [(u.key, [f.repo_path for f in u.files]) for u in units], wide=wide, checksums=checksums
+            )
+        )
+    except WorkerError as exc:
+        for u in units:
+            out[u.key] = UnitResult(u, problem=Problem.WORKER, message=str(exc))
+        return {}
+    to_stream: dict[str, str] = {}
+    for result in results:
+        unit = by_key[result.id]
+        if result.ok:
+            out[unit.key] = UnitResult(
+                unit, record=_record(unit, result, result.files, INPUT_REPOSITORY), files=result.files
+            )
+        elif result.error_kind in STREAMABLE:
+            log.info("%s: %s; reading through the RawFileStore", unit.key, result.error)
+            to_stream[unit.key] = result.error or result.error_kind or ""
+        else:
+            out[unit.key] = UnitResult(unit, problem=Problem.UNREADABLE, message=result.error)
+    return to_stream
 
 
 def compute(
@@ -87,60 +129,26 @@ def compute(
     checksums: Iterable[str] = (),
     chunk_size: int = 1 << 20,
 ) -> dict[str, UnitResult]:
-    """Hashes every unit; one unit's failure never stops the others."""
+    """Hashes every unit (the caller chooses the batch: one worker run serves them all); one
+    unit's failure never stops the others.
+
+    Three jobs, in order: the files of each unit (``filesets.resolve_files``), where each unit
+    is read (``route``), and the hashing itself.
+    """
     checksums = sorted(set(checksums))
-    out: dict[str, UnitResult] = {}
-    for unit in units:
-        if unit.fileset_id is None:
-            unit.files = [source_file(f) for f in omero.legacy_files(unit.images[0].getId().val)]
-            if not unit.files:
-                out[unit.key] = UnitResult(
-                    unit, problem="no_files", message="no original files are stored for this image"
-                )
-    repo_units = [u for u in units if u.fileset_id is not None and u.files]
-    for u in units:
-        if u.fileset_id is not None and not u.files:
-            out[u.key] = UnitResult(u, problem="no_files", message="the fileset has no files")
-    stream_units = [u for u in units if u.fileset_id is None and u.files]
-    if root is None:
-        stream_units += repo_units
-        repo_units = []
-    repository_errors: dict[str, str] = {}
-    for start in range(0, len(repo_units), BATCH):
-        batch = repo_units[start : start + BATCH]
-        by_key = {u.key: u for u in batch}
-        try:
-            results = list(
-                run_groups(
-                    worker,
-                    root,
-                    [(u.key, [f.repo_path for f in u.files]) for u in batch],
-                    wide=wide,
-                    checksums=checksums,
-                )
-            )
-        except WorkerError as exc:
-            for u in batch:
-                out[u.key] = UnitResult(u, problem="worker", message=str(exc))
-            continue
-        for result in results:
-            unit = by_key[result.id]
-            if result.ok:
-                out[unit.key] = UnitResult(
-                    unit, record=_record(unit, result, result.files, INPUT_REPOSITORY), files=result.files
-                )
-            elif result.error_kind in STREAMABLE:
-                log.info("%s: %s; reading through the RawFileStore", unit.key, result.error)
-                repository_errors[unit.key] = result.error or result.error_kind or ""
-                stream_units.append(unit)
-            else:
-                out[unit.key] = UnitResult(unit, problem="unreadable", message=result.error)
-    for unit in stream_units:
+    out = {
+        key: UnitResult(unit, problem=Problem.NO_FILES, message=why)
+        for key, (unit, why) in resolve_files(omero, units).items()
+    }
+    in_repository, streamed = route([u for u in units if u.key not in out], root)
+    repository_errors = _hash_in_repository(in_repository, worker, root or "", wide, checksums, out)
+    streamed += [u for u in in_repository if u.key in repository_errors]
+    for unit in streamed:
         try:
             out[unit.key] = _stream(omero, unit, worker, wide, checksums, chunk_size, repository_errors.get(unit.key))
         except Exception as exc:  # noqa: BLE001 - an OMERO or I/O error on one unit must not stop the batch
             if is_connection_error(exc):
                 raise
             log.warning("%s: %s", unit.key, exc)
-            out[unit.key] = UnitResult(unit, problem="missing_file", message=str(exc))
+            out[unit.key] = UnitResult(unit, problem=Problem.MISSING_FILE, message=str(exc))
     return out

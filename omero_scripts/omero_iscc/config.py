@@ -14,13 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .errors import InputError
+
 DEFAULT_CONFIG_FILE = "/etc/omero-iscc/config.json"
 ENV_PREFIX = "OMERO_ISCC_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SECRET_KEYS = ("password", "session_key")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """The configuration cannot be used (exit status 2)."""
 
 

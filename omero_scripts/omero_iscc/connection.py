@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Callable
+
 from .config import Config
 
 #: Ice exceptions that mean the connection or session is gone (not that one image failed).
@@ -53,3 +57,15 @@ def connect(cfg: Config):
     except BaseException:
         client.closeSession()
         raise
+
+
+@contextlib.contextmanager
+def session(cfg: Config, connect: Callable[[Config], tuple]) -> Iterator:
+    """``with session(cfg, connect) as omero:`` the helper's OMERO access for one job, its
+    session closed afterwards whatever happens (the one place that opens and closes one)."""
+    client, omero = connect(cfg)
+    try:
+        yield omero
+    finally:
+        if client is not None:
+            client.closeSession()

@@ -10,9 +10,11 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable
 
-from .annotation import newest_record
 from .config import Config
+from .connection import session
+from .layout import newest_record
 from .state import Lock
+from .statuses import ExitStatus
 from .webhook import post
 from .worker import WorkerError, find_worker, selftest
 
@@ -42,7 +44,8 @@ def _static(worker: str) -> tuple[bool, str]:
 
 def check_connection(cfg: Config, connect: Callable) -> list[Check]:
     try:
-        client, omero = connect(cfg)
+        with session(cfg, connect):
+            pass
     except Exception as exc:  # noqa: BLE001 - every failure here is the answer to the check
         return [
             Check(
@@ -52,10 +55,7 @@ def check_connection(cfg: Config, connect: Callable) -> list[Check]:
                 "check host, port and credentials in the configuration",
             )
         ]
-    try:
-        return [Check("connection", True, f"logged in to {cfg.host}:{cfg.port}")]
-    finally:
-        client.closeSession()
+    return [Check("connection", True, f"logged in to {cfg.host}:{cfg.port}")]
 
 
 def check_processing(cfg: Config, connect: Callable | None) -> list[Check]:
@@ -72,11 +72,8 @@ def check_processing(cfg: Config, connect: Callable | None) -> list[Check]:
     root = cfg.repository
     if root is None and connect is not None:
         try:
-            client, omero = connect(cfg)
-            try:
+            with session(cfg, connect) as omero:
                 root = omero.repository_root()
-            finally:
-                client.closeSession()
         except Exception as exc:  # noqa: BLE001 - reported as the check's failure
             checks.append(Check("repository root", False, f"cannot ask the server for it: {exc}"))
             return checks
@@ -143,28 +140,24 @@ def check_service(cfg: Config) -> list[Check]:
 
 def check_list(cfg: Config, connect: Callable, limit: int = 10) -> list[Check]:
     try:
-        client, omero = connect(cfg)
+        with session(cfg, connect) as omero:
+            links = omero.annotated_images(cfg.namespace, limit)
     except Exception as exc:  # noqa: BLE001 - reported as the check's failure
-        return [Check("list", False, f"cannot connect: {exc}")]
-    try:
-        links = omero.annotated_images(cfg.namespace, limit)
-        lines = []
-        for link in links:
-            record = newest_record([link.getChild()])
-            image = link.getParent()
-            lines.append(
-                f"image {image.getId().val}: {record.iscc if record else '?'} "
-                f"({record.timestamp if record else ''})"
-            )
-        return [
-            Check(
-                "list",
-                True,
-                f"{len(lines)} most recent ISCC annotation(s)" + "".join("\n    " + line for line in lines),
-            )
-        ]
-    finally:
-        client.closeSession()
+        return [Check("list", False, f"cannot list the annotations: {exc}")]
+    lines = []
+    for link in links:
+        record = newest_record([link.getChild()])
+        image = link.getParent()
+        lines.append(
+            f"image {image.getId().val}: {record.iscc if record else '?'} " f"({record.timestamp if record else ''})"
+        )
+    return [
+        Check(
+            "list",
+            True,
+            f"{len(lines)} most recent ISCC annotation(s)" + "".join("\n    " + line for line in lines),
+        )
+    ]
 
 
 def run(cfg: Config, connect: Callable, tests: list[str] | None = None, out=print) -> int:
@@ -181,4 +174,4 @@ def run(cfg: Config, connect: Callable, tests: list[str] | None = None, out=prin
             checks += check_list(cfg, connect)
     for c in checks:
         out(f"{'OK  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
-    return 0 if all(c.ok for c in checks) else 1
+    return ExitStatus.SUCCESS if all(c.ok for c in checks) else ExitStatus.FAILURE

@@ -15,9 +15,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from .annotation import newest_record
 from .config import Config
+from .connection import session
 from .gateway import Omero
+from .layout import newest_record
+from .statuses import ExitStatus
+from .worker import WorkerError
 
 
 @dataclass
@@ -111,8 +114,8 @@ def find_duplicates(
         timeout=3600,
         check=False,
     )
-    if proc.returncode not in (0, 1):
-        raise RuntimeError(f"omero-iscc similar failed: {proc.stderr.decode(errors='replace').strip()}")
+    if proc.returncode not in (ExitStatus.SUCCESS, ExitStatus.FAILURE):
+        raise WorkerError(f"omero-iscc similar failed: {proc.stderr.decode(errors='replace').strip()}")
     for raw in proc.stdout.splitlines():
         group = json.loads(raw)
         report.groups.append(
@@ -179,18 +182,14 @@ def find(omero: Omero, query: str, namespace: str, threshold: int = 12) -> list[
 
 def find_command(cfg: Config, connect, query: str, threshold: int, out=None) -> int:
     out = out or sys.stdout
-    client, omero = connect(cfg)
-    try:
+    with session(cfg, connect) as omero:
         try:
             hits = find(omero, query, cfg.namespace, threshold)
         except (ValueError, LookupError) as exc:
             print(f"omero-iscc: {exc}", file=sys.stderr)
-            return 2
-        for c, d in hits:
-            kind = "identical" if d == 0 else f"~{d:02d}"
-            print(f"{kind:9} image {c.image_id}  {c.iscc}  {c.name}  ({c.owner}, {c.group})", file=out)
-        print(f"{len(hits)} image(s) within {threshold} bits", file=sys.stderr)
-        return 0
-    finally:
-        if client is not None:
-            client.closeSession()
+            return ExitStatus.USAGE
+    for c, d in hits:
+        kind = "identical" if d == 0 else f"~{d:02d}"
+        print(f"{kind:9} image {c.image_id}  {c.iscc}  {c.name}  ({c.owner}, {c.group})", file=out)
+    print(f"{len(hits)} image(s) within {threshold} bits", file=sys.stderr)
+    return ExitStatus.SUCCESS

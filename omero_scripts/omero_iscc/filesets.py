@@ -85,3 +85,18 @@ def plan(images: list) -> list[Unit]:
             unit = units.setdefault(key, Unit(key=key))
         unit.images.append(image)
     return list(units.values())
+
+
+def resolve_files(omero, units: list[Unit]) -> dict[str, tuple[Unit, str]]:
+    """Loads the original files of units without a Fileset (images imported before OMERO 5,
+    whose files are in ``PixelsOriginalFileMap``); returns the units that have no file at all,
+    with why."""
+    empty: dict[str, tuple[Unit, str]] = {}
+    for unit in units:
+        if unit.fileset_id is None:
+            unit.files = [source_file(f) for f in omero.legacy_files(unit.images[0].getId().val)]
+            if not unit.files:
+                empty[unit.key] = (unit, "no original files are stored for this image")
+        elif not unit.files:
+            empty[unit.key] = (unit, "the fileset has no files")
+    return empty

@@ -53,16 +53,22 @@ class BlitzOmero:
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
-    def _params(**ids):
-        """Query parameters: an id or a list of ids per name."""
+    def _params(limit: int | None = None, **values):
+        """Query parameters, the one place they are built: per name an id, a list of ids or a
+        string; ``limit``: at most that many rows."""
+        from omero.rtypes import rstring
         from omero.sys import ParametersI
 
         p = ParametersI()
-        for name, value in ids.items():
-            if isinstance(value, (list, tuple)):
+        for name, value in values.items():
+            if isinstance(value, str):
+                p.add(name, rstring(value))
+            elif isinstance(value, (list, tuple)):
                 p.addLongs(name, list(value))
             else:
                 p.addLong(name, value)
+        if limit:
+            p.page(0, limit)
         return p
 
     def _query(self, hql: str, **ids):
@@ -118,15 +124,10 @@ class BlitzOmero:
         )
 
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]:
-        from omero.rtypes import rstring
-        from omero.sys import ParametersI
-
         out: dict[int, list] = {i: [] for i in image_ids}
         if not image_ids:
             return out
-        p = ParametersI()
-        p.addLongs("ids", list(image_ids))
-        p.add("ns", rstring(namespace))
+        p = self._params(ids=list(image_ids), ns=namespace)
         links = self.conn.getQueryService().findAllByQuery(
             "select l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
             " where a.ns = :ns and l.parent.id in (:ids) order by a.id",
@@ -138,13 +139,7 @@ class BlitzOmero:
         return out
 
     def annotated_images(self, namespace: str, limit: int | None = None) -> list:
-        from omero.rtypes import rstring
-        from omero.sys import ParametersI
-
-        p = ParametersI()
-        p.add("ns", rstring(namespace))
-        if limit:
-            p.page(0, limit)
+        p = self._params(limit=limit, ns=namespace)
         return list(
             self.conn.getQueryService().findAllByQuery(
                 "select l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
@@ -156,16 +151,9 @@ class BlitzOmero:
         )
 
     def unannotated_images(self, namespace: str, limit: int, exclude: list[int] = ()) -> list[int]:
-        from omero.rtypes import rlist, rlong, rstring
-        from omero.sys import ParametersI
-
-        p = ParametersI()
-        p.add("ns", rstring(namespace))
-        where = ""
-        if exclude:
-            p.add("exclude", rlist([rlong(i) for i in exclude]))
-            where = " and i.id not in (:exclude)"
-        p.page(0, limit)
+        values = {"ns": namespace, **({"exclude": list(exclude)} if exclude else {})}
+        p = self._params(limit=limit, **values)
+        where = " and i.id not in (:exclude)" if exclude else ""
         rows = self.conn.getQueryService().projection(
             "select i.id from Image i where not exists ("
             " select l from ImageAnnotationLink l where l.parent = i and l.child.ns = :ns)" + where + " order by i.id",

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import state as state_mod
-from .annotate import FAILED, annotate
-from .annotation import IsccRecord
+from .annotate import annotate
 from .config import Config
 from .connection import is_connection_error
+from .layout import IsccRecord
+from .statuses import ExitStatus, ImageStatus
 from .webhook import Webhook
 from .worker import find_worker
 
@@ -144,7 +145,7 @@ class Scheduler:
                 delay = min(delay * 2, RECONNECT_CAP)
         now = self.clock()
         for outcome in report.outcomes:
-            if outcome.status == FAILED:
+            if outcome.status is ImageStatus.FAILED:
                 f = self.state.record_failure(outcome.image_id, outcome.message, now, self.cfg.poll_interval)
                 log.error(
                     "image %d failed (attempt %d of %d): %s",
@@ -154,7 +155,7 @@ class Scheduler:
                     outcome.message,
                 )
                 result.failed += 1
-            elif outcome.status == "annotated":
+            elif outcome.status is ImageStatus.ANNOTATED:
                 pass  # logged and counted as it happened (also before a reconnection)
             else:
                 log.info("image %d skipped: %s", outcome.image_id, outcome.message or outcome.status)
@@ -182,5 +183,5 @@ class Scheduler:
             state_mod.save(self.cfg.state_dir, self.state)
             self.close()
         if self.stop_event.is_set():
-            return 0  # stopped on request: the state is saved, the next run resumes
-        return 1 if failed else 0
+            return ExitStatus.SUCCESS  # stopped on request: the state is saved, the next run resumes
+        return ExitStatus.FAILURE if failed else ExitStatus.SUCCESS

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .config import ConfigError
-from .selection import SelectionError
+from .errors import InputError
+from .worker import WorkerError
 
 
-class ScriptError(Exception):
+class ScriptError(InputError):
     """The script cannot run for this user or input (reported through ``ERROR``)."""
 
 
-#: Errors that end a script with a message instead of a traceback: bad selections, a missing
-#: worker (WorkerError), a held lock (LockedError), a bad configuration, a failed `similar` run.
-REPORTED = (ScriptError, SelectionError, ConfigError, RuntimeError)
+#: Errors that end a script with a message through ``ERROR`` instead of a traceback: what the
+#: user must change (``InputError``: a bad selection or configuration, a missing worker, a
+#: held lock), and a worker run that failed as a whole.
+REPORTED = (InputError, WorkerError)
 
 Work = Callable[[object, dict], tuple[str, dict]]
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from .errors import InputError
 from .gateway import CHILD_QUERIES, Omero
 
 DATA_TYPES = ["Project", "Dataset", "Image", "Screen", "Plate", "Fileset"]
 
 
-class SelectionError(ValueError):
+class SelectionError(InputError, ValueError):
     """The selection cannot be used (reported through the script's ERROR output)."""
 
 

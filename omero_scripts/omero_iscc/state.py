@@ -11,12 +11,14 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from .errors import InputError
+
 MAX_ATTEMPTS = 3
 STATE_FILE = "state.json"
 LOCK_FILE = "scheduler.lock"
 
 
-class LockedError(RuntimeError):
+class LockedError(InputError):
     """Another scheduler holds the lock."""
 
 

@@ -7,16 +7,14 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from .annotation import newest_record
-from .compute import compute
+from .compute import BATCH, compute
 from .filesets import plan
 from .gateway import Omero
+from .layout import newest_record
+from .statuses import Verdict
 
-OK = "OK"
-CHANGED = "CHANGED"
-MISSING_FILE = "MISSING_FILE"
-NO_ANNOTATION = "NO_ANNOTATION"
-STATUSES = [OK, CHANGED, MISSING_FILE, NO_ANNOTATION]
+OK, CHANGED, MISSING_FILE, NO_ANNOTATION = Verdict.OK, Verdict.CHANGED, Verdict.MISSING_FILE, Verdict.NO_ANNOTATION
+STATUSES = list(Verdict)
 
 #: OMERO hashers the worker can recompute.
 SUPPORTED_HASHERS = {"SHA1-160", "MD5-128", "CRC-32", "Adler-32", "File-Size-64"}
@@ -42,7 +40,7 @@ class ImageVerdict:
     image_id: int
     image_name: str
     fileset_id: int | None
-    status: str
+    status: Verdict
     detail: str = ""
     stored_iscc: str = ""
     computed_iscc: str = ""
@@ -69,11 +67,13 @@ def verify(
         ]
         units = plan(chosen)
         hashers = {f.hasher for u in units for f in u.files if f.hasher in SUPPORTED_HASHERS}
-        results = compute(omero, units, worker, root, wide=wide, checksums=hashers, chunk_size=chunk_size)
-        for unit in units:
-            result = results[unit.key]
-            for image in unit.images:
-                verdicts.append(_judge(image, unit, result, stored.get(image.getId().val)))
+        for start in range(0, len(units), BATCH):
+            batch = units[start : start + BATCH]
+            results = compute(omero, batch, worker, root, wide=wide, checksums=hashers, chunk_size=chunk_size)
+            for unit in batch:
+                result = results[unit.key]
+                for image in unit.images:
+                    verdicts.append(_judge(image, unit, result, stored.get(image.getId().val)))
     order = {i: n for n, i in enumerate(image_ids)}
     verdicts.sort(key=lambda v: order.get(v.image_id, len(order)))
     return verdicts

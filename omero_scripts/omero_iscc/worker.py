@@ -16,11 +16,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
+from .errors import InputError
+
 WORKER_NAME = "omero-iscc"
 
 
 class WorkerError(RuntimeError):
     """The worker could not be run, or broke its output contract."""
+
+
+class WorkerMissing(WorkerError, InputError):
+    """No usable worker binary where the configuration and the installer put it."""
 
 
 def find_worker(configured: str | None = None) -> str:
@@ -35,11 +41,11 @@ def find_worker(configured: str | None = None) -> str:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     if configured:
-        raise WorkerError(f"the configured worker {configured!r} is not an executable file")
+        raise WorkerMissing(f"the configured worker {configured!r} is not an executable file")
     found = shutil.which(WORKER_NAME)
     if found:
         return found
-    raise WorkerError(
+    raise WorkerMissing(
         f"{WORKER_NAME} not found next to {sys.executable} or on PATH; run install.sh "
         "or set the worker path in the configuration"
     )

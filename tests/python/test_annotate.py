@@ -9,8 +9,8 @@ import pytest
 from conftest import TOP, reference
 
 import omero_iscc.compute as compute_mod
-from omero_iscc.annotation import from_pairs
 from omero_iscc.config import ScriptSettings
+from omero_iscc.layout import from_pairs
 
 KEYS = [
     "iscc:sum",

@@ -143,3 +143,20 @@ def test_systemd_units_and_cli_only_install(site, worker, tmp_path):
 def test_bad_options_are_refused(site, worker):
     result = install(site, worker, "--frobnicate")
     assert result.returncode == 2 and "unknown option" in result.stderr
+
+
+def test_a_python_older_than_3_9_is_refused(site, worker, tmp_path):
+    # A stand-in for an old server Python: answers the two questions install.sh asks it.
+    old = tmp_path / "python3.8"
+    old.write_text(
+        '#!/bin/sh\ncase "$2" in\n  *version_info*) exit 1 ;;\n  *python_version*) echo 3.8.18 ;;\n'
+        "  *) exit 99 ;;\nesac\n"
+    )
+    old.chmod(0o755)
+    args = list(site["args"])
+    args[args.index("--python") + 1] = str(old)
+    site = dict(site, args=args)
+    result = install(site, worker)
+    assert result.returncode != 0
+    assert "is Python 3.8.18: omero-iscc needs Python 3.9 or newer" in result.stderr, result.stderr
+    assert not (site["root"] / "usr" / "bin" / "omero-iscc").exists()

@@ -71,3 +71,15 @@ def test_a_bug_is_not_swallowed():
     with pytest.raises(KeyError):
         scripting.run(client, work, "x", omero_factory=lambda c: None)
     assert "Message" not in client.outputs
+
+
+def test_any_other_runtime_error_is_a_fault_not_an_input_error():
+    client = Client({})
+
+    def work(omero_access, params):
+        raise RuntimeError("an unexpected state")
+
+    # REPORTED is narrow: only InputError (and a worker that failed as a whole) end politely.
+    with pytest.raises(RuntimeError):
+        scripting.run(client, work, "x", omero_factory=lambda c: None)
+    assert "ERROR" not in client.outputs

@@ -21,7 +21,7 @@ warnings.simplefilter("ignore")  # pathspec's deprecation and re's "possible nes
 
 def match(case):
     try:
-        with open(case["file"], "r", encoding="utf-8") as f:
+        with open(case["file"], encoding="utf-8") as f:
             spec = pathspec.PathSpec.from_lines(pathspec.patterns.GitWildMatchPattern, f)
         return {"ignored": [bool(spec.match_file(p)) for p in case["paths"]]}
     except Exception as exc:  # noqa: BLE001 - any failure is what iscc-sum would die of

@@ -1,4 +1,4 @@
-"""The ISCC key-value annotation: what is written on an image, and reading it back.
+"""The ISCC key-value annotation's layout: what is written on an image, and reading it back.
 
 Keys, in this order: ``iscc:sum``, ``iscc:datahash``, ``iscc:filesize``, ``iscc:data``,
 ``iscc:instance``, ``iscc:version``, ``iscc:source_file``, ``iscc:files``, ``iscc:timestamp``,

@@ -1,0 +1,60 @@
+"""Every status the helper reports, as enums: the exit statuses of ``python -m omero_iscc``
+(mirroring the ``omero-iscc`` worker's), what happened to each image, and Verify's verdicts.
+
+The image and verdict statuses are ``str`` enums, so they read and compare as the plain words
+that reports, CSV files and logs carry.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """Process exit statuses, the worker's (``src/exit.rs``) and the scheduler's alike."""
+
+    #: Everything succeeded.
+    SUCCESS = 0
+    #: Something (a record, an image, a check) failed; everything else was still done.
+    FAILURE = 1
+    #: The command line or the configuration cannot be used: nothing was done.
+    USAGE = 2
+    #: The run did not complete: the worker's output was closed, or another scheduler holds
+    #: the lock. Nothing is wrong with the data; run again later.
+    INCOMPLETE = 3
+
+
+class ImageStatus(str, enum.Enum):
+    """What annotating did for one image."""
+
+    ANNOTATED = "annotated"
+    ALREADY = "already"
+    FAILED = "failed"
+    NOT_PERMITTED = "not_permitted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Verdict(str, enum.Enum):
+    """What verifying found for one image."""
+
+    OK = "OK"
+    CHANGED = "CHANGED"
+    MISSING_FILE = "MISSING_FILE"
+    NO_ANNOTATION = "NO_ANNOTATION"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Problem(str, enum.Enum):
+    """Why a unit of images could not be hashed."""
+
+    NO_FILES = "no_files"
+    MISSING_FILE = "missing_file"
+    UNREADABLE = "unreadable"
+    WORKER = "worker"
+
+    def __str__(self) -> str:
+        return self.value
