@@ -3,9 +3,12 @@
 
     bench/bench_sum.py [--runs N] [--workdir DIR] [--big-gib G] [--small N] [--sparse-gib G]
 
-Runs every command on the same warm (page-cached) inputs, N times each, and prints the median
-wall time, the peak resident memory (getrusage of the child) and the ratio to iscc-sum, with
-the machine it ran on. Inputs: one random file of G GiB, N random files of 20-80 KB, and a
+Runs every command on the same warm (page-cached) inputs, N rounds, each round running the
+peer and ours one after the other (interleaved, so a change of load hits both alike), and
+prints the median wall time, the peak resident memory, and the ratio to iscc-sum taken round
+by round (median and range), with the machine and its load average before and after. A run
+that starts on a busy machine (load above --max-load per core) ends with status 1 and says
+its figures are not for the README. Inputs: one random file of G GiB, N random files of 20-80 KB, and a
 sparse file (memory only). Needs the test environment's Python (iscc-sum installed) and the
 release binary; `tests/setup/env.sh` provides both. Timings are never asserted in tests: these
 machines are shared and noisy, so the numbers are read, not checked.
@@ -48,14 +51,20 @@ def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, int]:
         return wall, int(rss.read().split()[-1])
 
 
-def measure(label: str, cmd: list[str], runs: int, cwd: Path | None = None) -> dict:
-    results = [run(cmd, cwd) for _ in range(runs)]
-    return {
-        "label": label,
-        "wall": statistics.median(w for w, _ in results),
-        "rss": max(r for _, r in results),
-        "cmd": cmd,
-    }
+def interleaved(commands: list[tuple[str, list[str]]], runs: int, cwd: Path | None = None) -> list[dict]:
+    """Runs the commands round-robin, `runs` rounds (peer, ours, peer, ours, ...), so that a
+    change in the machine's load falls on every command alike; keeps every wall time."""
+    walls: dict[str, list[float]] = {label: [] for label, _ in commands}
+    rss: dict[str, int] = dict.fromkeys(walls, 0)
+    for _ in range(runs):
+        for label, cmd in commands:
+            wall, peak = run(cmd, cwd)
+            walls[label].append(wall)
+            rss[label] = max(rss[label], peak)
+    return [
+        {"label": label, "walls": walls[label], "wall": statistics.median(walls[label]), "rss": rss[label]}
+        for label, _ in commands
+    ]
 
 
 def machine() -> str:
@@ -99,13 +108,22 @@ def make_inputs(work: Path, big_gib: float, small: int, sparse_gib: float) -> tu
 
 
 def table(title: str, rows: list[dict], base: str) -> None:
-    ref = next((r["wall"] for r in rows if r["label"] == base), None)
+    """Median wall time and peak memory per command, and the ratio to `base` taken run by run
+    (each round's peer time over the same round's time): its median and its range."""
+    ref = next((r["walls"] for r in rows if r["label"] == base), None)
     print(f"\n{title}")
-    print(f"| {'command':44} | {'wall (median)':>13} | {'peak RSS':>10} | {'vs iscc-sum':>11} |")
-    print(f"|{'-' * 46}|{'-' * 15}:|{'-' * 11}:|{'-' * 12}:|")
+    print(f"| {'command':40} | {'wall (median)':>13} | {'peak RSS':>10} | {'vs iscc-sum: median (range)':>27} |")
+    print(f"|{'-' * 42}|{'-' * 15}:|{'-' * 11}:|{'-' * 28}:|")
     for r in rows:
-        ratio = f"{ref / r['wall']:.2f}x" if ref else "-"
-        print(f"| {r['label']:44} | {r['wall']:11.3f} s | {r['rss'] / 1024:7.1f} MiB | {ratio:>11} |")
+        ratio = "-"
+        if ref and r["label"] != base:
+            ratios = [p / o for p, o in zip(ref, r["walls"])]
+            ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+        print(f"| {r['label']:40} | {r['wall']:11.3f} s | {r['rss'] / 1024:7.1f} MiB | {ratio:>27} |")
+
+
+def load() -> float:
+    return os.getloadavg()[0]
 
 
 def main() -> None:
@@ -120,6 +138,12 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=5000)
     ap.add_argument("--sparse-gib", type=float, default=16.0)
     ap.add_argument("--skip-sparse", action="store_true")
+    ap.add_argument(
+        "--max-load",
+        type=float,
+        default=0.3,
+        help="largest 1-minute load average per core before the runs for figures fit for the README",
+    )
     args = ap.parse_args()
     if not os.access(GNU_TIME, os.X_OK):
         sys.exit("GNU time is needed for peak memory: apt-get install time")
@@ -129,34 +153,45 @@ def main() -> None:
     big, smalldir, sparse = make_inputs(args.workdir, args.big_gib, args.small, args.sparse_gib)
     cores = os.cpu_count() or 1
     print(f"machine: {machine()}")
-    print(f"runs per command: {args.runs} (median wall time; page cache warm)")
+    print(f"runs per command: {args.runs}, interleaved with the peer (page cache warm)")
+    load_before = load()
+    print(f"load average before: {load_before:.2f} ({cores} cores)")
     b3sum = shutil.which("b3sum")
 
-    rows = [measure("iscc-sum --narrow", iscc_sum + ["--narrow", str(big)], args.runs)]
+    commands = [("iscc-sum --narrow", [*iscc_sum, "--narrow", str(big)])]
     for t in sorted({1, 2, cores} | set(range(2, cores + 1, max(1, cores // 4)))):
         if t <= cores:
-            rows.append(
-                measure(f"omero-iscc sum --threads {t}", [str(WORKER), "sum", "--threads", str(t), str(big)], args.runs)
-            )
-    rows.append(measure("omero-iscc sum --no-mmap", [str(WORKER), "sum", "--no-mmap", str(big)], args.runs))
+            commands.append((f"omero-iscc sum --threads {t}", [str(WORKER), "sum", "--threads", str(t), str(big)]))
+    commands.append(("omero-iscc sum --no-mmap", [str(WORKER), "sum", "--no-mmap", str(big)]))
     if b3sum:
-        rows.append(measure("b3sum (BLAKE3 only)", [b3sum, str(big)], args.runs))
-    rows.append(measure("cat > /dev/null", ["cat", str(big)], args.runs))
+        commands.append(("b3sum (BLAKE3 only)", [b3sum, str(big)]))
+    commands.append(("cat > /dev/null", ["cat", str(big)]))
+    rows = interleaved(commands, args.runs)
     table(f"One {args.big_gib:g} GiB random file", rows, "iscc-sum --narrow")
 
     files = sorted(p.name for p in smalldir.iterdir())
-    rows = [
-        measure("iscc-sum --narrow DIR", iscc_sum + ["--narrow", "."], max(1, args.runs // 2), cwd=smalldir),
-        measure("omero-iscc sum DIR", [str(WORKER), "sum", "."], args.runs, cwd=smalldir),
-        measure("omero-iscc sum --threads 1 DIR", [str(WORKER), "sum", "--threads", "1", "."], args.runs, cwd=smalldir),
+    commands = [
+        ("iscc-sum --narrow DIR", [*iscc_sum, "--narrow", "."]),
+        ("omero-iscc sum DIR", [str(WORKER), "sum", "."]),
+        ("omero-iscc sum --threads 1 DIR", [str(WORKER), "sum", "--threads", "1", "."]),
     ]
     if b3sum:
-        rows.append(measure("b3sum (BLAKE3 only)", [b3sum, *files], args.runs, cwd=smalldir))
+        commands.append(("b3sum (BLAKE3 only)", [b3sum, *files]))
+    rows = interleaved(commands, args.runs, cwd=smalldir)
     table(f"{args.small} random files of 20-80 KB", rows, "iscc-sum --narrow DIR")
 
     if not args.skip_sparse:
-        rows = [measure(f"omero-iscc sum ({args.sparse_gib:g} GiB sparse)", [str(WORKER), "sum", str(sparse)], 1)]
+        rows = interleaved([(f"omero-iscc sum ({args.sparse_gib:g} GiB sparse)", [str(WORKER), "sum", str(sparse)])], 1)
         table(f"Peak memory on a {args.sparse_gib:g} GiB sparse file (target: at most 64 MiB)", rows, "")
+
+    load_after = load()
+    print(f"\nload average after: {load_after:.2f} (this benchmark's own runs included)")
+    if load_before > args.max_load * cores:
+        # Another job shared the cores: the ratios are not what an idle machine gives.
+        sys.exit(
+            f"NOT FOR THE README: the machine was busy before the runs (load {load_before:.2f} > "
+            f"{args.max_load:g} x {cores} cores); run again on an idle machine"
+        )
 
 
 if __name__ == "__main__":
