@@ -11,8 +11,10 @@
 #   --omero-dir DIR       the OMERO.server directory (default: $OMERODIR, else found from `omero`)
 #   --python PATH         the OMERO server's Python (default: next to `omero`, else
 #                         DIR/../venv3/bin/python)
-#   --upload              upload the scripts with `omero script upload --official` instead of
-#                         copying them into OMERO.server/lib/scripts/iscc/
+#   --upload              upload the scripts as iscc/NAME.py (`omero script upload --official`,
+#                         or `omero script replace` when already there) through the existing
+#                         `omero login` session, instead of copying them into
+#                         OMERO.server/lib/scripts/iscc/
 #   --schedule "CRON"     run the scheduler with --once on this cron schedule (e.g. "*/5 * * * *")
 #   --systemd             a systemd service and timer instead of cron (--on-calendar SPEC,
 #                         default "*:0/5")
@@ -35,6 +37,35 @@ dry_run=0 uninstall=0
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: $*" >&2; exit 2; }
+
+# Uploads the scripts as iscc/NAME.py through the administrator's existing `omero login`
+# session: `omero script upload` stores a script at the path given relative to the current
+# directory, so it runs from a staging folder holding iscc/; a script already there is
+# replaced in place (`omero script replace ID`), so a second run changes the scripts, not
+# their ids.
+upload_scripts() {
+    local cli staging f name id
+    cli="$(dirname "$python")/omero"
+    step "uploading the scripts as iscc/ISCC_*.py with $cli"
+    if [ "$dry_run" = 0 ] && ! "$cli" sessions key >/dev/null 2>&1; then
+        die "no OMERO session to upload with: run '$cli login' as an administrator first (the upload uses that session), then run install.sh again"
+    fi
+    staging=$(mktemp -d)
+    mkdir "$staging/iscc"
+    cp "$here"/omero_scripts/ISCC_*.py "$staging/iscc/"
+    for f in "$staging"/iscc/ISCC_*.py; do
+        name="iscc/$(basename "$f")"
+        id=""
+        [ "$dry_run" = 1 ] || id=$("$cli" script list --official 2>/dev/null |
+            awk -F'|' -v n="$name" '{p=$2; gsub(/^ +| +$/, "", p); i=$1; gsub(/ /, "", i)} p == n {print i; exit}')
+        if [ -n "$id" ]; then
+            run "$cli" script replace "$id" "$f"
+        else
+            (cd "$staging" && run "$cli" script upload --official "$name")
+        fi
+    done
+    rm -rf "$staging"
+}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -162,10 +193,7 @@ else
         put "$f" "$site/omero_iscc/$(basename "$f")" 644
     done
     if [ "$upload" = 1 ]; then
-        step "uploading the scripts (omero script upload --official)"
-        for f in "$here"/omero_scripts/ISCC_*.py; do
-            run "$(dirname "$python")/omero" script upload --official "$f"
-        done
+        upload_scripts
     else
         step "scripts into $scripts_dir"
         for f in "$here"/omero_scripts/ISCC_*.py; do

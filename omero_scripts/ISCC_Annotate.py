@@ -43,6 +43,7 @@ def annotate_selection(omero_access, params, settings=None):
         replace=params.get(P_REPLACE, False),
         wide=params.get(P_WIDE, False),
         chunk_size=settings.chunk_size,
+        allowed_roots=settings.allowed_roots,
     )
     message = report.message()
     if missing:

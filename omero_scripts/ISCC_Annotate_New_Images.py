@@ -12,6 +12,8 @@ groups (by ascending id), hashes and annotates them through this script's own se
 the scheduler's state (retries with backoff, at most 3 attempts) and lock. Administrators only.
 """
 
+import time
+
 from omero import scripts
 
 from omero_iscc import NAMESPACE, __version__, scripting
@@ -29,8 +31,17 @@ def poll(omero_access, batch_size, config_file=None):
     cfg = load(cli={"batch_size": batch_size}, env={}, config_file=config_file)
     with Lock(cfg.state_dir):
         scheduler = Scheduler(cfg, lambda _cfg: (None, omero_access))
-        result = scheduler.poll_once()
-        scheduler.close()
+        # Under OMERO's Processor: the worker stays in the script's process group (cancelling
+        # the script stops it), a dead session is retried a few times only, and no new image
+        # is started once the time budget (below the script timeout) is spent.
+        scheduler.detach = False
+        scheduler.once = True
+        scheduler.max_reconnects = 0
+        scheduler.deadline = time.monotonic() + cfg.script_time_budget
+        try:
+            result = scheduler.poll_once()
+        finally:
+            scheduler.close()
     return (
         f"{result.annotated} annotated, {result.failed} failed, of {result.seen} image(s) "
         f"without an ISCC (batch size {batch_size})"

@@ -43,12 +43,11 @@ def duplicates_of(omero_access, params, settings=None):
     if scope == "Selection":
         image_ids, _missing = expand(omero_access, params[P_DATA_TYPE], params[P_IDS])
     report = find_duplicates(omero_access, image_ids, worker, NAMESPACE, int(params.get(P_THRESHOLD, 12)))
-    attachment = None
-    if params.get(P_IDS):
-        attachment = omero_access.attach_file(
-            params[P_DATA_TYPE], params[P_IDS][0], "iscc_duplicates.csv", to_csv(report), REPORT_NS, "text/csv"
-        )
-    return report.message(), ({"File_Annotation": attachment} if attachment is not None else {})
+    target = params[P_IDS][0] if params.get(P_IDS) else None
+    outputs, note = scripting.attach_report(
+        omero_access, params[P_DATA_TYPE], target, "iscc_duplicates.csv", to_csv(report), REPORT_NS
+    )
+    return report.message() + note, outputs
 
 
 def run_script():

@@ -32,17 +32,23 @@ def verify_selection(omero_access, params, settings=None):
     image_ids, missing = expand(omero_access, params[P_DATA_TYPE], params[P_IDS])
     worker = find_worker(settings.worker)
     root = settings.repository or omero_access.repository_root()
-    verdicts = verify(omero_access, image_ids, worker, root, NAMESPACE, chunk_size=settings.chunk_size)
+    verdicts = verify(
+        omero_access,
+        image_ids,
+        worker,
+        root,
+        NAMESPACE,
+        chunk_size=settings.chunk_size,
+        allowed_roots=settings.allowed_roots,
+    )
     message = summary(verdicts)
     if missing:
         message += f"; {params[P_DATA_TYPE]} not found: {', '.join(map(str, missing))}"
     target = next((i for i in params[P_IDS] if i not in missing), None)
-    report = None
-    if target is not None:
-        report = omero_access.attach_file(
-            params[P_DATA_TYPE], target, "iscc_verify_report.csv", to_csv(verdicts), REPORT_NS, "text/csv"
-        )
-    return message, ({"File_Annotation": report} if report is not None else {})
+    outputs, note = scripting.attach_report(
+        omero_access, params[P_DATA_TYPE], target, "iscc_verify_report.csv", to_csv(verdicts), REPORT_NS
+    )
+    return message + note, outputs
 
 
 def run_script():

@@ -69,6 +69,13 @@ pub struct SumArgs {
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// With --root: symbolic links in the root may also lead into DIR (repeatable).
+    ///
+    /// For in-place imports, whose repository entries link to an instrument share. A path
+    /// must still be named under the root; only where its links lead may be DIR.
+    #[arg(long = "allow-root", value_name = "DIR", requires = "root")]
+    pub allowed_roots: Vec<PathBuf>,
+
     /// Wide codes: 2×128 bits (`ISCC:K4A…`, iscc-sum's default) instead of the ISO 24138
     /// 2×64-bit narrow codes (`ISCC:KUA…`).
     #[arg(long)]

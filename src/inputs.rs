@@ -37,22 +37,30 @@ pub enum Job {
 #[derive(Debug, Clone)]
 pub struct Resolver {
     root: Option<PathBuf>,
+    /// Where symbolic links in the root may also lead (canonical).
+    allowed: Vec<PathBuf>,
+}
+
+/// A directory, canonicalised.
+fn canonical_dir(dir: &Path) -> io::Result<PathBuf> {
+    let canonical = std::fs::canonicalize(dir)?;
+    if !canonical.is_dir() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory"));
+    }
+    Ok(canonical)
 }
 
 impl Resolver {
     /// `root` must exist and be a directory; it is canonicalised once.
     pub fn new(root: Option<&Path>) -> io::Result<Resolver> {
-        let root = match root {
-            Some(r) => {
-                let canonical = std::fs::canonicalize(r)?;
-                if !canonical.is_dir() {
-                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory"));
-                }
-                Some(canonical)
-            }
-            None => None,
-        };
-        Ok(Resolver { root })
+        Ok(Resolver { root: root.map(canonical_dir).transpose()?, allowed: Vec::new() })
+    }
+
+    /// Also lets links in the root lead into `dir` (an allowed root). An allowed root that
+    /// does not exist here is an error: the admin named it for a reason.
+    pub fn allow(mut self, dir: &Path) -> io::Result<Resolver> {
+        self.allowed.push(canonical_dir(dir)?);
+        Ok(self)
     }
 
     /// Where `path` points. Under a root: relative paths are taken from the root, `..` that
@@ -69,7 +77,7 @@ impl Resolver {
             return Err(outside());
         }
         let canonical = std::fs::canonicalize(&joined).map_err(|e| Failure::io(&e))?;
-        if !canonical.starts_with(root) {
+        if !canonical.starts_with(root) && !self.allowed.iter().any(|a| canonical.starts_with(a)) {
             return Err(outside());
         }
         Ok(canonical)

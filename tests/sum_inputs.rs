@@ -313,3 +313,33 @@ fn progress_is_drawn_only_when_asked_on_a_pipe() {
     let never = run_in(tmp.path(), &["sum", "--progress", "never", "f"], b"");
     assert_eq!(stderr(&never), "");
 }
+
+#[test]
+fn allowed_roots_let_in_place_imports_link_out_of_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, share, other) = (tmp.path().join("repo"), tmp.path().join("share"), tmp.path().join("other"));
+    for d in [&repo, &share, &other] {
+        fs::create_dir(d).unwrap();
+    }
+    fs::write(share.join("scan.czi"), pseudo_random(5000, 3)).unwrap();
+    fs::write(other.join("secret"), b"not for hashing").unwrap();
+    std::os::unix::fs::symlink(share.join("scan.czi"), repo.join("scan.czi")).unwrap();
+    std::os::unix::fs::symlink(other.join("secret"), repo.join("secret")).unwrap();
+    let (r, s) = (repo.to_str().unwrap(), share.to_str().unwrap());
+    let out = run_in(tmp.path(), &["sum", "--json", "--root", r, "scan.czi", "secret"], b"");
+    let kinds: Vec<String> = json_lines(&out).iter().map(|x| error_kind(x).to_string()).collect();
+    assert_eq!(kinds, ["outside_root", "outside_root"]);
+    let out =
+        run_in(tmp.path(), &["sum", "--json", "--root", r, "--allow-root", s, "scan.czi", "secret"], b"");
+    let records = json_lines(&out);
+    let direct = run_in(&share, &["sum", "--json", "scan.czi"], b"");
+    assert_eq!(records[0]["iscc"], json_lines(&direct)[0]["iscc"]);
+    assert_eq!(error_kind(&records[1]), "outside_root", "only the allowed root is let in");
+    // `..` out of the root stays refused, whatever is allowed.
+    let out =
+        run_in(tmp.path(), &["sum", "--json", "--root", r, "--allow-root", s, "../share/scan.czi"], b"");
+    assert_eq!(error_kind(&json_lines(&out)[0]), "outside_root");
+    let out = run_in(tmp.path(), &["sum", "--root", r, "--allow-root", "nowhere", "scan.czi"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr(&out), "omero-iscc: --allow-root nowhere: No such file or directory\n");
+}

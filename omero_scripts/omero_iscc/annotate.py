@@ -16,7 +16,7 @@ from typing import Callable
 from .compute import BATCH, compute
 from .connection import is_connection_error
 from .filesets import plan
-from .gateway import Omero
+from .gateway import NotPermitted, Omero
 from .layout import IsccRecord, to_pairs
 from .statuses import ImageStatus
 
@@ -80,62 +80,98 @@ def annotate(
     units_per_run: int = BATCH,
     on_annotated: Callable[[int, IsccRecord, float], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    detach: bool = False,
+    allowed_roots: tuple[str, ...] = (),
 ) -> AnnotateReport:
+    """Annotates the images; ``detach``: run the worker in a session of its own (the
+    scheduler's daemon; a script's worker must stay in its process group so that cancelling
+    the script stops it)."""
     report = AnnotateReport()
     images = omero.images(image_ids)
     by_id = {im.getId().val: im for im in images}
     for missing in [i for i in image_ids if i not in by_id]:
         report.outcomes.append(ImageOutcome(missing, FAILED, "image not found or not visible"))
     existing = omero.iscc_annotations(list(by_id), namespace)
+    me, privileges = omero.user_id(), omero.privileges()
     todo = []
     for image_id in [i for i in image_ids if i in by_id]:
         image = by_id[image_id]
         if not image.getDetails().getPermissions().canAnnotate():
             report.outcomes.append(ImageOutcome(image_id, NOT_PERMITTED, "you may not annotate this image"))
+        elif image.getDetails().getOwner().getId().val != me and "Sudo" not in privileges:
+            report.outcomes.append(
+                ImageOutcome(
+                    image_id,
+                    NOT_PERMITTED,
+                    "annotating another user's image as its owner needs the Sudo privilege",
+                )
+            )
         elif existing.get(image_id) and not replace:
             report.outcomes.append(ImageOutcome(image_id, ALREADY))
         else:
             todo.append(image)
-    units = plan(todo)
+    units = plan(omero, todo)
     for start in range(0, len(units), units_per_run):
         if should_stop():
             report.stopped = True
             break
         batch = units[start : start + units_per_run]
         began = time.monotonic()
-        results = compute(omero, batch, worker, root, wide=wide, chunk_size=chunk_size)
+        results = compute(
+            omero, batch, worker, root, wide=wide, chunk_size=chunk_size, detach=detach, allowed_roots=allowed_roots
+        )
         seconds = (time.monotonic() - began) / max(1, len(batch))
+        done = []
         for unit in batch:
             result = results[unit.key]
             for image in unit.images:
-                image_id = image.getId().val
-                if not result.ok:
-                    report.outcomes.append(ImageOutcome(image_id, FAILED, result.message or "failed", seconds=seconds))
-                    continue
-                report.outcomes.append(
-                    _save(
-                        omero, image, result.record, namespace, existing.get(image_id, []) if replace else [], seconds
-                    )
-                )
-                if report.outcomes[-1].status == ANNOTATED and on_annotated is not None:
-                    on_annotated(image_id, result.record, seconds)
+                if result.ok:
+                    done.append((image, result.record))
+                else:
+                    outcome = ImageOutcome(image.getId().val, FAILED, result.message or "failed", seconds=seconds)
+                    report.outcomes.append(outcome)
+        for outcome, record in _save(omero, done, namespace, existing if replace else {}, seconds):
+            report.outcomes.append(outcome)
+            if outcome.status is ANNOTATED and on_annotated is not None:
+                on_annotated(outcome.image_id, record, seconds)
     return report
 
 
-def _save(omero: Omero, image, record: IsccRecord, namespace: str, old: list, seconds: float) -> ImageOutcome:
-    image_id = image.getId().val
-    try:
-        omero.save_map_annotation(image, to_pairs(record), namespace)
-    except Exception as exc:  # noqa: BLE001 - a refused save is this image's failure, not the batch's
-        if is_connection_error(exc):
-            raise  # the session is gone, not this image: the caller reconnects and carries on
-        return ImageOutcome(image_id, FAILED, f"saving the annotation failed: {exc}", seconds=seconds)
-    note = ""
-    old_ids = [a.getId().val for a in old if a.getNs() is not None and a.getNs().val == namespace]
-    if old_ids:
+def _save(omero: Omero, done: list, namespace: str, existing: dict, seconds: float) -> list:
+    """Saves the records of a batch (one call per owner and group), then removes the old
+    annotations of the images whose new one exists. Returns (outcome, record) per image."""
+    saved = omero.save_map_annotations([(image, to_pairs(record)) for image, record in done], namespace)
+    out = []
+    old_ids: dict[int, list[int]] = {}
+    for image, record in done:
+        image_id = image.getId().val
+        result = saved.get(image_id)
+        if isinstance(result, NotPermitted):
+            out.append((ImageOutcome(image_id, NOT_PERMITTED, str(result), seconds=seconds), record))
+        elif isinstance(result, BaseException) or result is None:
+            if result is not None and is_connection_error(result):
+                raise result  # the session is gone, not this image: the caller reconnects and carries on
+            out.append(
+                (ImageOutcome(image_id, FAILED, f"saving the annotation failed: {result}", seconds=seconds), record)
+            )
+        else:
+            out.append((ImageOutcome(image_id, ANNOTATED, iscc=record.iscc, seconds=seconds), record))
+            old_ids[image_id] = [
+                a.getId().val
+                for a in existing.get(image_id, [])
+                if a.getNs() is not None and a.getNs().val == namespace
+            ]
+    stale = [i for ids in old_ids.values() for i in ids]
+    if stale:
         try:
-            omero.delete_annotations(old_ids)
-        except Exception as exc:  # noqa: BLE001 - the new annotation exists; report the leftover
-            note = f"new annotation saved, but the old one(s) {old_ids} could not be removed: {exc}"
-            log.warning("image %s: %s", image_id, note)
-    return ImageOutcome(image_id, ANNOTATED, note, iscc=record.iscc, seconds=seconds)
+            left = set(omero.delete_annotations(stale))
+        except Exception as exc:  # noqa: BLE001 - the new annotations exist; report the leftovers
+            if is_connection_error(exc):
+                raise
+            left = set(stale)
+        for outcome, _ in out:
+            kept = [i for i in old_ids.get(outcome.image_id, []) if i in left]
+            if kept:
+                outcome.message = f"new annotation saved, but the old one(s) {kept} could not be removed"
+                log.warning("image %s: %s", outcome.image_id, outcome.message)
+    return out

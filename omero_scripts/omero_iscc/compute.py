@@ -5,6 +5,7 @@ RawFileStore into ``omero-iscc sum -``. Batching is the caller's."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,8 +18,24 @@ from .worker import FileResult, GroupResult, WorkerError, run_groups, sum_stream
 
 log = logging.getLogger(__name__)
 
-#: Worker error kinds after which the file is tried through the RawFileStore.
-STREAMABLE = {"not_found", "permission_denied", "io"}
+#: Worker error kinds after which the file is tried through the RawFileStore: not there, not
+#: readable, or a link out of the repository to a place not among the allowed roots (an
+#: in-place import): OMERO itself still serves all of them.
+STREAMABLE = {"not_found", "permission_denied", "io", "outside_root"}
+
+
+def repository_mode(root: str | None) -> tuple[str | None, str]:
+    """The repository root to read from on this host, or ``None`` when every file must be
+    read through OMERO; and why (for logs and ``doctor``)."""
+    if not root:
+        return None, "no repository root is known: every file is read through OMERO (RawFileStore)"
+    if not os.path.isdir(root):
+        return None, f"{root} is not mounted on this host: every file is read through OMERO (RawFileStore)"
+    if not os.access(root, os.R_OK | os.X_OK):
+        return None, f"{root} cannot be read by this user: every file is read through OMERO (RawFileStore)"
+    return root, f"files are read from the ManagedRepository at {root}"
+
+
 #: Units per worker run, as the callers batch them.
 BATCH = 200
 
@@ -62,10 +79,11 @@ def _stream(
     checksums: Iterable[str],
     chunk_size: int,
     repository_error: str | None = None,
+    detach: bool = False,
 ) -> UnitResult:
     streams = [omero.read_file(f.id, chunk_size) for f in unit.files]
     try:
-        results = sum_streams(worker, streams, wide, checksums)
+        results = sum_streams(worker, streams, wide, checksums, detach=detach)
     except WorkerError as exc:
         if is_connection_error(exc):
             raise
@@ -88,7 +106,14 @@ def route(units: list[Unit], root: str | None) -> tuple[list[Unit], list[Unit]]:
 
 
 def _hash_in_repository(
-    units: list[Unit], worker: str, root: str, wide: bool, checksums: list[str], out: dict[str, UnitResult]
+    units: list[Unit],
+    worker: str,
+    root: str,
+    wide: bool,
+    checksums: list[str],
+    out: dict[str, UnitResult],
+    detach: bool = False,
+    allowed_roots: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """One worker run over the units' repository paths; returns the units to stream instead,
     with why the repository could not serve them."""
@@ -98,7 +123,13 @@ def _hash_in_repository(
     try:
         results = list(
             run_groups(
-                worker, root, [(u.key, [f.repo_path for f in u.files]) for u in units], wide=wide, checksums=checksums
+                worker,
+                root,
+                [(u.key, [f.repo_path for f in u.files]) for u in units],
+                wide=wide,
+                checksums=checksums,
+                detach=detach,
+                allowed_roots=allowed_roots,
             )
         )
     except WorkerError as exc:
@@ -128,6 +159,8 @@ def compute(
     wide: bool = False,
     checksums: Iterable[str] = (),
     chunk_size: int = 1 << 20,
+    detach: bool = False,
+    allowed_roots: tuple[str, ...] = (),
 ) -> dict[str, UnitResult]:
     """Hashes every unit (the caller chooses the batch: one worker run serves them all); one
     unit's failure never stops the others.
@@ -140,12 +173,17 @@ def compute(
         key: UnitResult(unit, problem=Problem.NO_FILES, message=why)
         for key, (unit, why) in resolve_files(omero, units).items()
     }
+    root, _why = repository_mode(root)
     in_repository, streamed = route([u for u in units if u.key not in out], root)
-    repository_errors = _hash_in_repository(in_repository, worker, root or "", wide, checksums, out)
+    repository_errors = _hash_in_repository(
+        in_repository, worker, root or "", wide, checksums, out, detach, allowed_roots
+    )
     streamed += [u for u in in_repository if u.key in repository_errors]
     for unit in streamed:
         try:
-            out[unit.key] = _stream(omero, unit, worker, wide, checksums, chunk_size, repository_errors.get(unit.key))
+            out[unit.key] = _stream(
+                omero, unit, worker, wide, checksums, chunk_size, repository_errors.get(unit.key), detach
+            )
         except Exception as exc:  # noqa: BLE001 - an OMERO or I/O error on one unit must not stop the batch
             if is_connection_error(exc):
                 raise

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from . import NAMESPACE
 from .errors import InputError
 
 DEFAULT_CONFIG_FILE = "/etc/omero-iscc/config.json"
@@ -41,12 +42,17 @@ class Config:
     poll_interval: float = 60.0
     batch_size: int = 100
     chunk_size: int = 1 << 20
-    namespace: str = "org.iscc.omero.sum"
+    namespace: str = NAMESPACE
     log_level: str = "info"
     webhook_url: str | None = None
     repository: str | None = None
     worker: str | None = None
     state_dir: str = dataclasses.field(default_factory=default_state_dir)
+    #: Directories outside the repository that its entries may link to (in-place imports).
+    allowed_roots: list = dataclasses.field(default_factory=list)
+    #: Seconds a script's poll (ISCC_Annotate_New_Images) may run before it stops taking new
+    #: images: below OMERO's script timeout (omero.scripts.timeout, 1 h by default).
+    script_time_budget: float = 2700.0
 
     def masked(self) -> dict[str, Any]:
         """The configuration as a dict, secrets replaced by ``***``."""
@@ -62,6 +68,12 @@ FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 
 def _coerce(name: str, value: Any) -> Any:
     kind = FIELD_TYPES[name]
+    if kind == "list":
+        if isinstance(value, str):  # from the environment: paths separated like PATH
+            value = [p for p in value.split(os.pathsep) if p]
+        if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+            raise ConfigError(f"{name}: {value!r} is not a list of paths")
+        return value
     if value is None or value == "":
         if "None" in str(kind):
             return None
@@ -121,6 +133,11 @@ def validate(cfg: Config) -> Config:
     cfg.log_level = cfg.log_level.lower()
     if not cfg.namespace:
         raise ConfigError("namespace: must not be empty")
+    if not cfg.script_time_budget > 0:
+        raise ConfigError(f"script_time_budget: {cfg.script_time_budget} must be greater than 0 seconds")
+    relative = [p for p in cfg.allowed_roots if not os.path.isabs(p)]
+    if relative:
+        raise ConfigError(f"allowed_roots: {', '.join(relative)} must be absolute paths")
     if cfg.webhook_url and not cfg.webhook_url.startswith(("http://", "https://")):
         raise ConfigError(f"webhook_url: {cfg.webhook_url!r} is not an http(s) URL")
     return cfg
@@ -148,6 +165,7 @@ class ScriptSettings:
     worker: str | None = None
     repository: str | None = None
     chunk_size: int = 1 << 20
+    allowed_roots: tuple = ()
 
 
 def script_settings(path: str = DEFAULT_CONFIG_FILE) -> ScriptSettings:
@@ -162,4 +180,5 @@ def script_settings(path: str = DEFAULT_CONFIG_FILE) -> ScriptSettings:
         worker=data.get("worker") or None,
         repository=data.get("repository") or None,
         chunk_size=chunk if isinstance(chunk, int) and chunk >= 4096 else 1 << 20,
+        allowed_roots=tuple(p for p in data.get("allowed_roots") or [] if isinstance(p, str) and os.path.isabs(p)),
     )

@@ -10,9 +10,9 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable
 
+from .compute import repository_mode
 from .config import Config
 from .connection import session
-from .layout import newest_record
 from .state import Lock
 from .statuses import ExitStatus
 from .webhook import post
@@ -80,16 +80,23 @@ def check_processing(cfg: Config, connect: Callable | None) -> list[Check]:
     if not root:
         checks.append(Check("repository root", False, "unknown: set 'repository' in the configuration"))
         return checks
-    if not os.access(root, os.R_OK | os.X_OK):
+    usable, mode = repository_mode(root)
+    # Reading through OMERO works everywhere, only slower: the mode is information, not a failure.
+    checks.append(Check("file access", True, mode))
+    if usable is None:
+        return checks
+    for allowed in cfg.allowed_roots:
+        ok = os.path.isdir(allowed) and os.access(allowed, os.R_OK | os.X_OK)
         checks.append(
             Check(
-                "repository root readable",
-                False,
-                f"{root} is not readable by this user; images will be streamed through OMERO (slower)",
+                "allowed root readable",
+                ok,
+                allowed
+                if ok
+                else f"{allowed} is not a readable directory here: in-place imports linking there are read "
+                "through OMERO",
             )
         )
-        return checks
-    checks.append(Check("repository root readable", True, root))
     sample = _first_file(root)
     if sample is None:
         checks.append(Check("one real file hashed", False, f"no file found under {root}"))
@@ -141,16 +148,13 @@ def check_service(cfg: Config) -> list[Check]:
 def check_list(cfg: Config, connect: Callable, limit: int = 10) -> list[Check]:
     try:
         with session(cfg, connect) as omero:
-            links = omero.annotated_images(cfg.namespace, limit)
+            newest = omero.newest_codes(cfg.namespace, limit)
     except Exception as exc:  # noqa: BLE001 - reported as the check's failure
         return [Check("list", False, f"cannot list the annotations: {exc}")]
-    lines = []
-    for link in links:
-        record = newest_record([link.getChild()])
-        image = link.getParent()
-        lines.append(
-            f"image {image.getId().val}: {record.iscc if record else '?'} " f"({record.timestamp if record else ''})"
-        )
+    lines = [
+        f"image {image_id}: {values.get('iscc:sum', '?')} ({values.get('iscc:timestamp', '')})"
+        for image_id, values in newest
+    ]
     return [
         Check(
             "list",

@@ -8,11 +8,14 @@ report with image names, owners and groups.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .config import Config
@@ -69,61 +72,109 @@ def _describe(image) -> tuple[str, str, str]:
     )
 
 
-def gather(omero: Omero, image_ids: list[int] | None, namespace: str) -> tuple[list[Coded], list[tuple[int, str]]]:
-    """The coded images of the selection (or, for ``None``, every image the user can see
-    that has one), and the selected images that have no ISCC."""
-    coded: list[Coded] = []
+def coded_images(
+    omero: Omero, image_ids: list[int], namespace: str
+) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+    """The codes of the selected images (``[(image id, {key: value})]``), and the selected
+    images that have no ISCC (id, name)."""
+    codes: list[tuple[int, dict]] = []
     missing: list[tuple[int, str]] = []
-    if image_ids is None:
-        for link in omero.annotated_images(namespace):
-            image = link.getParent()
-            record = newest_record([link.getChild()])
-            if record is not None:
-                name, owner, group = _describe(image)
-                coded.append(Coded(image.getId().val, name, owner, group, record.iscc, record.datahash))
-        seen: set[int] = set()
-        coded = [c for c in coded if not (c.image_id in seen or seen.add(c.image_id))]
-        return coded, missing
     images = omero.images(image_ids)
     annotations = omero.iscc_annotations([im.getId().val for im in images], namespace)
     for image in images:
         record = newest_record(annotations.get(image.getId().val, []))
-        name, owner, group = _describe(image)
         if record is None:
-            missing.append((image.getId().val, name))
+            missing.append((image.getId().val, _val(image.getName())))
         else:
-            coded.append(Coded(image.getId().val, name, owner, group, record.iscc, record.datahash))
-    return coded, missing
+            codes.append((image.getId().val, {"iscc:sum": record.iscc, "iscc:datahash": record.datahash}))
+    return codes, missing
+
+
+def all_codes(omero: Omero, namespace: str) -> Iterator[tuple[int, dict]]:
+    """Every annotation's code the session can see, read page by page (memory: one page)."""
+    for page in omero.annotated_codes(namespace):
+        yield from page
+
+
+def _record_line(image_id: int, values: dict) -> bytes | None:
+    code = values.get("iscc:sum")
+    if not code:
+        return None
+    datahash = values.get("iscc:datahash")
+    return (
+        json.dumps({"id": str(image_id), "iscc": code, **({"datahash": datahash} if datahash else {})}) + "\n"
+    ).encode()
+
+
+def _similar(worker: str, codes: Iterable[tuple[int, dict]], threshold: int) -> list[dict]:
+    """Runs the worker's ``similar`` over the codes, streamed into it as they are read."""
+    proc = subprocess.Popen(
+        [worker, "similar", "--json", "--threshold", str(threshold), "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for image_id, values in codes:
+                line = _record_line(image_id, values)
+                if line:
+                    proc.stdin.write(line)  # type: ignore[union-attr]
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(exc)
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()  # type: ignore[union-attr]
+
+    errors: list[bytes] = []
+    feeder = threading.Thread(target=feed, daemon=True)
+    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    feeder.start()
+    drain.start()
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    proc.wait()
+    feeder.join()
+    drain.join()
+    err = b"".join(errors)
+    if failure:
+        raise failure[0]
+    if proc.returncode not in (ExitStatus.SUCCESS, ExitStatus.FAILURE):
+        raise WorkerError(f"omero-iscc similar failed: {err.decode(errors='replace').strip()}")
+    return [json.loads(raw) for raw in out.splitlines()]
 
 
 def find_duplicates(
     omero: Omero, image_ids: list[int] | None, worker: str, namespace: str, threshold: int = 12
 ) -> DuplicateReport:
-    coded, missing = gather(omero, image_ids, namespace)
+    """Groups of identical and similar images: of the selection, or (``None``) of every image
+    the user can see, read page by page and streamed into the worker."""
+    if image_ids is None:
+        codes: Iterable[tuple[int, dict]] = all_codes(omero, namespace)
+        missing: list[tuple[int, str]] = []
+    else:
+        codes, missing = coded_images(omero, image_ids, namespace)
     report = DuplicateReport(without_iscc=missing)
-    if len(coded) < 2:
-        return report
-    lines = "".join(
-        json.dumps({"id": str(i), "iscc": c.iscc, **({"datahash": c.datahash} if c.datahash else {})}) + "\n"
-        for i, c in enumerate(coded)
-    )
-    proc = subprocess.run(
-        [worker, "similar", "--json", "--threshold", str(threshold), "-"],
-        input=lines.encode(),
-        capture_output=True,
-        timeout=3600,
-        check=False,
-    )
-    if proc.returncode not in (ExitStatus.SUCCESS, ExitStatus.FAILURE):
-        raise WorkerError(f"omero-iscc similar failed: {proc.stderr.decode(errors='replace').strip()}")
-    for raw in proc.stdout.splitlines():
-        group = json.loads(raw)
-        report.groups.append(
-            {
-                "kind": group["kind"],
-                "members": [(coded[int(m["id"])], m["distance"]) for m in group["members"]],
-            }
-        )
+    found = []
+    for group in _similar(worker, codes, threshold):
+        members, seen = [], set()
+        for m in group["members"]:
+            image_id = int(m["id"])
+            if image_id not in seen:  # an image with two annotations is one member
+                seen.add(image_id)
+                members.append((image_id, m["iscc"], m["distance"]))
+        if len(members) > 1:
+            found.append((group["kind"], members))
+    described = {
+        im.getId().val: _describe(im) for im in omero.images(sorted({i for _, members in found for i, _, _ in members}))
+    }
+    for kind, members in found:
+        rows = []
+        for image_id, iscc, distance in members:
+            name, owner, group = described.get(image_id, ("", "", ""))
+            rows.append((Coded(image_id, name, owner, group, iscc, None), distance))
+        report.groups.append({"kind": kind, "members": rows})
     return report
 
 
@@ -158,24 +209,28 @@ def distance(a: str, b: str) -> int:
 
 
 def find(omero: Omero, query: str, namespace: str, threshold: int = 12) -> list[tuple[Coded, int]]:
-    """Images whose ISCC equals or is near ``query`` (an ISCC or an image id), nearest first."""
-    coded, _ = gather(omero, None, namespace)
+    """Images whose ISCC equals or is near ``query`` (an ISCC or an image id), nearest first.
+    Every code the user can see is read page by page; only the hits are kept."""
     if query.upper().startswith("ISCC:"):
         code = query.upper()
         data_bits(code)  # raises ValueError for a malformed code
     else:
         image_id = int(query)
-        own = [c for c in coded if c.image_id == image_id]
+        own, _ = coded_images(omero, [image_id], namespace)
         if not own:
             raise LookupError(f"image {image_id} has no ISCC annotation (or is not visible)")
-        code = own[0].iscc
+        code = own[0][1]["iscc:sum"]
     scale = 2 if code.startswith("ISCC:K4") else 1
-    hits = []
-    for c in coded:
-        d = distance(code, c.iscc)
-        limit = threshold * (scale if c.iscc.startswith("ISCC:K4") else 1)
-        if d <= limit:
-            hits.append((c, d))
+    best: dict[int, tuple[str, int]] = {}
+    for image_id, values in all_codes(omero, namespace):
+        other = values.get("iscc:sum")
+        if not other:
+            continue
+        d = distance(code, other)
+        if d <= threshold * (scale if other.startswith("ISCC:K4") else 1) and d < best.get(image_id, ("", 1 << 30))[1]:
+            best[image_id] = (other, d)
+    described = {im.getId().val: _describe(im) for im in omero.images(sorted(best))}
+    hits = [(Coded(i, *described.get(i, ("", "", "")), iscc, None), d) for i, (iscc, d) in best.items()]
     hits.sort(key=lambda h: (h[1], h[0].image_id))
     return hits
 

@@ -63,21 +63,23 @@ def source_file(original_file) -> SourceFile:
     )
 
 
-def plan(images: list) -> list[Unit]:
-    """Groups loaded images into units, in the order of their first image."""
+def plan(omero, images: list) -> list[Unit]:
+    """Groups loaded images into units, in the order of their first image; the files of all
+    their Filesets come from one (paged) query, not one per image."""
+    fileset_ids = sorted({im.getFileset().getId().val for im in images if im.getFileset() is not None})
+    files = omero.fileset_files(fileset_ids) if fileset_ids else {}
     units: dict[str, Unit] = {}
     for image in images:
         fileset = image.getFileset()
-        if fileset is not None and fileset.isLoaded():
+        if fileset is not None:
             key = f"fileset:{fileset.getId().val}"
             unit = units.get(key)
             if unit is None:
-                entries = fileset.copyUsedFiles()
                 unit = Unit(
                     key=key,
                     fileset_id=fileset.getId().val,
-                    template_prefix=_val(fileset.getTemplatePrefix()) or "",
-                    files=[source_file(e.getOriginalFile()) for e in entries],
+                    template_prefix=(_val(fileset.getTemplatePrefix()) or "") if fileset.isLoaded() else "",
+                    files=[source_file(of) for of in files.get(fileset.getId().val, [])],
                 )
                 units[key] = unit
         else:

@@ -2,11 +2,23 @@
 
 ``Omero`` is the small interface the rest of the package uses; ``BlitzOmero`` implements it
 over a ``BlitzGateway`` connection. Methods return real ``omero.model`` objects (images with
-their Fileset, its entries and original files loaded; MapAnnotations with their values), so
-the logic elsewhere reads the same objects whether they come from a server or, in the tests,
-from the in-memory stand-in built from the same classes.
+their owner, group and Fileset; original files; MapAnnotations with their values), so the
+logic elsewhere reads the same objects whether they come from a server or, in the tests,
+from the stand-in server built from the same classes.
 
-Reads span all groups (``omero.group = -1``); each annotation is saved in its image's group.
+What a real server charges for, and how this module keeps it bounded:
+
+- Images and their files are loaded by separate queries: a collection fetch (``usedFiles``)
+  multiplies rows, images x files, before the server pages or de-duplicates them.
+- Long id lists are passed as ``(:ids)``, the one form the server rewrites into a temporary
+  table (any other list binds one JDBC parameter per element, up to the driver's cap), and in
+  pages of ``ID_PAGE`` ids, so no single answer grows without bound.
+- No query pages over a collection fetch; server-wide reads page by id over projected values.
+- Annotations are saved one call per batch of images of one owner and group.
+
+Reads span all groups (``omero.group = -1``); writes happen in the object's group. An
+annotation made for another user's image is made in a session of that user (``suConn``, the
+``Sudo`` privilege), so the image's owner owns it and sees it even in a private group.
 """
 
 from __future__ import annotations
@@ -16,14 +28,61 @@ import tempfile
 from collections.abc import Iterator
 from typing import Protocol
 
-#: Containers that can be expanded, and what they contain.
+#: Ids per query for id lists (through ``(:ids)``).
+ID_PAGE = 1000
+#: Images per save call.
+SAVE_BATCH = 500
+#: Rows per page of server-wide reads.
+READ_PAGE = 5000
+
+#: Containers that can be expanded, and what they contain: (child kind, HQL of
+#: [parent id, child id] rows for the parents in ``:ids``).
 CHILD_QUERIES = {
-    "Project": ("Dataset", "select l.child.id from ProjectDatasetLink l where l.parent.id in (:ids)"),
-    "Dataset": ("Image", "select l.child.id from DatasetImageLink l where l.parent.id in (:ids)"),
-    "Screen": ("Plate", "select l.child.id from ScreenPlateLink l where l.parent.id in (:ids)"),
-    "Plate": ("Image", "select ws.image.id from WellSample ws where ws.well.plate.id in (:ids)"),
-    "Fileset": ("Image", "select i.id from Image i where i.fileset.id in (:ids)"),
+    "Project": ("Dataset", "select l.parent.id, l.child.id from ProjectDatasetLink l where l.parent.id in (:ids)"),
+    "Dataset": ("Image", "select l.parent.id, l.child.id from DatasetImageLink l where l.parent.id in (:ids)"),
+    "Screen": ("Plate", "select l.parent.id, l.child.id from ScreenPlateLink l where l.parent.id in (:ids)"),
+    "Plate": ("Image", "select ws.well.plate.id, ws.image.id from WellSample ws where ws.well.plate.id in (:ids)"),
+    "Fileset": ("Image", "select i.fileset.id, i.id from Image i where i.fileset.id in (:ids)"),
 }
+
+Q_EXISTING = "select o.id from {kind} o where o.id in (:ids)"
+Q_IMAGES = (
+    "select i from Image i join fetch i.details.owner join fetch i.details.group"
+    " left outer join fetch i.fileset where i.id in (:ids) order by i.id"
+)
+Q_FILESET_ENTRIES = (
+    "select e from FilesetEntry e join fetch e.originalFile o left outer join fetch o.hasher"
+    " join fetch e.fileset where e.fileset.id in (:ids) order by e.fileset.id, e.id"
+)
+Q_LEGACY_FILES = (
+    "select o from PixelsOriginalFileMap m join m.parent o left outer join fetch o.hasher"
+    " where m.child.image.id = :id order by o.id"
+)
+Q_ANNOTATION_LINKS = (
+    "select l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
+    " where a.ns = :ns and l.parent.id in (:ids) order by a.id"
+)
+Q_UNANNOTATED = (
+    "select i.id from Image i where i.id > :after and not exists ("
+    " select l from ImageAnnotationLink l where l.parent = i and l.child.ns = :ns) order by i.id"
+)
+Q_FILESET_IMAGES = (
+    "select i.id from Image i where i.fileset.id in ("
+    " select j.fileset.id from Image j where j.id in (:ids)) order by i.id"
+)
+#: One row per (link, key) of the annotations in a namespace: image id, annotation id, key,
+#: value; paged by annotation id (``:after``), newest last.
+Q_CODES_PAGE = (
+    "select l.parent.id, a.id, mv.name, mv.value from ImageAnnotationLink l join l.child a join a.mapValue mv"
+    " where a.ns = :ns and a.id > :after and mv.name in ('iscc:sum', 'iscc:datahash', 'iscc:timestamp')"
+    " order by a.id"
+)
+Q_NEWEST_CODES = (
+    "select l.parent.id, a.id, mv.name, mv.value from ImageAnnotationLink l join l.child a join a.mapValue mv"
+    " where a.ns = :ns and a.id in (:ids) and mv.name in ('iscc:sum', 'iscc:datahash', 'iscc:timestamp')"
+    " order by a.id desc"
+)
+Q_NEWEST_ANNOTATIONS = "select a.id from MapAnnotation a where a.ns = :ns order by a.id desc"
 
 
 class Omero(Protocol):
@@ -31,17 +90,36 @@ class Omero(Protocol):
 
     def repository_root(self) -> str | None: ...
     def is_admin(self) -> bool: ...
+    def privileges(self) -> set[str]: ...
+    def user_id(self) -> int: ...
     def children(self, kind: str, ids: list[int]) -> list[int]: ...
     def existing_ids(self, kind: str, ids: list[int]) -> list[int]: ...
     def images(self, ids: list[int]) -> list: ...
+    def fileset_files(self, fileset_ids: list[int]) -> dict[int, list]: ...
     def legacy_files(self, image_id: int) -> list: ...
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]: ...
-    def save_map_annotation(self, image, pairs: list[list[str]], namespace: str): ...
-    def delete_annotations(self, annotation_ids: list[int]) -> None: ...
+    def save_map_annotations(self, items: list, namespace: str) -> dict[int, object]: ...
+    def delete_annotations(self, annotation_ids: list[int]) -> list[int]: ...
     def read_file(self, original_file_id: int, chunk_size: int) -> Iterator[bytes]: ...
-    def unannotated_images(self, namespace: str, limit: int, exclude: list[int] = ()) -> list[int]: ...
+    def unannotated_images(self, namespace: str, limit: int, after: int = 0) -> list[int]: ...
+    def fileset_images(self, image_ids: list[int]) -> list[int]: ...
     def attach_file(self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str): ...
-    def annotated_images(self, namespace: str, limit: int | None = None) -> list: ...
+    def upload_file(self, name: str, data: bytes, mimetype: str): ...
+    def annotated_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
+    def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]: ...
+
+
+class NotPermitted(Exception):
+    """The session may not do this for this object; the message names the privilege it needs."""
+
+
+def pages(items: list, size: int = ID_PAGE) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _val(x):
+    return None if x is None else getattr(x, "val", x)
 
 
 class BlitzOmero:
@@ -50,6 +128,7 @@ class BlitzOmero:
     def __init__(self, conn) -> None:
         self.conn = conn
         conn.SERVICE_OPTS.setOmeroGroup(-1)
+        self._sudo: dict[tuple[int, int], BlitzOmero] = {}
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
@@ -71,96 +150,98 @@ class BlitzOmero:
             p.page(0, limit)
         return p
 
-    def _query(self, hql: str, **ids):
-        return self.conn.getQueryService().findAllByQuery(hql, self._params(**ids), self.conn.SERVICE_OPTS)
+    def _query(self, hql: str, limit: int | None = None, **values) -> list:
+        return list(
+            self.conn.getQueryService().findAllByQuery(hql, self._params(limit, **values), self.conn.SERVICE_OPTS)
+        )
 
-    def _projection(self, hql: str, **ids) -> list[int]:
-        rows = self.conn.getQueryService().projection(hql, self._params(**ids), self.conn.SERVICE_OPTS)
-        return [row[0].val for row in rows if row and row[0] is not None]
+    def _rows(self, hql: str, limit: int | None = None, **values) -> list[list]:
+        rows = self.conn.getQueryService().projection(hql, self._params(limit, **values), self.conn.SERVICE_OPTS)
+        return [[_val(x) for x in row] for row in rows if row]
+
+    def _paged(self, hql: str, ids: list[int], query=None, **values) -> list:
+        """Runs ``hql`` (with ``(:ids)``) once per page of ``ids``."""
+        query = query or self._query
+        out: list = []
+        for page in pages(list(ids)):
+            out.extend(query(hql, ids=page, **values))
+        return out
 
     def repository_root(self) -> str | None:
-        import omero.grid
-
         repos = self.conn.c.sf.sharedResources().repositories()
         for desc, proxy in zip(repos.descriptions, repos.proxies):
-            if proxy is not None and omero.grid.ManagedRepositoryPrx.checkedCast(proxy) is not None:
+            if proxy is not None and proxy.ice_isA("::omero::grid::ManagedRepository"):
                 return os.path.join(desc.path.val, desc.name.val)
         return None
 
     def is_admin(self) -> bool:
         return bool(self.conn.isAdmin())
 
+    def privileges(self) -> set[str]:
+        admin = self.conn.getAdminService()
+        return {_val(p.getValue()) for p in admin.getCurrentAdminPrivileges()}
+
+    def user_id(self) -> int:
+        return int(self.conn.getUserId())
+
     def children(self, kind: str, ids: list[int]) -> list[int]:
-        return self._projection(CHILD_QUERIES[kind][1], ids=ids) if ids else []
+        """The children of the parents in ``ids``, parent by parent in the given order."""
+        by_parent: dict[int, list[int]] = {}
+        for parent, child in self._paged(CHILD_QUERIES[kind][1], ids, query=self._rows):
+            by_parent.setdefault(parent, []).append(child)
+        return [c for p in ids for c in sorted(by_parent.get(p, []))]
 
     def existing_ids(self, kind: str, ids: list[int]) -> list[int]:
-        if not ids:
-            return []
-        return self._projection(f"select o.id from {kind} o where o.id in (:ids)", ids=ids)
+        return [row[0] for row in self._paged(Q_EXISTING.format(kind=kind), ids, query=self._rows)]
 
     def images(self, ids: list[int]) -> list:
-        if not ids:
-            return []
-        return list(
-            self._query(
-                "select distinct i from Image i"
-                " join fetch i.details.owner join fetch i.details.group"
-                " left outer join fetch i.fileset f"
-                " left outer join fetch f.usedFiles u"
-                " left outer join fetch u.originalFile o"
-                " left outer join fetch o.hasher"
-                " where i.id in (:ids) order by i.id",
-                ids=ids,
-            )
-        )
+        return self._paged(Q_IMAGES, sorted(set(ids)))
+
+    def fileset_files(self, fileset_ids: list[int]) -> dict[int, list]:
+        """Each Fileset's original files in import order (its entries' order)."""
+        out: dict[int, list] = {i: [] for i in fileset_ids}
+        for entry in self._paged(Q_FILESET_ENTRIES, sorted(set(fileset_ids))):
+            out.setdefault(entry.getFileset().getId().val, []).append(entry.getOriginalFile())
+        return out
 
     def legacy_files(self, image_id: int) -> list:
-        return list(
-            self._query(
-                "select o from PixelsOriginalFileMap m join m.parent o left outer join fetch o.hasher"
-                " where m.child.image.id = :id order by o.id",
-                id=image_id,
-            )
-        )
+        return self._query(Q_LEGACY_FILES, id=image_id)
 
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]:
         out: dict[int, list] = {i: [] for i in image_ids}
-        if not image_ids:
-            return out
-        p = self._params(ids=list(image_ids), ns=namespace)
-        links = self.conn.getQueryService().findAllByQuery(
-            "select l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
-            " where a.ns = :ns and l.parent.id in (:ids) order by a.id",
-            p,
-            self.conn.SERVICE_OPTS,
-        )
-        for link in links:
+        for link in self._paged(Q_ANNOTATION_LINKS, sorted(set(image_ids)), ns=namespace):
             out.setdefault(link.getParent().getId().val, []).append(link.getChild())
         return out
 
-    def annotated_images(self, namespace: str, limit: int | None = None) -> list:
-        p = self._params(limit=limit, ns=namespace)
-        return list(
-            self.conn.getQueryService().findAllByQuery(
-                "select l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
-                " join fetch l.parent i join fetch i.details.owner join fetch i.details.group"
-                " where a.ns = :ns order by a.id desc",
-                p,
-                self.conn.SERVICE_OPTS,
-            )
-        )
+    def unannotated_images(self, namespace: str, limit: int, after: int = 0) -> list[int]:
+        """Images without an annotation in ``namespace``, by ascending id after ``after``."""
+        return [row[0] for row in self._rows(Q_UNANNOTATED, limit=limit, ns=namespace, after=after)]
 
-    def unannotated_images(self, namespace: str, limit: int, exclude: list[int] = ()) -> list[int]:
-        values = {"ns": namespace, **({"exclude": list(exclude)} if exclude else {})}
-        p = self._params(limit=limit, **values)
-        where = " and i.id not in (:exclude)" if exclude else ""
-        rows = self.conn.getQueryService().projection(
-            "select i.id from Image i where not exists ("
-            " select l from ImageAnnotationLink l where l.parent = i and l.child.ns = :ns)" + where + " order by i.id",
-            p,
-            self.conn.SERVICE_OPTS,
-        )
-        return [row[0].val for row in rows]
+    def fileset_images(self, image_ids: list[int]) -> list[int]:
+        """Every image that shares a Fileset with one of ``image_ids``."""
+        return sorted({row[0] for row in self._paged(Q_FILESET_IMAGES, image_ids, query=self._rows)})
+
+    def annotated_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]:
+        """Every annotation in ``namespace`` the session can see, page by page of projected
+        key-value rows: ``[(image id, {key: value})]`` per page, oldest first."""
+        after = 0
+        while True:
+            rows = self._rows(Q_CODES_PAGE, limit=page, ns=namespace, after=after)
+            if not rows:
+                return
+            # A full page may end inside one annotation's rows: keep whole annotations only.
+            last = rows[-1][1]
+            whole = [r for r in rows if r[1] != last] if len(rows) == page else rows
+            whole = whole or rows
+            yield _grouped(whole)
+            after = whole[-1][1]
+
+    def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]:
+        """The ``limit`` newest annotations in ``namespace`` (for ``doctor --test list``)."""
+        ids = [row[0] for row in self._rows(Q_NEWEST_ANNOTATIONS, limit=limit, ns=namespace)]
+        if not ids:
+            return []
+        return _grouped(self._rows(Q_NEWEST_CODES, ns=namespace, ids=ids))
 
     def read_file(self, original_file_id: int, chunk_size: int) -> Iterator[bytes]:
         store = self.conn.c.sf.createRawFileStore()
@@ -178,40 +259,124 @@ class BlitzOmero:
             store.close()
 
     # -- writing ---------------------------------------------------------------------------
-    def _group_ctx(self, obj) -> dict:
-        ctx = dict(self.conn.SERVICE_OPTS)
-        ctx["omero.group"] = str(obj.getDetails().getGroup().getId().val)
-        return ctx
+    @staticmethod
+    def _group_ctx(group_id: int) -> dict:
+        return {"omero.group": str(group_id)}
 
-    def save_map_annotation(self, image, pairs: list[list[str]], namespace: str):
+    def _as_owner(self, owner_id: int, owner_name: str, group_id: int) -> BlitzOmero:
+        """This session, or one of the image's owner (made with ``suConn``, which needs the
+        ``Sudo`` privilege)."""
+        if owner_id == self.user_id():
+            return self
+        key = (owner_id, group_id)
+        if key not in self._sudo:
+            if "Sudo" not in self.privileges():
+                raise NotPermitted(
+                    f"annotating another user's image as its owner needs the Sudo privilege (owner: {owner_name})"
+                )
+            conn = self.conn.suConn(owner_name, group_id)
+            if conn is None:
+                raise NotPermitted(f"cannot open a session as {owner_name}: Sudo refused")
+            self._sudo[key] = BlitzOmero(conn)
+        return self._sudo[key]
+
+    def close_sudo_sessions(self) -> None:
+        """Closes the sessions opened as image owners."""
+        for omero in self._sudo.values():
+            omero.conn.close()
+        self._sudo.clear()
+
+    def save_map_annotations(self, items: list, namespace: str) -> dict[int, object]:
+        """Saves one MapAnnotation per ``(image, pairs)``, linked to the image and owned by the
+        image's owner; one call per batch of images of one owner and group. Returns per image
+        id the saved annotation, or the exception that refused its batch."""
         import omero.model
         from omero.rtypes import rstring
 
-        ann = omero.model.MapAnnotationI()
-        ann.setNs(rstring(namespace))
-        ann.setMapValue([omero.model.NamedValue(k, v) for k, v in pairs])
-        link = omero.model.ImageAnnotationLinkI()
-        link.setParent(omero.model.ImageI(image.getId().val, False))
-        link.setChild(ann)
-        saved = self.conn.getUpdateService().saveAndReturnObject(link, self._group_ctx(image))
-        return saved.getChild()
+        batches: dict[tuple[int, str, int], list] = {}
+        for image, pairs in items:
+            details = image.getDetails()
+            owner = details.getOwner()
+            key = (owner.getId().val, _val(owner.getOmeName()) or "", details.getGroup().getId().val)
+            batches.setdefault(key, []).append((image, pairs))
+        out: dict[int, object] = {}
+        for (owner_id, owner_name, group_id), batch in batches.items():
+            try:
+                session = self._as_owner(owner_id, owner_name, group_id)
+            except NotPermitted as exc:
+                out.update({image.getId().val: exc for image, _ in batch})
+                continue
+            for chunk in pages(batch, SAVE_BATCH):
+                links = []
+                for image, pairs in chunk:
+                    ann = omero.model.MapAnnotationI()
+                    ann.setNs(rstring(namespace))
+                    ann.setMapValue([omero.model.NamedValue(k, v) for k, v in pairs])
+                    link = omero.model.ImageAnnotationLinkI()
+                    link.setParent(omero.model.ImageI(image.getId().val, False))
+                    link.setChild(ann)
+                    links.append(link)
+                try:
+                    saved = session.conn.getUpdateService().saveAndReturnArray(links, self._group_ctx(group_id))
+                except Exception as exc:  # noqa: BLE001 - the caller judges each image (a lost connection too)
+                    out.update({image.getId().val: exc for image, _ in chunk})
+                    continue
+                for link in saved:
+                    out[link.getParent().getId().val] = link.getChild()
+        return out
 
-    def delete_annotations(self, annotation_ids: list[int]) -> None:
-        if annotation_ids:
+    def delete_annotations(self, annotation_ids: list[int]) -> list[int]:
+        """Deletes the annotations this session may delete; returns the ids still there
+        afterwards (the server skips what it may not delete, with or without an error)."""
+        if not annotation_ids:
+            return []
+        try:
             self.conn.deleteObjects("Annotation", list(annotation_ids), wait=True)
+        except Exception as exc:  # noqa: BLE001 - judged by what is left below
+            from .connection import is_connection_error
+
+            if is_connection_error(exc):
+                raise
+        return self.existing_ids("Annotation", list(annotation_ids))
+
+    def upload_file(self, name: str, data: bytes, mimetype: str):
+        """Uploads ``data`` as an OriginalFile in the session's own default group (a script's
+        ``File`` output: OMERO.web offers it for download)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, name)
+            with open(path, "wb") as f:
+                f.write(data)
+            return self.conn.createOriginalFileFromLocalFile(path, mimetype=mimetype)._obj
 
     def attach_file(self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str):
+        """Uploads ``data`` as a file annotation linked to the object, in the object's group.
+        If the link is refused (read-only object, or gone), the uploaded annotation is deleted
+        again and the error raised: nothing is left orphaned."""
         target = self.conn.getObject(kind, obj_id)
         if target is None:
             raise LookupError(f"{kind} {obj_id} not found")
-        self.conn.SERVICE_OPTS.setOmeroGroup(target.getDetails().getGroup().getId())
+        group_id = target.getDetails().getGroup().getId()
+        ctx_group = self.conn.SERVICE_OPTS.getOmeroGroup()
+        self.conn.SERVICE_OPTS.setOmeroGroup(group_id)
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, name)
                 with open(path, "wb") as f:
                     f.write(data)
                 ann = self.conn.createFileAnnfromLocalFile(path, mimetype=mimetype, ns=namespace)
-            target.linkAnnotation(ann)
+            try:
+                target.linkAnnotation(ann)
+            except Exception:
+                self.conn.deleteObjects("Annotation", [ann.getId()], wait=True)
+                raise
             return ann._obj
         finally:
-            self.conn.SERVICE_OPTS.setOmeroGroup(-1)
+            self.conn.SERVICE_OPTS.setOmeroGroup(ctx_group)
+
+
+def _grouped(rows: list[list]) -> list[tuple[int, dict]]:
+    """[image, annotation, key, value] rows to [(image id, {key: value})], one per annotation."""
+    out: dict[int, tuple[int, dict]] = {}
+    for image_id, ann_id, key, value in rows:
+        out.setdefault(ann_id, (image_id, {}))[1].setdefault(key, value)
+    return list(out.values())

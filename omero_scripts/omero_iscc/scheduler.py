@@ -63,6 +63,13 @@ class Scheduler:
         self.server = cfg.host
         self.once = False
         self.annotated_in_poll = 0
+        #: The daemon runs its workers in their own session (see worker._popen); a script does not.
+        self.detach = True
+        #: time.monotonic() after which no new image is started (a script's time budget).
+        self.deadline: float | None = None
+        #: Reconnections before a poll gives up (None: the default of the mode; a script,
+        #: whose session is its own, has nothing to reconnect to: 0).
+        self.max_reconnects: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
@@ -85,6 +92,8 @@ class Scheduler:
 
     def close(self) -> None:
         self.webhook.drain(timeout=30)
+        if self.omero is not None and hasattr(self.omero, "close_sudo_sessions"):
+            self.omero.close_sudo_sessions()
         self._disconnect()
 
     # -- work ------------------------------------------------------------------------------
@@ -102,6 +111,28 @@ class Scheduler:
             }
         )
 
+    def _should_stop(self) -> bool:
+        return self.stop_event.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
+
+    def _next_batch(self) -> tuple[list[int], int]:
+        """Up to ``batch_size`` images without an ISCC, by ascending id, leaving out those
+        that wait for a retry or were given up (filtered here: the list grows without limit,
+        so it is never sent to the server); then every image of their Filesets, so that a
+        Fileset is read once whatever the batch size. Returns the images and how many were
+        found without an ISCC."""
+        excluded = set(self.state.excluded(self.clock()))
+        found: list[int] = []
+        after = 0
+        while len(found) < self.cfg.batch_size:
+            page = self.omero.unannotated_images(self.cfg.namespace, self.cfg.batch_size, after)
+            if not page:
+                break
+            found += [i for i in page if i not in excluded]
+            after = page[-1]
+        found = found[: self.cfg.batch_size]
+        whole = sorted(set(found) | {i for i in self.omero.fileset_images(found) if i not in excluded})
+        return whole, len(found)
+
     def poll_once(self) -> PollResult:
         """One batch; reconnects and carries on with the same batch if the connection drops."""
         delay = 1.0
@@ -114,10 +145,8 @@ class Scheduler:
                 if self.omero is None:
                     self._connect()
                 if batch is None:
-                    excluded = self.state.excluded(self.clock())
-                    batch = self.omero.unannotated_images(self.cfg.namespace, self.cfg.batch_size, excluded)
-                    result.seen = len(batch)
-                    log.info("poll: %d image(s) without an ISCC", len(batch))
+                    batch, result.seen = self._next_batch()
+                    log.info("poll: %d image(s) without an ISCC, with their filesets' images", len(batch))
                 root = self.cfg.repository or self.omero.repository_root()
                 report = annotate(
                     self.omero,
@@ -128,7 +157,9 @@ class Scheduler:
                     chunk_size=self.cfg.chunk_size,
                     units_per_run=1,
                     on_annotated=self._annotated,
-                    should_stop=self.stop_event.is_set,
+                    should_stop=self._should_stop,
+                    detach=self.detach,
+                    allowed_roots=tuple(self.cfg.allowed_roots),
                 )
                 break
             except Exception as exc:  # noqa: BLE001 - classified below; anything else propagates
@@ -136,7 +167,10 @@ class Scheduler:
                     raise
                 attempts += 1
                 self._disconnect()
-                if self.stop_event.is_set() or (self.once and attempts > ONCE_RECONNECTS):
+                limit = (
+                    self.max_reconnects if self.max_reconnects is not None else (ONCE_RECONNECTS if self.once else None)
+                )
+                if self.stop_event.is_set() or (limit is not None and attempts > limit):
                     log.error("connection lost (%s); giving up for now", exc)
                     result.failed += 1
                     return result
@@ -145,7 +179,9 @@ class Scheduler:
                 delay = min(delay * 2, RECONNECT_CAP)
         now = self.clock()
         for outcome in report.outcomes:
-            if outcome.status is ImageStatus.FAILED:
+            if outcome.status in (ImageStatus.FAILED, ImageStatus.NOT_PERMITTED):
+                # Not permitted is kept like a failure: reported by `status`, retried with
+                # backoff (privileges change), and never in the way of the images after it.
                 f = self.state.record_failure(outcome.image_id, outcome.message, now, self.cfg.poll_interval)
                 log.error(
                     "image %d failed (attempt %d of %d): %s",
@@ -175,7 +211,8 @@ class Scheduler:
                 failed |= result.failed > 0
                 if once or result.stopped or self.stop_event.is_set():
                     break
-                if result.seen < self.cfg.batch_size:
+                if result.seen < self.cfg.batch_size or result.annotated == 0:
+                    # Nothing more to do, or a poll that made no progress: wait, never spin.
                     self.sleep(self.cfg.poll_interval)
                 if self.stop_event.is_set():
                     break

@@ -39,6 +39,9 @@ def run(client, work: Work, nothing_done: str, omero_factory=None) -> None:
         def omero_factory(c):
             return BlitzOmero(BlitzGateway(client_obj=c))
 
+    import Ice
+    import omero
+
     omero_access = omero_factory(client)
     client.enableKeepAlive(60)
     try:
@@ -46,6 +49,41 @@ def run(client, work: Work, nothing_done: str, omero_factory=None) -> None:
     except REPORTED as exc:
         client.setOutput("ERROR", rstring(str(exc)))
         message, outputs = f"{nothing_done}: {exc}", {}
+    except (omero.ServerError, Ice.Exception) as exc:
+        # What the server refused or lost (a permission, a vanished object, the session):
+        # the user reads why in OMERO.web instead of a traceback.
+        reason = f"OMERO: {describe(exc)}"
+        client.setOutput("ERROR", rstring(reason))
+        message, outputs = f"{nothing_done}: {reason}", {}
     client.setOutput("Message", rstring(message))
     for name, obj in outputs.items():
         client.setOutput(name, robject(obj))
+
+
+def describe(exc: BaseException) -> str:
+    """An OMERO or Ice exception in a line: its type and the server's message."""
+    text = getattr(exc, "message", None) or str(exc) or ""
+    return f"{type(exc).__name__}: {text}".strip().rstrip(":")
+
+
+def attach_report(
+    omero_access, kind: str, obj_id: int | None, name: str, data: bytes, namespace: str, mimetype: str = "text/csv"
+) -> tuple[dict, str]:
+    """Attaches a script's report to the selected object; where that is refused (the object
+    may be read but not annotated, or is gone), returns the report as the script's ``File``
+    output instead. Returns the outputs and a sentence for the message ("" when attached).
+    Nothing is left orphaned either way."""
+    import omero
+
+    if obj_id is not None:
+        try:
+            return {"File_Annotation": omero_access.attach_file(kind, obj_id, name, data, namespace, mimetype)}, ""
+        except (LookupError, omero.ServerError) as exc:
+            why = str(exc) if isinstance(exc, LookupError) else describe(exc)
+            where = f"the report could not be attached to {kind} {obj_id} ({why})"
+    else:
+        where = "no selected object to attach the report to"
+    try:
+        return {"File": omero_access.upload_file(name, data, mimetype)}, f"; {where}: it is the script's File output"
+    except omero.ServerError as exc:
+        return {}, f"; {where}, and it could not be uploaded either ({describe(exc)})"

@@ -52,7 +52,13 @@ class ImageVerdict:
 
 
 def verify(
-    omero: Omero, image_ids: list[int], worker: str, root: str | None, namespace: str, chunk_size: int = 1 << 20
+    omero: Omero,
+    image_ids: list[int],
+    worker: str,
+    root: str | None,
+    namespace: str,
+    chunk_size: int = 1 << 20,
+    allowed_roots: tuple[str, ...] = (),
 ) -> list[ImageVerdict]:
     images = omero.images(image_ids)
     found = {im.getId().val for im in images}
@@ -65,11 +71,20 @@ def verify(
         chosen = [
             im for im in images if (stored.get(im.getId().val) is not None and stored[im.getId().val].wide) == wide
         ]
-        units = plan(chosen)
+        units = plan(omero, chosen)
         hashers = {f.hasher for u in units for f in u.files if f.hasher in SUPPORTED_HASHERS}
         for start in range(0, len(units), BATCH):
             batch = units[start : start + BATCH]
-            results = compute(omero, batch, worker, root, wide=wide, checksums=hashers, chunk_size=chunk_size)
+            results = compute(
+                omero,
+                batch,
+                worker,
+                root,
+                wide=wide,
+                checksums=hashers,
+                chunk_size=chunk_size,
+                allowed_roots=allowed_roots,
+            )
             for unit in batch:
                 result = results[unit.key]
                 for image in unit.images:

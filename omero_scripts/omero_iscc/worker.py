@@ -119,6 +119,16 @@ def _base_args(worker: str, wide: bool, checksums: Iterable[str]) -> list[str]:
     return args
 
 
+def _popen(args: list[str], detach: bool) -> subprocess.Popen:
+    """Starts the worker. ``detach``: in a session of its own, for the scheduler's daemon, so
+    that a SIGTERM meant for the scheduler lets the hashing in hand finish. Scripts never
+    detach: OMERO's Processor cancels a script by killing its process group, and the worker
+    must go with it."""
+    return subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=detach
+    )
+
+
 def _feed(stream: IO[bytes], lines: list[bytes]) -> None:
     try:
         for line in lines:
@@ -135,19 +145,22 @@ def run_groups(
     wide: bool = False,
     checksums: Iterable[str] = (),
     threads: int | None = None,
+    detach: bool = False,
+    allowed_roots: Iterable[str] = (),
 ) -> Iterator[GroupResult]:
-    """Hashes groups of repository-relative paths; yields one result per group, in order."""
+    """Hashes groups of repository-relative paths; yields one result per group, in order.
+
+    ``allowed_roots``: directories outside the repository that its entries may link to (the
+    instrument shares of in-place imports). ``detach``: see :func:`_popen`."""
     if not groups:
         return
     args = _base_args(worker, wide, checksums) + ["--root", root, "--groups", "-"]
+    for allowed in allowed_roots:
+        args += ["--allow-root", allowed]
     if threads:
         args += ["--threads", str(threads)]
     lines = [(json.dumps({"id": gid, "files": files}) + "\n").encode() for gid, files in groups]
-    # A session of its own: a SIGTERM meant for the scheduler must not kill the hashing
-    # under it (the scheduler finishes the image in hand, then stops).
-    proc = subprocess.Popen(
-        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
+    proc = _popen(args, detach)
     feeder = threading.Thread(target=_feed, args=(proc.stdin, lines), daemon=True)
     feeder.start()
     count = 0
@@ -173,17 +186,16 @@ def sum_stream(worker: str, chunks: Iterable[bytes], wide: bool = False, checksu
 
 
 def sum_streams(
-    worker: str, streams: list[Iterable[bytes]], wide: bool = False, checksums: Iterable[str] = ()
+    worker: str,
+    streams: list[Iterable[bytes]],
+    wide: bool = False,
+    checksums: Iterable[str] = (),
+    detach: bool = False,
 ) -> list[FileResult]:
     """Hashes several streams read one after the other. Returns one result per stream and,
     when there are several, a last one for their concatenation; every byte is read once."""
     args = _base_args(worker, wide, checksums) + ["-"]
-    procs = [
-        subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-        )
-        for _ in range(len(streams) + (1 if len(streams) > 1 else 0))
-    ]
+    procs = [_popen(args, detach) for _ in range(len(streams) + (1 if len(streams) > 1 else 0))]
     whole = procs[-1] if len(streams) > 1 else None
     readers = []
     outputs: list[bytes] = [b""] * len(procs)

@@ -29,10 +29,15 @@ pub fn run(args: &SumArgs) -> Result<Status, Error> {
     if args.tree && args.paths.iter().any(|p| streams::is_stdin(p)) {
         return usage("--tree needs directories, not standard input");
     }
-    let resolver = Resolver::new(args.root.as_deref()).map_err(|e| {
+    let mut resolver = Resolver::new(args.root.as_deref()).map_err(|e| {
         let root = args.root.as_deref().unwrap_or(Path::new("")).display();
         Error::Usage(format!("--root {root}: {}", streams::plain(&e)))
     })?;
+    for dir in &args.allowed_roots {
+        resolver = resolver
+            .allow(dir)
+            .map_err(|e| Error::Usage(format!("--allow-root {}: {}", dir.display(), streams::plain(&e))))?;
+    }
     let jobs = collect_jobs(args, &resolver, &mut Inputs::default())?;
     let pool = streams::pool(args.threads)?;
     let mut checksums = args.checksums.clone();

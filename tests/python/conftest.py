@@ -17,7 +17,7 @@ TOP = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(TOP / "omero_scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fake_omero import FakeOmero  # noqa: E402
+from fake_server import FakeServer  # noqa: E402
 
 NS = "org.iscc.omero.sum"
 
@@ -62,7 +62,8 @@ def reference(paths: list[Path], wide: bool = False) -> dict:
 class World:
     """A ManagedRepository on disk and the OMERO objects that point into it."""
 
-    omero: FakeOmero
+    server: FakeServer
+    omero: object  # BlitzOmero over the stand-in server, as the session user
     repo: Path
     disk: dict = field(default_factory=dict)  # image id -> list of disk paths (in order)
     single: int = 0
@@ -89,8 +90,8 @@ def _place(src: Path, repo: Path, rel_dir: str, rel_name: str) -> Path:
 def world(tmp_path: Path, samples: Path) -> World:
     repo = tmp_path / "ManagedRepository"
     repo.mkdir()
-    fake = FakeOmero(root=str(repo))
-    w = World(omero=fake, repo=repo)
+    fake = FakeServer(root=str(repo))
+    w = World(server=fake, omero=None, repo=repo)
     tiff = samples / "ome-tiff"
 
     d1 = "scientist_2/2026-11/29/10-00-00.000/"
@@ -142,6 +143,7 @@ def world(tmp_path: Path, samples: Path) -> World:
     fake.add_container("Project", w.project, [w.dataset])
     fake.add_container("Plate", w.plate, w.multi_series)
     fake.add_container("Screen", w.screen, [w.plate])
+    w.omero = fake.access()
     return w
 
 

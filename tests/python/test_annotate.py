@@ -55,7 +55,7 @@ def test_every_kind_of_image_gets_the_reference_code(world, worker):
     assert f"image {world.missing}: file missing from repository (" in message
     assert outputs["Result"].getId().val == world.single and not outputs["Result"].isLoaded()
     for image_id in [world.single, world.multi_file, *world.multi_series, world.legacy, world.other_group]:
-        pairs = world.omero.pairs(image_id)
+        pairs = world.server.pairs(image_id)
         keys = [k for k, _ in pairs]
         assert keys[: len(KEYS)] == KEYS
         values = dict(pairs)
@@ -69,15 +69,15 @@ def test_every_kind_of_image_gets_the_reference_code(world, worker):
         assert values["iscc:processor"].startswith("omero-iscc ")
         assert values["iscc:input"] == ("raw-file-store" if image_id == world.legacy else "managed-repository")
     # A multi-file Fileset lists each file's own code, relative to the fileset directory.
-    files = [v for k, v in world.omero.pairs(world.multi_file) if k == "iscc:file"]
+    files = [v for k, v in world.server.pairs(world.multi_file) if k == "iscc:file"]
     assert [f.split(" ", 1)[1] for f in files] == ["77654033/CT2/17106", "77654033/CT2/17136", "77654033/CT2/17166"]
     for entry, path in zip(files, world.disk[world.multi_file]):
         assert entry.split(" ", 1)[0] == reference([path])["iscc"]
-    assert dict(world.omero.pairs(world.single))["iscc:source_file"] == "neuron-4Ch.tiff"
+    assert dict(world.server.pairs(world.single))["iscc:source_file"] == "neuron-4Ch.tiff"
     # Saved in each image's own group; the locked and missing images carry nothing.
-    assert (world.other_group, 2) in world.omero.saved_groups
-    assert world.locked not in world.omero.annotations
-    assert world.missing not in world.omero.annotations
+    assert (world.other_group, 2) in world.server.saved_groups
+    assert world.locked not in world.server.annotations
+    assert world.missing not in world.server.annotations
 
 
 def test_multi_series_fileset_is_hashed_once(world, worker, monkeypatch):
@@ -91,44 +91,44 @@ def test_multi_series_fileset_is_hashed_once(world, worker, monkeypatch):
     monkeypatch.setattr(compute_mod, "run_groups", spy)
     run_annotate(world, worker, "Plate", [world.plate])
     assert len(seen) == 1 and seen[0].startswith("fileset:")
-    codes = {dict(world.omero.pairs(i))["iscc:sum"] for i in world.multi_series}
+    codes = {dict(world.server.pairs(i))["iscc:sum"] for i in world.multi_series}
     assert len(codes) == 1
 
 
 def test_wide_codes(world, worker):
     run_annotate(world, worker, "Image", [world.single], wide=True)
-    values = dict(world.omero.pairs(world.single))
+    values = dict(world.server.pairs(world.single))
     assert values["iscc:sum"] == reference(world.disk[world.single], wide=True)["iscc"]
     assert values["iscc:sum"].startswith("ISCC:K4A")
 
 
 def test_rerun_skips_and_replace_swaps_without_touching_other_namespaces(world, worker):
-    world.omero.add_annotation(world.single, [["lab", "keep me"]], "org.example.other")
+    world.server.add_annotation(world.single, [["lab", "keep me"]], "org.example.other")
     run_annotate(world, worker, "Image", [world.single, world.multi_file])
-    first_ids = {i: world.omero.annotations[i][0].getId().val for i in (world.single, world.multi_file)}
+    first_ids = {i: world.server.annotations[i][0].getId().val for i in (world.single, world.multi_file)}
     message, _ = run_annotate(world, worker, "Image", [world.single, world.multi_file])
     assert message == "0 annotated, 2 already had an ISCC"
-    assert len(world.omero.annotations[world.single]) == 1
+    assert len(world.server.annotations[world.single]) == 1
     message, _ = run_annotate(world, worker, "Image", [world.single, world.multi_file], replace=True)
     assert message == "2 annotated"
     for image_id, old in first_ids.items():
-        anns = world.omero.annotations[image_id]
+        anns = world.server.annotations[image_id]
         assert len(anns) == 1 and anns[0].getId().val != old
-    assert [[nv.name, nv.value] for nv in world.omero.other_annotations[world.single][0].getMapValue()] == [
+    assert [[nv.name, nv.value] for nv in world.server.other_annotations[world.single][0].getMapValue()] == [
         ["lab", "keep me"]
     ]
 
 
 def test_replace_keeps_the_old_annotation_when_the_new_one_fails(world, worker):
     run_annotate(world, worker, "Image", [world.single, world.other_group])
-    old_single = world.omero.annotations[world.single][0].getId().val
-    old_other = world.omero.annotations[world.other_group][0].getId().val
+    old_single = world.server.annotations[world.single][0].getId().val
+    old_other = world.server.annotations[world.other_group][0].getId().val
     world.disk[world.single][0].unlink()  # computation fails (not in the repository, nor via OMERO)
-    world.omero.fail_save_for.add(world.other_group)  # the save is refused
+    world.server.fail_save_for.add(world.other_group)  # the save is refused
     message, _ = run_annotate(world, worker, "Image", [world.single, world.other_group], replace=True)
     assert message.startswith("0 annotated, 2 failed")
-    assert [a.getId().val for a in world.omero.annotations[world.single]] == [old_single]
-    assert [a.getId().val for a in world.omero.annotations[world.other_group]] == [old_other]
+    assert [a.getId().val for a in world.server.annotations[world.single]] == [old_single]
+    assert [a.getId().val for a in world.server.annotations[world.other_group]] == [old_other]
 
 
 def test_unreadable_file_is_streamed_through_omero(world, as_nobody_worker):
@@ -141,10 +141,10 @@ def test_unreadable_file_is_streamed_through_omero(world, as_nobody_worker):
     world.disk[world.single][0].chmod(0o600)
     message, _ = run_annotate(world, as_nobody_worker, "Image", [world.single, world.multi_file])
     assert message == "2 annotated"
-    single = dict(world.omero.pairs(world.single))
+    single = dict(world.server.pairs(world.single))
     assert single["iscc:input"] == "raw-file-store"
     assert single["iscc:sum"] == reference(world.disk[world.single])["iscc"]
-    assert dict(world.omero.pairs(world.multi_file))["iscc:input"] == "managed-repository"
+    assert dict(world.server.pairs(world.multi_file))["iscc:input"] == "managed-repository"
 
 
 @pytest.mark.parametrize(
@@ -152,7 +152,7 @@ def test_unreadable_file_is_streamed_through_omero(world, as_nobody_worker):
     [
         ("Project", lambda w: [w.project], lambda w: 9),
         ("Screen", lambda w: [w.screen], lambda w: 3),
-        ("Fileset", lambda w: [w.omero.images_by_id[w.multi_series[0]].getFileset().getId().val], lambda w: 3),
+        ("Fileset", lambda w: [w.server.images_[w.multi_series[0]].fileset], lambda w: 3),
         ("Image", lambda w: [w.single, w.single, 999999], lambda w: 1),
     ],
 )
@@ -175,7 +175,7 @@ def test_bad_selection_is_an_input_error(world, worker):
 
 
 def test_images_the_user_cannot_see_are_not_found(world, worker):
-    world.omero.hidden.add(world.single)
+    world.server.hide(world.single)
     message, _ = run_annotate(world, worker, "Image", [world.single])
     assert message.startswith("0 annotated") and "Image not found: " in message
 

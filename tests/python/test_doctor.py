@@ -17,7 +17,7 @@ def run(cfg, connect, tests):
 
 def test_all_checks_pass_on_a_healthy_setup(world, worker, tmp_path):
     cfg = Config(worker=worker, state_dir=str(tmp_path / "state"))
-    world.omero.add_annotation(world.single, [["iscc:sum", "ISCC:KUAX"], ["iscc:timestamp", "t"]], NS)
+    world.server.add_annotation(world.single, [["iscc:sum", "ISCC:KUAX"], ["iscc:timestamp", "t"]], NS)
     status, lines = run(cfg, lambda c: (Closer(), world.omero), ["connection", "processing", "service", "list"])
     assert status == 0, lines
     text = "\n".join(lines)
@@ -26,13 +26,24 @@ def test_all_checks_pass_on_a_healthy_setup(world, worker, tmp_path):
         "worker found",
         "worker statically linked",
         "worker selftest",
-        "repository root readable",
+        "file access",
         "one real file hashed",
         "state dir writable",
         "lock free",
     ]:
         assert f"OK   {check}:" in text, text
     assert f"image {world.single}: ISCC:KUAX" in text
+    assert "files are read from the ManagedRepository at" in text
+
+
+def test_a_host_without_the_repository_reads_through_omero_and_says_so(world, worker, tmp_path):
+    cfg = Config(worker=worker, state_dir=str(tmp_path / "state"), repository=str(tmp_path / "not-mounted"))
+    status, lines = run(cfg, lambda c: (Closer(), world.omero), ["processing"])
+    assert status == 0, lines
+    assert (
+        f"OK   file access: {tmp_path / 'not-mounted'} is not mounted on this host: every file is read through"
+        " OMERO (RawFileStore)" in lines
+    )
 
 
 def test_failures_say_what_to_fix(world, tmp_path):

@@ -20,7 +20,7 @@ SCRIPT = load_script("ISCC_Find_Duplicates")
 @pytest.fixture
 def variants(world):
     """A copy, an edited (middle bytes changed) and an extended version of the single image."""
-    fake, original = world.omero, world.disk[world.single][0]
+    fake, original = world.server, world.disk[world.single][0]
     data = original.read_bytes()
     edited = bytearray(data)
     mid = len(edited) // 2
@@ -33,7 +33,7 @@ def variants(world):
         p.write_bytes(content)
         [made[label]] = fake.add_fileset([fake.original_file(str(p), d)], d, names=[label])
         world.disk[made[label]] = [p]
-    fake.links[("Dataset", world.dataset)] += list(made.values())
+    fake.containers[("Dataset", world.dataset)] += list(made.values())
     return made
 
 
@@ -47,7 +47,7 @@ def test_identical_and_near_duplicates_with_distances(world, worker, variants):
     message, attachment = script(world, worker)
     assert message.startswith("2 group(s) of identical images (5 images), 1 group(s) of similar images")
     assert "have no ISCC yet" in message and "gone" in message  # the image whose file is missing
-    kind, obj_id, name, data, ns, mimetype = world.omero.attachments[-1]
+    kind, obj_id, name, data, ns, mimetype = world.server.attachments[-1]
     assert (kind, obj_id, name, ns) == ("Dataset", world.dataset, "iscc_duplicates.csv", NS + ".duplicates")
     rows = list(csv.DictReader(io.StringIO(data.decode())))
     by_group: dict = {}
@@ -60,7 +60,7 @@ def test_identical_and_near_duplicates_with_distances(world, worker, variants):
     [similar] = [g for (n, k), g in by_group.items() if k == "similar"]
     members = {int(r["image_id"]): int(r["distance"]) for r in similar}
     assert set(members) == {world.single, variants["copy"], variants["edited"], variants["extended"]}
-    codes = {i: dict(world.omero.pairs(i))["iscc:sum"] for i in members}
+    codes = {i: dict(world.server.pairs(i))["iscc:sum"] for i in members}
     for image_id, d in members.items():
         assert d == duplicates.distance(codes[world.single], codes[image_id])
     assert all(
@@ -70,9 +70,9 @@ def test_identical_and_near_duplicates_with_distances(world, worker, variants):
 
 def test_server_scope_never_shows_what_the_user_cannot_see(world, worker, variants):
     run_annotate(world, worker)
-    world.omero.hidden.add(variants["copy"])
+    world.server.hide(variants["copy"])
     message, _ = script(world, worker, scope="Server")
-    data = world.omero.attachments[-1][3].decode()
+    data = world.server.attachments[-1][3].decode()
     assert f",{variants['copy']}," not in data
     assert message.startswith("1 group(s) of identical images (3 images)")
 
@@ -87,7 +87,7 @@ def test_find_by_image_and_by_code(world, worker, variants, capsys):
         variants["edited"],
         variants["extended"],
     }
-    code = dict(world.omero.pairs(world.single))["iscc:sum"]
+    code = dict(world.server.pairs(world.single))["iscc:sum"]
     assert duplicates.find_command(Config(), lambda cfg: (None, world.omero), code, 0) == 0
     out = capsys.readouterr().out
     assert f"image {world.single}" in out and f"image {variants['copy']}" in out

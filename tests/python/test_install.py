@@ -160,3 +160,40 @@ def test_a_python_older_than_3_9_is_refused(site, worker, tmp_path):
     assert result.returncode != 0
     assert "is Python 3.8.18: omero-iscc needs Python 3.9 or newer" in result.stderr, result.stderr
     assert not (site["root"] / "usr" / "bin" / "omero-iscc").exists()
+
+
+def test_upload_stores_the_scripts_under_iscc_and_replaces_them_on_a_second_run(site, worker, tmp_path):
+    # A stand-in for the `omero` CLI next to the server's Python: a session exists when the
+    # file `session` does; uploaded scripts are remembered with their ids; every call is logged.
+    state = tmp_path / "cli"
+    state.mkdir()
+    cli = site["venv"] / "bin" / "omero"
+    cli.write_text(
+        f"""#!/bin/bash
+s={state}
+echo "$PWD :: $*" >> $s/log
+case "$1 $2" in
+  "sessions key") [ -f $s/session ] && echo KEY || exit 1 ;;
+  "script list") n=0; while read -r p; do n=$((n+1)); echo " $n | $p"; done < <(cat $s/scripts 2>/dev/null) ;;
+  "script upload") [ -f "$4" ] && echo "$4" >> $s/scripts ;;
+  "script replace") ;;
+esac
+"""
+    )
+    cli.chmod(0o755)
+    result = install(site, worker, "--upload")
+    assert result.returncode == 2 and "no OMERO session to upload with: run" in result.stderr, result.stderr
+    assert "login" in result.stderr
+    (state / "session").touch()
+    result = install(site, worker, "--upload")
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in (TOP / "omero_scripts").glob("ISCC_*.py"))
+    assert (state / "scripts").read_text().split() == [f"iscc/{n}" for n in names]
+    assert not site["scripts"].exists() or not list(site["scripts"].glob("ISCC_*.py"))
+    log = (state / "log").read_text()
+    assert log.count("script upload --official iscc/") == len(names)
+    result = install(site, worker, "--upload")
+    assert result.returncode == 0, result.stderr
+    log = (state / "log").read_text()
+    assert log.count("script upload --official iscc/") == len(names), "nothing uploaded twice"
+    assert log.count("script replace ") == len(names)

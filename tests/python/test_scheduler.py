@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TOP, reference
-from fake_omero import FakeOmero
+from fake_server import FakeServer
 
 from omero_iscc import state as state_mod
 from omero_iscc.__main__ import main
@@ -31,9 +31,9 @@ class Clock:
         return self.t
 
 
-def backlog(tmp_path: Path, n: int) -> tuple[FakeOmero, list[int], dict]:
+def backlog(tmp_path: Path, n: int) -> tuple[FakeServer, list[int], dict]:
     repo = tmp_path / "repo"
-    fake = FakeOmero(root=str(repo))
+    fake = FakeServer(root=str(repo))
     ids, paths = [], {}
     for k in range(n):
         d = f"u/2026-11/29/{k:05d}/"
@@ -51,7 +51,7 @@ def make(tmp_path, fake, worker, clock=None, **cfg) -> tuple[Scheduler, list]:
 
     def connect(config):
         connects.append(1)
-        return None, fake
+        return None, fake.access(0)  # the scheduler runs as an administrator
 
     config = Config(state_dir=str(tmp_path / "state"), worker=worker, poll_interval=60.0, **cfg)
     return Scheduler(config, connect, sleep=lambda s: None, clock=clock or Clock()), connects
@@ -97,7 +97,7 @@ def test_backoff_delays_a_retry(tmp_path, worker):
     assert sched.poll_once().seen == 1
 
 
-@pytest.mark.parametrize("method, after", [("save_map_annotation", 5), ("images", 1), ("unannotated_images", 1)])
+@pytest.mark.parametrize("method, after", [("saveAndReturnArray", 5), ("findAllByQuery", 1), ("projection", 1)])
 def test_lost_connection_mid_batch_loses_and_duplicates_nothing(tmp_path, worker, method, after):
     fake, ids, _ = backlog(tmp_path, 12)
     sched, connects = make(tmp_path, fake, worker, batch_size=20)
@@ -238,7 +238,7 @@ def test_the_effective_configuration_is_logged_masked(tmp_path, worker, caplog):
     import logging
 
     caplog.set_level(logging.INFO)
-    assert main(["--config", str(f), "run", "--once"], connect=lambda cfg: (None, fake)) == 0
+    assert main(["--config", str(f), "run", "--once"], connect=lambda cfg: (None, fake.access(0))) == 0
     text = caplog.text
     assert "configuration:" in text and "topsecret" not in text and '"password": "***"' in text
     [image_id] = list(fake.annotations)
@@ -254,11 +254,10 @@ def test_the_admin_script_runs_one_poll_with_the_scheduler_state(tmp_path, worke
     paths[ids[2]].unlink()
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"worker": worker, "state_dir": str(tmp_path / "state")}))
-    message = script.poll(fake, 5, config_file=str(cfg))
+    message = script.poll(fake.access(0), 5, config_file=str(cfg))
     assert message == "4 annotated, 1 failed, of 5 image(s) without an ISCC (batch size 5)"
     assert state_mod.load(str(tmp_path / "state")).failures[ids[2]].attempts == 1
     with state_mod.Lock(str(tmp_path / "state")), pytest.raises(state_mod.LockedError):
-        script.poll(fake, 5, config_file=str(cfg))
-    fake.admin = False
+        script.poll(fake.access(0), 5, config_file=str(cfg))
     with pytest.raises(script.scripting.ScriptError, match="only administrators"):
-        script.poll(fake, 5, config_file=str(cfg))
+        script.poll(fake.access(2), 5, config_file=str(cfg))

@@ -20,7 +20,7 @@ def run_verify(world, worker, ids):
 
 
 def rows(world):
-    kind, obj_id, name, data, ns, mimetype = world.omero.attachments[-1]
+    kind, obj_id, name, data, ns, mimetype = world.server.attachments[-1]
     assert (name, mimetype, ns) == ("iscc_verify_report.csv", "text/csv", NS + ".verify")
     return kind, obj_id, list(csv.DictReader(io.StringIO(data.decode())))
 
