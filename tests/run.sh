@@ -20,7 +20,7 @@ cargo machete
 "$OMERO_ISCC_PYTHON" -m ruff check --config tests/ruff.toml omero_scripts tests/python tests/reference bench
 "$OMERO_ISCC_PYTHON" -m ruff format --config tests/ruff.toml --check omero_scripts tests/python tests/reference bench
 # The server-side code (scripts, helper, scheduler) must not need more than Python 3.9.
-"$OMERO_ISCC_PYTHON" -m vermin --no-tips --violations -t=3.9- --eval-annotations omero_scripts
+"$(dirname "$OMERO_ISCC_PYTHON")/vermin" --no-tips --violations -t=3.9- --eval-annotations omero_scripts
 
 echo "== cargo test (release build of the static binary first)"
 cargo build --release --locked
