@@ -235,3 +235,51 @@ fn sparse_files_with_holes_of_whole_windows_equal_iscc_sum() {
         assert_eq!(stdout(&run_in(tmp.path(), &args, b"")), want, "{extra:?}");
     }
 }
+
+#[test]
+fn groups_and_trees_of_small_empty_large_and_mixed_files_on_every_thread_count() {
+    // Batches of small files go to the group's hasher as one buffer, large files window by
+    // window: every kind of neighbour, across batch limits (16 MiB, 4096 files).
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("t");
+    fs::create_dir(&d).unwrap();
+    let mut names = Vec::new();
+    for k in 0..4300u64 {
+        let size = match k {
+            7 | 4099 => 3 << 20,           // large: mapped, fed to both hashers
+            11 | 12 | 4200 => 0,           // empty
+            k if k % 97 == 0 => 700_000,   // small but big: a batch fills by bytes
+            k => (k * 37 % 5000) as usize, // tiny
+        };
+        let name = format!("f{k:05}");
+        fs::write(d.join(&name), pseudo_random(size, k)).unwrap();
+        names.push(format!("t/{name}"));
+    }
+    let want_tree = stdout(&iscc_sum(tmp.path(), &["--narrow", "--tree", "t"]));
+    let group = serde_json::json!({"id": "all", "files": names}).to_string() + "\n";
+    let per_file = iscc_core(tmp.path(), &names[..300]);
+    let mut group_code = None;
+    for threads in ["1", "2", "3", "8"] {
+        let out = run_in(tmp.path(), &["sum", "--tree", "--threads", threads, "t"], b"");
+        assert_eq!(stdout(&out), want_tree, "--tree, {threads} threads");
+        let out =
+            run_in(tmp.path(), &["sum", "--json", "--threads", threads, "--groups", "-"], group.as_bytes());
+        let record = &json_lines(&out)[0];
+        assert_eq!(record["files"].as_array().unwrap().len(), names.len());
+        for (file, want) in record["files"].as_array().unwrap().iter().zip(&per_file) {
+            assert_eq!(file["iscc"], want["narrow"], "{}, {threads} threads", want["arg"]);
+        }
+        // The group's code is the tree's (same files, same order: no ignore file here).
+        assert_eq!(format!("{} *t/\n", record["iscc"].as_str().unwrap()), want_tree);
+        assert!(group_code.get_or_insert(record["iscc"].clone()) == &record["iscc"]);
+    }
+    // A failed file in the middle: the group fails naming it; every other file keeps its code.
+    fs::remove_file(d.join("f02000")).unwrap();
+    let out = run_in(tmp.path(), &["sum", "--json", "--groups", "-"], group.as_bytes());
+    let record = &json_lines(&out)[0];
+    assert_eq!(record["error"]["kind"], "not_found");
+    assert!(record["error"]["message"].as_str().unwrap().starts_with("t/f02000: "));
+    let files = record["files"].as_array().unwrap();
+    assert_eq!(files[2000]["error"]["kind"], "not_found");
+    assert_eq!(files.iter().filter(|f| f["iscc"].is_string()).count(), names.len() - 1);
+}

@@ -5,7 +5,8 @@
 //! once); a large file's buffers are split further across idle threads by the hashers.
 
 use crate::cli::SumArgs;
-use crate::engine::hash::{self, HashConfig, StreamHasher};
+use crate::engine::group;
+use crate::engine::hash::{self, HashConfig};
 use crate::error::Failure;
 use crate::exit::{usage, Error, Status};
 use crate::inputs::{self, Job, Origin, Resolver};
@@ -147,30 +148,9 @@ pub fn run_job(job: &Job, config: &HashConfig) -> Record {
 }
 
 fn hash_group(id: &str, files: &[(Vec<u8>, Result<PathBuf, Failure>)], config: &HashConfig) -> Record {
-    let single = files.len() == 1;
-    let mut group = (!single).then(|| StreamHasher::new(config));
-    let mut group_failure = None;
-    let mut records = Vec::with_capacity(files.len());
-    for (display, path) in files {
-        let mut file_hasher = StreamHasher::new(config);
-        let fed = path.clone().and_then(|p| {
-            hash::feed_path(&p, config, &mut |b| match group.as_mut() {
-                Some(g) if group_failure.is_none() => hash::update_all(&mut [&mut file_hasher, g], b),
-                _ => file_hasher.update(b),
-            })
-        });
-        let result = fed.map(|_| file_hasher.finish());
-        if let Err(f) = &result {
-            if group_failure.is_none() {
-                group_failure = Some(f.clone().at_name(&String::from_utf8_lossy(display)));
-            }
-        }
-        records.push((display.clone(), result));
-    }
-    let result = match (group_failure, group) {
-        (Some(f), _) => Err(f),
-        (None, Some(g)) => Ok(g.finish()),
-        (None, None) => records[0].1.clone(),
-    };
-    Record::Group { id: id.to_string(), result, files: records }
+    let resolved: Vec<Result<PathBuf, Failure>> = files.iter().map(|(_, p)| p.clone()).collect();
+    let names: Vec<String> = files.iter().map(|(d, _)| String::from_utf8_lossy(d).into_owned()).collect();
+    let outcome = group::hash_group(&resolved, &names, config, true);
+    let files = files.iter().map(|(d, _)| d.clone()).zip(outcome.files).collect();
+    Record::Group { id: id.to_string(), result: outcome.group, files }
 }

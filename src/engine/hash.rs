@@ -177,11 +177,9 @@ pub fn hash_path(path: &Path, config: &HashConfig) -> Result<Outcome, Failure> {
 /// Hashes regular files as one stream, in order (a tree, or a group's concatenation); a
 /// failure names the file it happened on.
 pub fn hash_files(files: &[std::path::PathBuf], config: &HashConfig) -> Result<Outcome, Failure> {
-    let mut hasher = StreamHasher::new(config);
-    for file in files {
-        feed_path(file, config, &mut |b| hasher.update(b)).map_err(|f| f.at(file))?;
-    }
-    Ok(hasher.finish())
+    let resolved: Vec<Result<std::path::PathBuf, Failure>> = files.iter().cloned().map(Ok).collect();
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    crate::engine::group::hash_group(&resolved, &names, config, false).group
 }
 
 /// Hashes a stream to its end.

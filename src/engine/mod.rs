@@ -4,6 +4,8 @@
 //!   parallel.
 //! - `hash`, `source`, `sigbus`: one pass over a file or stream feeding every hasher; files
 //!   mapped in windows, with recovery when a file shrinks under its mapping.
+//! - `group`: many files as one stream (a group, a tree) on every core, each file's own code
+//!   alongside.
 //! - `checksum`: OMERO's import checksums, computed in the same pass.
 //! - `codes`: digests to ISCC strings.
 //! - `walk`, `ignore`: directory walks in iscc-sum's order with its `.isccignore` rules.
@@ -13,6 +15,7 @@ pub mod cdc;
 pub mod checksum;
 pub mod codes;
 pub mod datacode;
+pub mod group;
 pub mod hamming;
 pub mod hash;
 pub mod ignore;

@@ -201,6 +201,35 @@ fn feed_read(mut file: &File, size: u64, sink: &mut dyn FnMut(&[u8])) -> Result<
     read_all(&mut file, need, sink).map_err(|e| Failure::io(&e))
 }
 
+/// Reads a small regular file whole into `buf`, which is exactly as long as the file was when
+/// it was opened (`meta`): with the checks of every read (a file that grew, shrank or changed
+/// fails with `changed_while_reading`). For batches of small files read straight into one
+/// buffer, without a copy.
+pub fn read_whole(file: &File, meta: &Metadata, buf: &mut [u8]) -> Result<(), Failure> {
+    let before = Stamp::of(meta);
+    if before.size != buf.len() as u64 {
+        return Err(changed("size"));
+    }
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], done as u64) {
+            Ok(0) => return Err(changed("it shrank")),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Failure::io(&e)),
+        }
+    }
+    let mut more = [0u8; 1];
+    if file.read_at(&mut more, done as u64).map_err(|e| Failure::io(&e))? > 0 {
+        return Err(changed("size"));
+    }
+    if Stamp::now(file)? != before {
+        return Err(changed("size or modification time"));
+    }
+    BYTES_READ.fetch_add(done as u64, Ordering::Relaxed);
+    Ok(())
+}
+
 /// Feeds a stream (standard input, a pipe) until its end.
 pub fn feed_reader(reader: &mut dyn Read, sink: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
     read_all(reader, BUFFER, sink)
