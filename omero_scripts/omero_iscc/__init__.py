@@ -12,4 +12,4 @@ __version__ = "0.1.0"
 #: Namespace of the MapAnnotation that carries an image's ISCC.
 NAMESPACE = "org.iscc.omero.sum"
 #: Version of the annotation's key layout.
-ANNOTATION_VERSION = "1.0"
+ANNOTATION_VERSION = "2.0"

@@ -17,7 +17,7 @@ from .compute import BATCH, compute
 from .connection import is_connection_error
 from .filesets import plan
 from .gateway import NotPermitted, Omero
-from .layout import IsccRecord, to_pairs
+from .layout import FILES_IN_TABLE, IsccRecord, files_jsonl, newest_record, to_pairs
 from .statuses import ImageStatus
 
 log = logging.getLogger(__name__)
@@ -124,12 +124,12 @@ def annotate(
         done = []
         for unit in batch:
             result = results[unit.key]
+            if result.ok:
+                done.append((unit, result.record))
+                continue
             for image in unit.images:
-                if result.ok:
-                    done.append((image, result.record))
-                else:
-                    outcome = ImageOutcome(image.getId().val, FAILED, result.message or "failed", seconds=seconds)
-                    report.outcomes.append(outcome)
+                outcome = ImageOutcome(image.getId().val, FAILED, result.message or "failed", seconds=seconds)
+                report.outcomes.append(outcome)
         for outcome, record in _save(omero, done, namespace, existing if replace else {}, seconds):
             report.outcomes.append(outcome)
             if outcome.status is ANNOTATED and on_annotated is not None:
@@ -137,41 +137,77 @@ def annotate(
     return report
 
 
+def _files_payload(record: IsccRecord) -> bytes | None:
+    """A large Fileset's file list, for its file annotation (layout 2.0)."""
+    return files_jsonl(record) if len(record.files) > FILES_IN_TABLE else None
+
+
 def _save(omero: Omero, done: list, namespace: str, existing: dict, seconds: float) -> list:
-    """Saves the records of a batch (one call per owner and group), then removes the old
-    annotations of the images whose new one exists. Returns (outcome, record) per image."""
-    saved = omero.save_map_annotations([(image, to_pairs(record)) for image, record in done], namespace)
+    """Saves one shared annotation per unit (its images and its Fileset linked to it), then
+    retires what it replaces: an old annotation whose every image got the new one is deleted
+    (with its file list); one that other images still carry is only unlinked from these.
+    Returns (outcome, record) per image."""
+    saved = omero.save_shared_annotations(
+        [(unit.images, unit.fileset_id, record) for unit, record in done], namespace, to_pairs, _files_payload
+    )
     out = []
-    old_ids: dict[int, list[int]] = {}
-    for image, record in done:
-        image_id = image.getId().val
-        result = saved.get(image_id)
-        if isinstance(result, NotPermitted):
-            out.append((ImageOutcome(image_id, NOT_PERMITTED, str(result), seconds=seconds), record))
-        elif isinstance(result, BaseException) or result is None:
-            if result is not None and is_connection_error(result):
-                raise result  # the session is gone, not this image: the caller reconnects and carries on
-            out.append(
-                (ImageOutcome(image_id, FAILED, f"saving the annotation failed: {result}", seconds=seconds), record)
-            )
-        else:
-            out.append((ImageOutcome(image_id, ANNOTATED, iscc=record.iscc, seconds=seconds), record))
-            old_ids[image_id] = [
-                a.getId().val
-                for a in existing.get(image_id, [])
-                if a.getNs() is not None and a.getNs().val == namespace
-            ]
-    stale = [i for ids in old_ids.values() for i in ids]
-    if stale:
-        try:
-            left = set(omero.delete_annotations(stale))
-        except Exception as exc:  # noqa: BLE001 - the new annotations exist; report the leftovers
-            if is_connection_error(exc):
-                raise
-            left = set(stale)
+    replaced: dict[int, list] = {}  # unit index -> old annotations of its images
+    for n, (unit, record) in enumerate(done):
+        for image in unit.images:
+            image_id = image.getId().val
+            result = saved.get(image_id)
+            if isinstance(result, NotPermitted):
+                out.append((ImageOutcome(image_id, NOT_PERMITTED, str(result), seconds=seconds), record))
+            elif isinstance(result, BaseException) or result is None:
+                if result is not None and is_connection_error(result):
+                    raise result  # the session is gone, not this image: the caller reconnects and carries on
+                message = f"saving the annotation failed: {result}"
+                out.append((ImageOutcome(image_id, FAILED, message, seconds=seconds), record))
+            else:
+                out.append((ImageOutcome(image_id, ANNOTATED, iscc=record.iscc, seconds=seconds), record))
+                replaced.setdefault(n, []).extend(
+                    a for a in existing.get(image_id, []) if a.getNs() is not None and a.getNs().val == namespace
+                )
+    if replaced:
+        left = _retire(omero, done, replaced)
         for outcome, _ in out:
-            kept = [i for i in old_ids.get(outcome.image_id, []) if i in left]
-            if kept:
-                outcome.message = f"new annotation saved, but the old one(s) {kept} could not be removed"
+            if outcome.image_id in left:
+                outcome.message = f"new annotation saved, but the old one(s) {left[outcome.image_id]} remain"
                 log.warning("image %s: %s", outcome.image_id, outcome.message)
     return out
+
+
+def _retire(omero: Omero, done: list, replaced: dict[int, list]) -> dict[int, list[int]]:
+    """Deletes or unlinks the old annotations of units that got a new one; returns per image
+    the old annotation ids it still carries."""
+    old = {a.getId().val: a for anns in replaced.values() for a in anns}
+    links = omero.annotation_images(sorted(old))
+    images_of: dict[int, set[int]] = {}
+    for _link, image_id, ann_id in links:
+        images_of.setdefault(ann_id, set()).add(image_id)
+    delete: list[int] = []
+    unlink: list[int] = []
+    for n, anns in replaced.items():
+        unit_images = {im.getId().val for im in done[n][0].images}
+        for ann in anns:
+            ann_id = ann.getId().val
+            if images_of.get(ann_id, set()) <= unit_images:
+                if ann_id not in delete:
+                    delete.append(ann_id)
+                    record = newest_record([ann])
+                    if record is not None and record.files_annotation is not None:
+                        delete.append(record.files_annotation)
+            else:
+                unlink += [link for link, image_id, a in links if a == ann_id and image_id in unit_images]
+    try:
+        left_anns = set(omero.delete_annotations(delete)) if delete else set()
+        left_links = set(omero.unlink(unlink)) if unlink else set()
+    except Exception as exc:  # noqa: BLE001 - the new annotations exist; report the leftovers
+        if is_connection_error(exc):
+            raise
+        left_anns, left_links = set(delete), set(unlink)
+    left: dict[int, list[int]] = {}
+    for link, image_id, ann_id in links:
+        if ann_id in left_anns or link in left_links:
+            left.setdefault(image_id, []).append(ann_id)
+    return left

@@ -67,7 +67,10 @@ def _record(unit: Unit, whole: FileResult | GroupResult, files: list[FileResult]
         file_count=len(unit.files),
         timestamp=utc_timestamp(),
         input=via,
-        files=[FileCode(path=unit.relative(sf), iscc=fr.iscc or "") for sf, fr in zip(unit.files, files)],
+        files=[
+            FileCode(path=unit.relative(sf), iscc=fr.iscc or "", datahash=fr.datahash, filesize=fr.filesize)
+            for sf, fr in zip(unit.files, files)
+        ],
     )
 
 

@@ -23,6 +23,7 @@ annotation made for another user's image is made in a session of that user (``su
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -70,19 +71,22 @@ Q_FILESET_IMAGES = (
     "select i.id from Image i where i.fileset.id in ("
     " select j.fileset.id from Image j where j.id in (:ids)) order by i.id"
 )
-#: One row per (link, key) of the annotations in a namespace: image id, annotation id, key,
-#: value; paged by annotation id (``:after``), newest last.
+#: One row per (image link, key) of the annotations in a namespace: link id, image id, key,
+#: value; paged by link id (``:after``). An annotation shared by a Fileset's images has a row
+#: set per image.
 Q_CODES_PAGE = (
-    "select l.parent.id, a.id, mv.name, mv.value from ImageAnnotationLink l join l.child a join a.mapValue mv"
-    " where a.ns = :ns and a.id > :after and mv.name in ('iscc:sum', 'iscc:datahash', 'iscc:timestamp')"
-    " order by a.id"
+    "select l.id, l.parent.id, mv.name, mv.value from ImageAnnotationLink l join l.child a join a.mapValue mv"
+    " where a.ns = :ns and l.id > :after and mv.name in ('iscc:sum', 'iscc:datahash', 'iscc:timestamp')"
+    " order by l.id"
 )
 Q_NEWEST_CODES = (
-    "select l.parent.id, a.id, mv.name, mv.value from ImageAnnotationLink l join l.child a join a.mapValue mv"
+    "select l.id, l.parent.id, mv.name, mv.value from ImageAnnotationLink l join l.child a join a.mapValue mv"
     " where a.ns = :ns and a.id in (:ids) and mv.name in ('iscc:sum', 'iscc:datahash', 'iscc:timestamp')"
-    " order by a.id desc"
+    " order by l.id desc"
 )
 Q_NEWEST_ANNOTATIONS = "select a.id from MapAnnotation a where a.ns = :ns order by a.id desc"
+Q_ANNOTATION_IMAGES = "select l.id, l.parent.id, l.child.id from ImageAnnotationLink l where l.child.id in (:ids)"
+Q_FILE_OF_ANNOTATION = "select a.file.id from FileAnnotation a where a.id = :id"
 
 
 class Omero(Protocol):
@@ -98,7 +102,10 @@ class Omero(Protocol):
     def fileset_files(self, fileset_ids: list[int]) -> dict[int, list]: ...
     def legacy_files(self, image_id: int) -> list: ...
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]: ...
-    def save_map_annotations(self, items: list, namespace: str) -> dict[int, object]: ...
+    def save_shared_annotations(self, units: list, namespace: str, pairs_of, files_of) -> dict[int, object]: ...
+    def annotation_images(self, annotation_ids: list[int]) -> list[tuple[int, int, int]]: ...
+    def unlink(self, link_ids: list[int]) -> list[int]: ...
+    def file_annotation_bytes(self, annotation_id: int) -> bytes: ...
     def delete_annotations(self, annotation_ids: list[int]) -> list[int]: ...
     def read_file(self, original_file_id: int, chunk_size: int) -> Iterator[bytes]: ...
     def unannotated_images(self, namespace: str, limit: int, after: int = 0) -> list[int]: ...
@@ -229,12 +236,12 @@ class BlitzOmero:
             rows = self._rows(Q_CODES_PAGE, limit=page, ns=namespace, after=after)
             if not rows:
                 return
-            # A full page may end inside one annotation's rows: keep whole annotations only.
-            last = rows[-1][1]
-            whole = [r for r in rows if r[1] != last] if len(rows) == page else rows
+            # A full page may end inside one link's rows: keep whole links only.
+            last = rows[-1][0]
+            whole = [r for r in rows if r[0] != last] if len(rows) == page else rows
             whole = whole or rows
             yield _grouped(whole)
-            after = whole[-1][1]
+            after = whole[-1][0]
 
     def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]:
         """The ``limit`` newest annotations in ``namespace`` (for ``doctor --test list``)."""
@@ -286,44 +293,112 @@ class BlitzOmero:
             omero.conn.close()
         self._sudo.clear()
 
-    def save_map_annotations(self, items: list, namespace: str) -> dict[int, object]:
-        """Saves one MapAnnotation per ``(image, pairs)``, linked to the image and owned by the
-        image's owner; one call per batch of images of one owner and group. Returns per image
-        id the saved annotation, or the exception that refused its batch."""
+    def save_shared_annotations(self, units: list, namespace: str, pairs_of, files_of) -> dict[int, object]:
+        """Saves one MapAnnotation per unit ``(images, fileset id or None, record)``, linked to
+        each of its images and to its Fileset, owned by the images' owner. ``pairs_of(record)``
+        gives the key-value pairs; ``files_of(record)`` the bytes of a large Fileset's file list
+        (uploaded first as a file annotation on the Fileset, its id set on the record), or
+        ``None``. Per owner and group, a batch of units takes one call for the annotations and
+        one per page of links. Returns per image id the saved annotation, or the exception
+        that refused its unit; a unit that fails leaves nothing behind."""
         import omero.model
         from omero.rtypes import rstring
 
         batches: dict[tuple[int, str, int], list] = {}
-        for image, pairs in items:
-            details = image.getDetails()
+        for images, fileset_id, record in units:
+            details = images[0].getDetails()
             owner = details.getOwner()
             key = (owner.getId().val, _val(owner.getOmeName()) or "", details.getGroup().getId().val)
-            batches.setdefault(key, []).append((image, pairs))
+            batches.setdefault(key, []).append((images, fileset_id, record))
         out: dict[int, object] = {}
+
+        def fail(unit, exc) -> None:
+            out.update({image.getId().val: exc for image in unit[0]})
+
         for (owner_id, owner_name, group_id), batch in batches.items():
             try:
                 session = self._as_owner(owner_id, owner_name, group_id)
             except NotPermitted as exc:
-                out.update({image.getId().val: exc for image, _ in batch})
+                for unit in batch:
+                    fail(unit, exc)
                 continue
+            ctx = self._group_ctx(group_id)
+            update = session.conn.getUpdateService()
             for chunk in pages(batch, SAVE_BATCH):
-                links = []
-                for image, pairs in chunk:
+                ready, uploaded = [], []
+                for unit in chunk:
+                    payload = files_of(unit[2])
+                    if payload is not None and unit[1] is not None:
+                        try:
+                            ann = session.attach_file(
+                                "Fileset", unit[1], "iscc_files.jsonl", payload, namespace, "application/jsonl"
+                            )
+                        except Exception as exc:  # noqa: BLE001 - this unit's failure (or a lost connection)
+                            fail(unit, exc)
+                            continue
+                        unit[2].files_annotation = ann.getId().val
+                        uploaded.append(ann.getId().val)
+                    ready.append(unit)
+                if not ready:
+                    continue
+                anns = []
+                for _images, _fileset, record in ready:
                     ann = omero.model.MapAnnotationI()
                     ann.setNs(rstring(namespace))
-                    ann.setMapValue([omero.model.NamedValue(k, v) for k, v in pairs])
-                    link = omero.model.ImageAnnotationLinkI()
-                    link.setParent(omero.model.ImageI(image.getId().val, False))
-                    link.setChild(ann)
-                    links.append(link)
+                    ann.setMapValue([omero.model.NamedValue(k, v) for k, v in pairs_of(record)])
+                    anns.append(ann)
+                saved: list = []
                 try:
-                    saved = session.conn.getUpdateService().saveAndReturnArray(links, self._group_ctx(group_id))
+                    saved = update.saveAndReturnArray(anns, ctx)
+                    links = []
+                    for (images, fileset_id, _record), ann in zip(ready, saved):
+                        ref = omero.model.MapAnnotationI(ann.getId().val, False)
+                        for image in images:
+                            link = omero.model.ImageAnnotationLinkI()
+                            link.setParent(omero.model.ImageI(image.getId().val, False))
+                            link.setChild(ref)
+                            links.append(link)
+                        if fileset_id is not None:
+                            link = omero.model.FilesetAnnotationLinkI()
+                            link.setParent(omero.model.FilesetI(fileset_id, False))
+                            link.setChild(ref)
+                            links.append(link)
+                    for page in pages(links, SAVE_BATCH):
+                        update.saveAndReturnArray(page, ctx)
                 except Exception as exc:  # noqa: BLE001 - the caller judges each image (a lost connection too)
-                    out.update({image.getId().val: exc for image, _ in chunk})
+                    leftovers = [a.getId().val for a in saved] + uploaded
+                    with contextlib.suppress(Exception):  # the save's error is the one to report
+                        session.delete_annotations(leftovers)
+                    for unit in ready:
+                        fail(unit, exc)
                     continue
-                for link in saved:
-                    out[link.getParent().getId().val] = link.getChild()
+                for (images, _fileset, _record), ann in zip(ready, saved):
+                    out.update({image.getId().val: ann for image in images})
         return out
+
+    def annotation_images(self, annotation_ids: list[int]) -> list[tuple[int, int, int]]:
+        """The image links of the annotations: (link id, image id, annotation id)."""
+        return [tuple(row) for row in self._paged(Q_ANNOTATION_IMAGES, annotation_ids, query=self._rows)]
+
+    def unlink(self, link_ids: list[int]) -> list[int]:
+        """Removes image-annotation links (the annotation stays for its other images);
+        returns the link ids still there."""
+        if not link_ids:
+            return []
+        try:
+            self.conn.deleteObjects("ImageAnnotationLink", list(link_ids), wait=True)
+        except Exception as exc:  # noqa: BLE001 - judged by what is left below
+            from .connection import is_connection_error
+
+            if is_connection_error(exc):
+                raise
+        return self.existing_ids("ImageAnnotationLink", list(link_ids))
+
+    def file_annotation_bytes(self, annotation_id: int) -> bytes:
+        rows = self._rows(Q_FILE_OF_ANNOTATION, id=annotation_id)
+        if not rows:
+            raise LookupError(f"file annotation {annotation_id} not found")
+        return b"".join(self.read_file(rows[0][0], 1 << 20))
 
     def delete_annotations(self, annotation_ids: list[int]) -> list[int]:
         """Deletes the annotations this session may delete; returns the ids still there
@@ -375,8 +450,8 @@ class BlitzOmero:
 
 
 def _grouped(rows: list[list]) -> list[tuple[int, dict]]:
-    """[image, annotation, key, value] rows to [(image id, {key: value})], one per annotation."""
+    """[link, image, key, value] rows to [(image id, {key: value})], one per image link."""
     out: dict[int, tuple[int, dict]] = {}
-    for image_id, ann_id, key, value in rows:
-        out.setdefault(ann_id, (image_id, {}))[1].setdefault(key, value)
+    for link_id, image_id, key, value in rows:
+        out.setdefault(link_id, (image_id, {}))[1].setdefault(key, value)
     return list(out.values())

@@ -1,14 +1,22 @@
-"""The ISCC key-value annotation's layout: what is written on an image, and reading it back.
+"""The ISCC key-value annotation's layout: what is written, and reading it back.
 
-Keys, in this order: ``iscc:sum``, ``iscc:datahash``, ``iscc:filesize``, ``iscc:data``,
-``iscc:instance``, ``iscc:version``, ``iscc:source_file``, ``iscc:files``, ``iscc:timestamp``,
-``iscc:processor``, ``iscc:input``, then for a multi-file Fileset one ``iscc:file`` pair per
-file: ``<code> <path relative to the fileset directory>``.
+Layout 2.0: one MapAnnotation per Fileset (or per image without one), linked to every image of
+the Fileset and to the Fileset. Keys, in this order: ``iscc:sum``, ``iscc:datahash``,
+``iscc:filesize``, ``iscc:data``, ``iscc:instance``, ``iscc:version``, ``iscc:source_file``,
+``iscc:files``, ``iscc:timestamp``, ``iscc:processor``, ``iscc:input``; then the files' own
+codes: for a Fileset of 2 to ``FILES_IN_TABLE`` files one ``iscc:file`` pair per file
+(``<code> <path relative to the fileset directory>``); for a larger one the id of a file
+annotation (same namespace, JSON Lines ``{"path", "iscc", "datahash", "filesize"}`` per file,
+linked to the Fileset) in ``iscc:files_annotation``.
+
+Layout 1.0 (before): one annotation per image, every file's ``iscc:file`` pair in the table;
+still read, and replaced by the shared one when an image is annotated again.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,6 +25,11 @@ from . import ANNOTATION_VERSION, __version__
 #: ``iscc:input`` values: where the bytes came from.
 INPUT_REPOSITORY = "managed-repository"
 INPUT_STREAM = "raw-file-store"
+
+#: Most files listed in the key-value table; a larger Fileset's go into a file annotation.
+FILES_IN_TABLE = 16
+#: Name of that file annotation.
+FILES_ANNOTATION_NAME = "iscc_files.jsonl"
 
 #: Older keys written by the earlier seed service, read as their current names.
 LEGACY_KEYS = {"iscc:inst": "iscc:instance"}
@@ -28,6 +41,8 @@ class FileCode:
 
     path: str
     iscc: str
+    datahash: str | None = None
+    filesize: int | None = None
 
 
 @dataclass
@@ -46,10 +61,17 @@ class IsccRecord:
     processor: str | None = None
     input: str | None = None
     files: list[FileCode] = field(default_factory=list)
+    #: Layout 2.0, large Filesets: the id of the file annotation that lists the files' codes.
+    files_annotation: int | None = None
 
     @property
     def wide(self) -> bool:
         return self.iscc.startswith("ISCC:K4")
+
+    @property
+    def files_in_table(self) -> bool:
+        """Whether the files' own codes are written into the key-value table."""
+        return 1 < len(self.files) <= FILES_IN_TABLE
 
 
 def utc_timestamp(now: _dt.datetime | None = None) -> str:
@@ -73,9 +95,36 @@ def to_pairs(record: IsccRecord) -> list[list[str]]:
         ["iscc:processor", record.processor or f"omero-iscc {__version__}"],
         ["iscc:input", record.input or INPUT_REPOSITORY],
     ]
-    if len(record.files) > 1:
+    if record.files_in_table:
         pairs += [["iscc:file", f"{f.iscc} {f.path}"] for f in record.files]
+    elif record.files_annotation is not None:
+        pairs.append(["iscc:files_annotation", str(record.files_annotation)])
     return pairs
+
+
+def files_jsonl(record: IsccRecord) -> bytes:
+    """The files' own codes as the file annotation of a large Fileset holds them."""
+    lines = [
+        json.dumps({"path": f.path, "iscc": f.iscc, "datahash": f.datahash, "filesize": f.filesize}, ensure_ascii=False)
+        for f in record.files
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def parse_files_jsonl(data: bytes) -> list[FileCode]:
+    """Reads the file annotation back; lines that are not records are skipped."""
+    files = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            item = json.loads(line)
+            files.append(
+                FileCode(
+                    path=item["path"], iscc=item["iscc"], datahash=item.get("datahash"), filesize=item.get("filesize")
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return files
 
 
 def from_pairs(pairs: Iterable[tuple[str, str]]) -> IsccRecord | None:
@@ -113,6 +162,7 @@ def from_pairs(pairs: Iterable[tuple[str, str]]) -> IsccRecord | None:
         processor=values.get("iscc:processor") or None,
         input=values.get("iscc:input") or None,
         files=files,
+        files_annotation=as_int("iscc:files_annotation"),
     )
 
 

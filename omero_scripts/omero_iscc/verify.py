@@ -8,9 +8,10 @@ import io
 from dataclasses import dataclass, field
 
 from .compute import BATCH, compute
+from .connection import is_connection_error
 from .filesets import plan
 from .gateway import Omero
-from .layout import newest_record
+from .layout import newest_record, parse_files_jsonl
 from .statuses import Verdict
 
 OK, CHANGED, MISSING_FILE, NO_ANNOTATION = Verdict.OK, Verdict.CHANGED, Verdict.MISSING_FILE, Verdict.NO_ANNOTATION
@@ -66,6 +67,7 @@ def verify(
         ImageVerdict(i, "", None, MISSING_FILE, "image not found or not visible") for i in image_ids if i not in found
     ]
     stored = {i: newest_record(anns) for i, anns in omero.iscc_annotations(sorted(found), namespace).items()}
+    _load_file_lists(omero, [r for r in stored.values() if r is not None])
     # Compute each unit at the width its stored code has (narrow when there is none).
     for wide in (False, True):
         chosen = [
@@ -94,6 +96,34 @@ def verify(
     return verdicts
 
 
+def _load_file_lists(omero: Omero, records: list) -> None:
+    """Reads the file list of each large Fileset's record (layout 2.0) from its file
+    annotation, once per annotation; one that cannot be read leaves the record without files."""
+    lists: dict[int, list] = {}
+    for record in records:
+        ann_id = record.files_annotation
+        if ann_id is None or record.files:
+            continue
+        if ann_id not in lists:
+            try:
+                lists[ann_id] = parse_files_jsonl(omero.file_annotation_bytes(ann_id))
+            except Exception as exc:  # noqa: BLE001 - the whole code is still compared
+                if is_connection_error(exc):
+                    raise
+                lists[ann_id] = []
+        record.files = lists[ann_id]
+
+
+def _changed_files(unit, result, record) -> list[str]:
+    """The files whose own code differs from the one stored (layout 1.0 and 2.0)."""
+    stored = {f.path: f.iscc for f in record.files}
+    if not stored:
+        return []
+    computed = {unit.relative(sf): fr.iscc for sf, fr in zip(unit.files, result.files)}
+    changed = [path for path, code in computed.items() if path in stored and stored[path] != code]
+    return changed + [path for path in stored if path not in computed]
+
+
 def _judge(image, unit, result, record) -> ImageVerdict:
     name = image.getName().val if image.getName() is not None else ""
     v = ImageVerdict(image.getId().val, name, unit.fileset_id, OK, files=len(unit.files))
@@ -117,6 +147,9 @@ def _judge(image, unit, result, record) -> ImageVerdict:
         return v
     if record.iscc != v.computed_iscc:
         problems.append("ISCC differs")
+        changed = [p for p in _changed_files(unit, result, record) if p not in v.checksum_mismatches]
+        if changed:
+            problems.append(f"changed or missing file(s): {', '.join(changed)}")
     if record.datahash and record.datahash != v.computed_datahash:
         problems.append("datahash differs")
     if problems:

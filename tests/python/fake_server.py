@@ -106,6 +106,7 @@ class AnnRec:
     owner: int
     group: int
     kind: str = "map"  # or "file"
+    file_id: int | None = None  # a file annotation's original file
     file: tuple | None = None  # (name, data, mimetype) of a file annotation
 
 
@@ -141,10 +142,11 @@ class FakeServer:
     queries: list = field(default_factory=list)  # (hql, rows)
     drops: dict = field(default_factory=dict)
     fail_save_for: set = field(default_factory=set)
-    uploads: dict = field(default_factory=dict)
-    gone: set = field(
-        default_factory=set
-    )  # (kind, id) deleted since they were read  # original file id -> (name, data, mimetype, owner)
+    uploads: dict = field(default_factory=dict)  # original file id -> (name, data, mimetype, owner)
+    gone: set = field(default_factory=set)  # (kind, id) deleted since they were read
+    fileset_owner: dict = field(default_factory=dict)
+    blobs: dict = field(default_factory=dict)  # original file id -> bytes (uploaded files)
+    written: dict = field(default_factory=lambda: {"map_annotations": 0, "rows": 0, "links": 0})
     param_cap: int = PARAM_CAP
     session_user: int = 2
 
@@ -208,6 +210,7 @@ class FakeServer:
         fsid = next(self.ids)
         self.filesets[fsid] = (template_prefix, list(files))
         self.kinds.setdefault("Fileset", {})[fsid] = group_id
+        self.fileset_owner[fsid] = owner
         for f in files:
             self.files[f].group = group_id
         ids = [self._image(group_id, owner, (names or [None] * n_images)[k], fsid) for k in range(n_images)]
@@ -444,6 +447,18 @@ class FakeConn:
     def deleteObjects(self, kind, ids, wait=False, **_kw):  # noqa: N802
         self.server.call("deleteObjects")
         refused = []
+        if kind.endswith("AnnotationLink"):
+            for lid in ids:
+                link = self.server.links_.get(lid)
+                if link is None:
+                    continue
+                if not self.server.can_delete(self.user, link.owner):
+                    refused.append(lid)
+                    continue
+                del self.server.links_[lid]
+            if refused:
+                raise omero.CmdError(None)
+            return
         for aid in ids:
             rec = self.server.anns.get(aid)
             if rec is None:
@@ -463,7 +478,13 @@ class FakeConn:
         group = self.server.kinds.get(kind, {}).get(oid)
         if group is None or (kind, oid) in self.server.gone:
             return None
-        owner = self.server.images_[oid].owner if kind == "Image" else 2
+        owner = (
+            self.server.images_[oid].owner
+            if kind == "Image"
+            else self.server.fileset_owner.get(oid, 2)
+            if kind == "Fileset"
+            else 2
+        )
         if not self.server.can_read(self.user, owner, group):
             return None
         return _Wrapper(self, kind, oid, owner, group)
@@ -483,9 +504,12 @@ class FakeConn:
             raise omero.ApiUsageException(None, None, "saving needs a group: omero.group is -1")
         with open(path, "rb") as f:
             data = f.read()
+        fid = next(self.server.ids)
+        self.server.files[fid] = FileRec(fid, os.path.basename(path), "", len(data), None, None, path, group)
+        self.server.blobs[fid] = data
         aid = next(self.server.ids)
         self.server.anns[aid] = AnnRec(
-            aid, ns, [], self.user, group, kind="file", file=(os.path.basename(path), data, mimetype)
+            aid, ns, [], self.user, group, kind="file", file=(os.path.basename(path), data, mimetype), file_id=fid
         )
         self.server.kinds.setdefault("Annotation", {})[aid] = group
         return _AnnWrapper(aid)
@@ -577,6 +601,9 @@ class _RawFileStore:
         rec = self.server.files.get(fid)
         if rec is None or not self.server.can_read(self.conn.user, -1, rec.group):
             raise omero.SecurityViolation(None, None, f"file {fid} is not readable")
+        if fid in self.server.blobs:
+            self.data = self.server.blobs[fid]
+            return
         if not os.path.exists(rec.disk):
             raise omero.ResourceError(None, None, f"file {fid} is missing from the repository")
         with open(rec.disk, "rb") as f:
@@ -610,38 +637,62 @@ class _Update:
     def __init__(self, conn: FakeConn) -> None:
         self.conn = conn
 
-    def saveAndReturnArray(self, links, ctx=None):  # noqa: N802
+    def saveAndReturnArray(self, objects, ctx=None):  # noqa: N802
+        """New MapAnnotations, or links (to images or filesets) whose child is a new
+        MapAnnotation or one already saved; all or nothing."""
         server, user = self.conn.server, self.conn.user
         server.call("saveAndReturnArray")
         group = int((ctx or {}).get("omero.group", self.conn.SERVICE_OPTS.getOmeroGroup() or -1))
         if group < 0:
             raise omero.ApiUsageException(None, None, "saving needs a group: omero.group is -1")
-        planned = []
-        for link in links:
-            iid = link.getParent().getId().val
-            image = server.images_.get(iid)
-            if image is None:
-                raise omero.ValidationException(None, None, f"Image {iid} does not exist")
-            if iid in server.fail_save_for or not server.can_annotate(user, image.owner, image.group):
-                raise omero.SecurityViolation(None, None, f"not allowed to annotate Image {iid}")
-            if image.group != group:
-                raise omero.SecurityViolation(None, None, f"Image {iid} is in group {image.group}, not {group}")
-            planned.append((link, iid))
+        for obj in objects:  # check everything first: one transaction
+            if isinstance(obj, omero.model.MapAnnotation):
+                continue
+            kind = "Fileset" if isinstance(obj, omero.model.FilesetAnnotationLink) else "Image"
+            pid = obj.getParent().getId().val
+            if kind == "Image":
+                rec = server.images_.get(pid)
+                if rec is None:
+                    raise omero.ValidationException(None, None, f"Image {pid} does not exist")
+                owner, pgroup = rec.owner, rec.group
+            else:
+                if pid not in server.filesets:
+                    raise omero.ValidationException(None, None, f"Fileset {pid} does not exist")
+                owner, pgroup = server.fileset_owner[pid], server.kinds["Fileset"][pid]
+            if (kind == "Image" and pid in server.fail_save_for) or not server.can_annotate(user, owner, pgroup):
+                raise omero.SecurityViolation(None, None, f"not allowed to annotate {kind} {pid}")
+            if pgroup != group:
+                raise omero.SecurityViolation(None, None, f"{kind} {pid} is in group {pgroup}, not {group}")
+            child = obj.getChild()
+            if not child.isLoaded() and child.getId().val not in server.anns:
+                raise omero.ValidationException(None, None, f"Annotation {child.getId().val} does not exist")
         saved = []
-        for link, iid in planned:  # all or nothing, as one transaction
-            child = link.getChild()
-            aid = next(server.ids)
-            server.anns[aid] = AnnRec(
-                aid, child.getNs().val, [[nv.name, nv.value] for nv in child.getMapValue()], user, group
-            )
-            server.kinds.setdefault("Annotation", {})[aid] = group
+        for obj in objects:
+            if isinstance(obj, omero.model.MapAnnotation):
+                saved.append(server.model_map_annotation(self._new_annotation(obj, group)))
+                continue
+            kind = "Fileset" if isinstance(obj, omero.model.FilesetAnnotationLink) else "Image"
+            pid = obj.getParent().getId().val
+            child = obj.getChild()
+            aid = child.getId().val if not child.isLoaded() else self._new_annotation(child, group)
             lid = next(server.ids)
-            server.links_[lid] = LinkRec(lid, "Image", iid, aid, user, group)
-            out = omero.model.ImageAnnotationLinkI(lid, True)
-            out.setParent(omero.model.ImageI(iid, False))
+            server.links_[lid] = LinkRec(lid, kind, pid, aid, user, group)
+            server.written["links"] += 1
+            out = getattr(omero.model, f"{kind}AnnotationLinkI")(lid, True)
+            out.setParent(getattr(omero.model, f"{kind}I")(pid, False))
             out.setChild(server.model_map_annotation(aid))
             saved.append(out)
         return saved
+
+    def _new_annotation(self, ann, group: int) -> int:
+        server = self.conn.server
+        aid = next(server.ids)
+        pairs = [[nv.name, nv.value] for nv in ann.getMapValue()]
+        server.anns[aid] = AnnRec(aid, ann.getNs().val, pairs, self.conn.user, group)
+        server.kinds.setdefault("Annotation", {})[aid] = group
+        server.written["map_annotations"] += 1
+        server.written["rows"] += len(pairs)
+        return aid
 
 
 # -- queries --------------------------------------------------------------------------------
@@ -795,25 +846,25 @@ def _h_fileset_images(server, uid, hql, v, m):
     return [[rlong(i)] for i in ids], len(ids)
 
 
-def _code_rows(server, uid, v, anns):
+def _code_rows(server, uid, v, keep):
     rows = []
     keys = {"iscc:sum", "iscc:datahash", "iscc:timestamp"}
-    for link in sorted(_visible_links(server, uid), key=lambda lk: lk.ann):
+    for link in sorted(_visible_links(server, uid), key=lambda lk: lk.id):
         ann = server.anns[link.ann]
-        if ann.ns != v["ns"] or not anns(ann.id):
+        if ann.ns != v["ns"] or not keep(link):
             continue
-        rows.extend([rlong(link.parent), rlong(ann.id), rstring(k), rstring(val)] for k, val in ann.pairs if k in keys)
+        rows.extend([rlong(link.id), rlong(link.parent), rstring(k), rstring(val)] for k, val in ann.pairs if k in keys)
     return rows
 
 
 def _h_codes_page(server, uid, hql, v, m):
-    rows = _code_rows(server, uid, v, lambda a: a > v["after"])
+    rows = _code_rows(server, uid, v, lambda link: link.id > v["after"])
     return rows, len(rows)
 
 
 def _h_newest_codes(server, uid, hql, v, m):
     wanted = set(v["ids"])
-    rows = _code_rows(server, uid, v, lambda a: a in wanted)[::-1]
+    rows = _code_rows(server, uid, v, lambda link: link.ann in wanted)[::-1]
     return rows, len(rows)
 
 
@@ -824,7 +875,32 @@ def _h_newest_annotations(server, uid, hql, v, m):
     return [[rlong(i)] for i in ids], len(ids)
 
 
+def _h_annotation_images(server, uid, hql, v, m):
+    wanted = set(v["ids"])
+    rows = [[rlong(lk.id), rlong(lk.parent), rlong(lk.ann)] for lk in _visible_links(server, uid) if lk.ann in wanted]
+    return rows, len(rows)
+
+
+def _h_file_of_annotation(server, uid, hql, v, m):
+    ann = server.anns.get(v["id"])
+    if ann is None or ann.kind != "file" or not server.can_read(uid, ann.owner, ann.group):
+        return [], 0
+    return [[rlong(ann.file_id)]], 1
+
+
+def _h_existing_links(server, uid, hql, v, m):
+    found = [
+        i
+        for i in v["ids"]
+        if i in server.links_ and server.can_read(uid, server.links_[i].owner, server.links_[i].group)
+    ]
+    return [[rlong(i)] for i in found], len(found)
+
+
 HANDLERS = [
+    (re.escape(g.Q_ANNOTATION_IMAGES), _h_annotation_images),
+    (re.escape(g.Q_FILE_OF_ANNOTATION), _h_file_of_annotation),
+    (r"select o\.id from ImageAnnotationLink o where o\.id in \(:ids\)", _h_existing_links),
     (
         r"select l\.parent\.id, l\.child\.id from (ProjectDataset|DatasetImage|ScreenPlate)Link l"
         r" where l\.parent\.id in \(:ids\)",

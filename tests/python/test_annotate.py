@@ -63,7 +63,7 @@ def test_every_kind_of_image_gets_the_reference_code(world, worker):
         for key in ("iscc", "datahash", "data", "instance"):
             assert values[f"iscc:{key if key != 'iscc' else 'sum'}"] == want[key], (image_id, key)
         assert values["iscc:filesize"] == str(want["filesize"])
-        assert values["iscc:version"] == "1.0"
+        assert values["iscc:version"] == "2.0"
         assert values["iscc:files"] == str(len(world.disk[image_id]))
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", values["iscc:timestamp"])
         assert values["iscc:processor"].startswith("omero-iscc ")
