@@ -107,12 +107,12 @@ def make_inputs(work: Path, big_gib: float, small: int, sparse_gib: float) -> tu
     return big, smalldir, sparse
 
 
-def table(title: str, rows: list[dict], base: str) -> None:
+def table(title: str, rows: list[dict], base: str, versus: str = "vs iscc-sum") -> None:
     """Median wall time and peak memory per command, and the ratio to `base` taken run by run
     (each round's peer time over the same round's time): its median and its range."""
     ref = next((r["walls"] for r in rows if r["label"] == base), None)
     print(f"\n{title}")
-    print(f"| {'command':40} | {'wall (median)':>13} | {'peak RSS':>10} | {'vs iscc-sum: median (range)':>27} |")
+    print(f"| {'command':40} | {'wall (median)':>13} | {'peak RSS':>10} | {versus + ': median (range)':>27} |")
     print(f"|{'-' * 42}|{'-' * 15}:|{'-' * 11}:|{'-' * 28}:|")
     for r in rows:
         ratio = "-"

@@ -126,3 +126,78 @@ def test_scripts_through_the_script_service(conn, image_id):
     results = _run_script(conn, "ISCC_Verify.py", {"Data_Type": "Image", "IDs": [iid]})
     assert results["Message"].startswith("Verified 1 image(s): 1 OK"), results
     assert "File_Annotation" in results
+
+
+def test_the_query_shapes_the_stand_in_enforces_run_on_a_real_server(conn, image_id):
+    # Items 2, 4, 8 of the real-server issue: every query of gateway.py, on the real query layer.
+    from omero_iscc.gateway import BlitzOmero
+
+    iid, _path = image_id
+    access = BlitzOmero(conn)
+    long_list = list(range(1, 40001)) + [iid]  # more than a JDBC parameter cap: only (:ids) passes
+    assert iid in access.existing_ids("Image", long_list)
+    [image] = access.images([iid])
+    files = access.fileset_files([image.getFileset().getId().val])
+    assert [f.getName().val for f in files[image.getFileset().getId().val]] == ["neuron-4Ch.tiff"]
+    assert access.fileset_images([iid]) == [iid]
+    assert all(isinstance(i, int) for i in access.unannotated_images(NS, 5, 0))
+    pages = list(access.annotated_codes(NS, page=2))
+    assert all(len(p) <= 2 for p in pages)
+    assert any(image_id == iid for p in pages for image_id, _ in p) or not pages
+    assert access.newest_codes(NS, 3) is not None
+
+
+def test_an_administrator_annotates_as_the_owner_in_a_private_group(conn, samples, worker):
+    # Item 6: the annotation and its link belong to the image's owner, who sees them.
+    import uuid
+
+    import omero
+    from omero.gateway import BlitzGateway
+    from omero.rtypes import rstring
+
+    from omero_iscc.annotate import annotate
+    from omero_iscc.gateway import BlitzOmero
+
+    admin = conn.getAdminService()
+    name = f"iscc-{uuid.uuid4().hex[:8]}"
+    group = omero.model.ExperimenterGroupI()
+    group.setName(rstring(name))
+    group.getDetails().setPermissions(omero.model.PermissionsI("rw----"))
+    gid = admin.createGroup(group)
+    user = omero.model.ExperimenterI()
+    user.setOmeName(rstring(name))
+    user.setFirstName(rstring("I"))
+    user.setLastName(rstring("SCC"))
+    uid = admin.createExperimenterWithPassword(
+        user,
+        rstring("secret"),
+        omero.model.ExperimenterGroupI(gid, False),
+        [omero.model.ExperimenterGroupI(gid, False), admin.lookupGroup("user")],
+    )
+    port = os.environ.get("OMERO_ISCC_TEST_PORT", "4064")
+    path = samples / "ome-tiff" / "neocortex-3Ch.tiff"
+    out = subprocess.run(
+        ["omero", "import", "-s", HOST, "-p", port, "-u", name, "-w", "secret", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    iid = int(re.search(r"Image:(\d+)", out.stdout + out.stderr).group(1))
+    report = annotate(BlitzOmero(conn), [iid], worker, None, NS)
+    assert report.count("annotated") == 1, report.message()
+    client = omero.client(HOST, int(port))
+    client.createSession(name, "secret")
+    try:
+        own = BlitzOmero(BlitzGateway(client_obj=client))
+        [ann] = own.iscc_annotations([iid], NS)[iid]
+        assert ann.getDetails().getOwner().getId().val == uid
+    finally:
+        client.closeSession()
+
+
+def test_a_report_without_a_target_is_the_scripts_file_output(conn):
+    # Item 7: nothing to attach the report to (the selection is gone): a message and a File.
+    results = _run_script(conn, "ISCC_Verify.py", {"Data_Type": "Image", "IDs": [999999999]})
+    assert "it is the script's File output" in results["Message"], results
+    assert "File" in results and "File_Annotation" not in results
