@@ -383,16 +383,7 @@ class BlitzOmero:
     def unlink(self, link_ids: list[int]) -> list[int]:
         """Removes image-annotation links (the annotation stays for its other images);
         returns the link ids still there."""
-        if not link_ids:
-            return []
-        try:
-            self.conn.deleteObjects("ImageAnnotationLink", list(link_ids), wait=True)
-        except Exception as exc:  # noqa: BLE001 - judged by what is left below
-            from .connection import is_connection_error
-
-            if is_connection_error(exc):
-                raise
-        return self.existing_ids("ImageAnnotationLink", list(link_ids))
+        return self._delete("ImageAnnotationLink", link_ids)
 
     def file_annotation_bytes(self, annotation_id: int) -> bytes:
         rows = self._rows(Q_FILE_OF_ANNOTATION, id=annotation_id)
@@ -401,18 +392,22 @@ class BlitzOmero:
         return b"".join(self.read_file(rows[0][0], 1 << 20))
 
     def delete_annotations(self, annotation_ids: list[int]) -> list[int]:
-        """Deletes the annotations this session may delete; returns the ids still there
-        afterwards (the server skips what it may not delete, with or without an error)."""
-        if not annotation_ids:
+        """Deletes the annotations this session may delete; returns the ids still there."""
+        return self._delete("Annotation", annotation_ids)
+
+    def _delete(self, kind: str, ids: list[int]) -> list[int]:
+        """Deletes what this session may delete (Delete2 skips the rest, with or without an
+        error); returns the ids still there, read back rather than trusted."""
+        if not ids:
             return []
         try:
-            self.conn.deleteObjects("Annotation", list(annotation_ids), wait=True)
+            self.conn.deleteObjects(kind, list(ids), wait=True)
         except Exception as exc:  # noqa: BLE001 - judged by what is left below
             from .connection import is_connection_error
 
             if is_connection_error(exc):
                 raise
-        return self.existing_ids("Annotation", list(annotation_ids))
+        return self.existing_ids(kind, list(ids))
 
     def upload_file(self, name: str, data: bytes, mimetype: str):
         """Uploads ``data`` as an OriginalFile in the session's own default group (a script's
