@@ -155,8 +155,9 @@ def test_images_the_scheduler_may_not_annotate_are_kept_as_failures_and_never_bl
     assert set(failures) == set(theirs) and "needs the Sudo privilege" in failures[theirs[0]].error
     second = sched.poll_once()
     assert second.annotated == 3 and all(server.iscc_anns(i) for i in own)
-    # A poll that annotates nothing sleeps instead of spinning.
-    sched2 = _scheduler(tmp_path, server, worker, user=5, batch_size=5)
+    # A full batch that annotates nothing (all five not permitted, fresh state) sleeps before
+    # the next poll instead of spinning: before, only a batch that was not full slept.
+    sched2 = _scheduler(tmp_path / "fresh", server, worker, user=5, batch_size=5)
     sched2.sleep = lambda s: (sleeps.append(s), sched2.stop_event.set())
     sched2.run(once=False)
     assert sleeps == [sched2.cfg.poll_interval]
