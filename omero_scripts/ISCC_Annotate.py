@@ -17,10 +17,9 @@ from omero.model import ImageI
 from omero.rtypes import rlong, rstring
 
 from omero_iscc import NAMESPACE, __version__, scripting
-from omero_iscc.annotate import annotate
 from omero_iscc.config import script_settings
-from omero_iscc.selection import DATA_TYPES, expand
-from omero_iscc.worker import find_worker
+from omero_iscc.jobs import annotate_job
+from omero_iscc.selection import DATA_TYPES
 
 P_DATA_TYPE = "Data_Type"
 P_IDS = "IDs"
@@ -30,26 +29,16 @@ P_WIDE = "Wide"
 
 def annotate_selection(omero_access, params, settings=None):
     """Annotates the selection; returns the message and a ``Result`` link to an annotated image."""
-    settings = settings or script_settings()
-    image_ids, missing = expand(omero_access, params[P_DATA_TYPE], params[P_IDS])
-    worker = find_worker(settings.worker)
-    root = settings.repository or omero_access.repository_root()
-    report = annotate(
+    result = annotate_job(
         omero_access,
-        image_ids,
-        worker,
-        root,
-        NAMESPACE,
+        params[P_DATA_TYPE],
+        params[P_IDS],
+        settings or script_settings(),
         replace=params.get(P_REPLACE, False),
         wide=params.get(P_WIDE, False),
-        chunk_size=settings.chunk_size,
-        allowed_roots=settings.allowed_roots,
     )
-    message = report.message()
-    if missing:
-        message += f"; {params[P_DATA_TYPE]} not found: {', '.join(map(str, missing))}"
-    first = report.first_annotated()
-    return message, ({"Result": ImageI(first, False)} if first is not None else {})
+    first = result.first_annotated
+    return result.message, ({"Result": ImageI(first, False)} if first is not None else {})
 
 
 def run_script():

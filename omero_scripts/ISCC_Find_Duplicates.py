@@ -17,37 +17,31 @@ from omero.rtypes import rlong, rstring
 
 from omero_iscc import NAMESPACE, __version__, scripting
 from omero_iscc.config import script_settings
-from omero_iscc.duplicates import find_duplicates, to_csv
-from omero_iscc.selection import SelectionError, expand
-from omero_iscc.worker import find_worker
+from omero_iscc.jobs import DUPLICATE_TYPES, SCOPES, duplicates_job
 
 P_DATA_TYPE = "Data_Type"
 P_IDS = "IDs"
 P_SCOPE = "Scope"
 P_THRESHOLD = "Threshold"
-SCOPES = ["Selection", "Server"]
-TYPES = ["Project", "Dataset", "Image", "Screen", "Plate"]
+TYPES = DUPLICATE_TYPES
 REPORT_NS = NAMESPACE + ".duplicates"
 
 
 def duplicates_of(omero_access, params, settings=None):
-    """Returns the message and the CSV report as ``File_Annotation``."""
-    settings = settings or script_settings()
-    worker = find_worker(settings.worker)
-    scope = params.get(P_SCOPE, "Selection")
-    if scope not in SCOPES:
-        raise SelectionError(f"Scope must be Selection or Server, not {scope!r}")
-    if params[P_DATA_TYPE] not in TYPES:
-        raise SelectionError(f"Data_Type must be one of {', '.join(TYPES)}")
-    image_ids = None
-    if scope == "Selection":
-        image_ids, _missing = expand(omero_access, params[P_DATA_TYPE], params[P_IDS])
-    report = find_duplicates(omero_access, image_ids, worker, NAMESPACE, int(params.get(P_THRESHOLD, 12)))
+    """Returns the message and the CSV report (``File_Annotation``)."""
+    result = duplicates_job(
+        omero_access,
+        params[P_DATA_TYPE],
+        params.get(P_IDS) or [],
+        settings or script_settings(),
+        scope=params.get(P_SCOPE, "Selection"),
+        threshold=int(params.get(P_THRESHOLD, 12)),
+    )
     target = params[P_IDS][0] if params.get(P_IDS) else None
     outputs, note = scripting.attach_report(
-        omero_access, params[P_DATA_TYPE], target, "iscc_duplicates.csv", to_csv(report), REPORT_NS
+        omero_access, params[P_DATA_TYPE], target, "iscc_duplicates.csv", result.report, REPORT_NS
     )
-    return report.message() + note, outputs
+    return result.message + note, outputs
 
 
 def run_script():

@@ -17,9 +17,8 @@ from omero.rtypes import rlong, rstring
 
 from omero_iscc import NAMESPACE, __version__, scripting
 from omero_iscc.config import script_settings
-from omero_iscc.selection import DATA_TYPES, expand
-from omero_iscc.verify import summary, to_csv, verify
-from omero_iscc.worker import find_worker
+from omero_iscc.jobs import verify_job
+from omero_iscc.selection import DATA_TYPES
 
 P_DATA_TYPE = "Data_Type"
 P_IDS = "IDs"
@@ -27,28 +26,13 @@ REPORT_NS = NAMESPACE + ".verify"
 
 
 def verify_selection(omero_access, params, settings=None):
-    """Verifies the selection; returns the message and the CSV report as ``File_Annotation``."""
-    settings = settings or script_settings()
-    image_ids, missing = expand(omero_access, params[P_DATA_TYPE], params[P_IDS])
-    worker = find_worker(settings.worker)
-    root = settings.repository or omero_access.repository_root()
-    verdicts = verify(
-        omero_access,
-        image_ids,
-        worker,
-        root,
-        NAMESPACE,
-        chunk_size=settings.chunk_size,
-        allowed_roots=settings.allowed_roots,
-    )
-    message = summary(verdicts)
-    if missing:
-        message += f"; {params[P_DATA_TYPE]} not found: {', '.join(map(str, missing))}"
-    target = next((i for i in params[P_IDS] if i not in missing), None)
+    """Verifies the selection; returns the message and the CSV report (``File_Annotation``)."""
+    result = verify_job(omero_access, params[P_DATA_TYPE], params[P_IDS], settings or script_settings())
+    target = next((i for i in params[P_IDS] if i not in result.missing), None)
     outputs, note = scripting.attach_report(
-        omero_access, params[P_DATA_TYPE], target, "iscc_verify_report.csv", to_csv(verdicts), REPORT_NS
+        omero_access, params[P_DATA_TYPE], target, "iscc_verify_report.csv", result.report, REPORT_NS
     )
-    return message + note, outputs
+    return result.message + note, outputs
 
 
 def run_script():

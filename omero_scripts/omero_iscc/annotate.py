@@ -86,30 +86,7 @@ def annotate(
     """Annotates the images; ``detach``: run the worker in a session of its own (the
     scheduler's daemon; a script's worker must stay in its process group so that cancelling
     the script stops it)."""
-    report = AnnotateReport()
-    images = omero.images(image_ids)
-    by_id = {im.getId().val: im for im in images}
-    for missing in [i for i in image_ids if i not in by_id]:
-        report.outcomes.append(ImageOutcome(missing, FAILED, "image not found or not visible"))
-    existing = omero.iscc_annotations(list(by_id), namespace)
-    me, privileges = omero.user_id(), omero.privileges()
-    todo = []
-    for image_id in [i for i in image_ids if i in by_id]:
-        image = by_id[image_id]
-        if not image.getDetails().getPermissions().canAnnotate():
-            report.outcomes.append(ImageOutcome(image_id, NOT_PERMITTED, "you may not annotate this image"))
-        elif image.getDetails().getOwner().getId().val != me and "Sudo" not in privileges:
-            report.outcomes.append(
-                ImageOutcome(
-                    image_id,
-                    NOT_PERMITTED,
-                    "annotating another user's image as its owner needs the Sudo privilege",
-                )
-            )
-        elif existing.get(image_id) and not replace:
-            report.outcomes.append(ImageOutcome(image_id, ALREADY))
-        else:
-            todo.append(image)
+    report, todo, existing = triage(omero, image_ids, namespace, replace)
     units = plan(omero, todo)
     for start in range(0, len(units), units_per_run):
         if should_stop():
@@ -135,6 +112,34 @@ def annotate(
             if outcome.status is ANNOTATED and on_annotated is not None:
                 on_annotated(outcome.image_id, record, seconds)
     return report
+
+
+def triage(omero: Omero, image_ids: list[int], namespace: str, replace: bool = False) -> tuple:
+    """What annotating would do with each image, before any hashing: the report so far (not
+    found, not permitted, already annotated), the images to hash, and their annotations."""
+    report = AnnotateReport()
+    images = omero.images(image_ids)
+    by_id = {im.getId().val: im for im in images}
+    for missing in [i for i in image_ids if i not in by_id]:
+        report.outcomes.append(ImageOutcome(missing, FAILED, "image not found or not visible"))
+    existing = omero.iscc_annotations(list(by_id), namespace)
+    me, privileges = omero.user_id(), omero.privileges()
+    todo = []
+    for image_id in [i for i in image_ids if i in by_id]:
+        image = by_id[image_id]
+        if not image.getDetails().getPermissions().canAnnotate():
+            report.outcomes.append(ImageOutcome(image_id, NOT_PERMITTED, "you may not annotate this image"))
+        elif image.getDetails().getOwner().getId().val != me and "Sudo" not in privileges:
+            report.outcomes.append(
+                ImageOutcome(
+                    image_id, NOT_PERMITTED, "annotating another user's image as its owner needs the Sudo privilege"
+                )
+            )
+        elif existing.get(image_id) and not replace:
+            report.outcomes.append(ImageOutcome(image_id, ALREADY))
+        else:
+            todo.append(image)
+    return report, todo, existing
 
 
 def _files_payload(record: IsccRecord) -> bytes | None:
