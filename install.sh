@@ -38,6 +38,30 @@ dry_run=0 uninstall=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: $*" >&2; exit 2; }
 
+# Installs the Python distribution (helper package, `python -m omero_iscc`, the `omero iscc`
+# plugin) into the server's environment with pip, offline: the wheel is built by
+# omero_scripts/make_wheel.py with the standard library alone (a server's Python often has no
+# build tools) and installed with --no-index --no-deps (omero-py is there already). The same
+# version already installed is left as it is, so a second run changes nothing.
+install_helper() {
+    local have wheels
+    have=$("$python" -m pip show omero-iscc 2>/dev/null | sed -n 's/^Version: //p' || true)
+    if [ "$have" = "$version" ]; then
+        step "helper package omero-iscc $version already in $site"
+        return
+    fi
+    step "helper package and CLI plugin (omero-iscc $version) into $site with pip, offline"
+    if [ "$dry_run" = 1 ]; then
+        echo "    would run: pip install --no-index --no-deps omero_iscc-$version-py3-none-any.whl"
+        return
+    fi
+    wheels=$(mktemp -d)
+    "$python" "$here/omero_scripts/make_wheel.py" "$wheels" >/dev/null || die "cannot build the omero-iscc wheel"
+    "$python" -m pip install --quiet --no-index --no-deps "$wheels"/omero_iscc-*.whl ||
+        die "pip could not install the omero-iscc wheel into $python's environment"
+    rm -rf "$wheels"
+}
+
 # Uploads the scripts as iscc/NAME.py through the administrator's existing `omero login`
 # session: `omero script upload` stores a script at the path given relative to the current
 # directory, so it runs from a staging folder holding iscc/; a script already there is
@@ -137,6 +161,7 @@ fi
 if [ -z "$user" ]; then
     if [ -n "$omero_dir" ]; then user=$(stat -c %U "$omero_dir"); else user=$(id -un); fi
 fi
+version=$(sed -n 's/^version = "\(.*\)".*/\1/p' "$here/omero_scripts/pyproject.toml" | head -n1)
 site=""
 [ -n "$python" ] && site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 worker_bin="$prefix/bin/omero-iscc"
@@ -152,7 +177,10 @@ if [ "$uninstall" = 1 ]; then
     step "removing omero-iscc (annotations stay on the server)"
     remove "$worker_bin"
     [ -n "$server_worker" ] && remove "$server_worker"
-    [ -n "$site" ] && remove "$site/omero_iscc"
+    if [ -n "$python" ] && "$python" -m pip show --quiet omero-iscc >/dev/null 2>&1; then
+        run "$python" -m pip uninstall --quiet --yes omero-iscc
+    fi
+    [ -n "$site" ] && remove "$site/omero_iscc"  # a copy made by an earlier install.sh
     [ -n "$scripts_dir" ] && remove "$scripts_dir"
     remove "$cron_file"
     remove "$systemd_dir/omero-iscc.service"
@@ -188,10 +216,7 @@ if [ -z "$omero_dir" ]; then
 else
     step "worker next to the server's Python: $server_worker"
     put "$binary" "$server_worker" 755
-    step "helper package into $site"
-    for f in "$here"/omero_scripts/omero_iscc/*.py; do
-        put "$f" "$site/omero_iscc/$(basename "$f")" 644
-    done
+    install_helper
     if [ "$upload" = 1 ]; then
         upload_scripts
     else

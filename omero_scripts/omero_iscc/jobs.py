@@ -144,12 +144,13 @@ def duplicates_job(
         for coded, distance in group["members"]:
             rows.append(
                 {
-                    "group": n,
-                    "kind": group["kind"],
                     "image_id": coded.image_id,
+                    "status": group["kind"],
+                    "group": n,
                     "name": coded.name,
                     "iscc": coded.iscc,
                     "distance": distance,
+                    "message": f"group {n}, {distance} bit(s) from its first member, {coded.name}",
                 }
             )
     return JobResult(report.message(), rows, report=duplicates_csv(report))

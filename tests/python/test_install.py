@@ -26,7 +26,8 @@ def listing(root: Path) -> list[tuple[str, int, int, bytes]]:
 def site(tmp_path: Path) -> dict:
     server = tmp_path / "opt" / "omero" / "server"
     (server / "OMERO.server" / "lib" / "scripts" / "omero").mkdir(parents=True)
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(server / "venv3")], check=True)
+    # A server venv as OMERO's docs make it: with pip (from the interpreter's bundled wheel, offline).
+    subprocess.run([sys.executable, "-m", "venv", str(server / "venv3")], check=True)
     return {
         "root": tmp_path,
         "args": [
@@ -83,6 +84,7 @@ def test_install_is_complete_idempotent_dry_runnable_and_uninstallable(site, wor
         root / "usr" / "bin" / "omero-iscc": 0o755,
         site["venv"] / "bin" / "omero-iscc": 0o755,
         Path(purelib) / "omero_iscc" / "__init__.py": 0o644,
+        Path(purelib) / "omero" / "plugins" / "iscc.py": 0o644,
         site["scripts"] / "ISCC_Annotate.py": 0o644,
         site["scripts"] / "ISCC_Verify.py": 0o644,
         site["scripts"] / "ISCC_Annotate_New_Images.py": 0o644,
@@ -105,6 +107,12 @@ def test_install_is_complete_idempotent_dry_runnable_and_uninstallable(site, wor
         check=False,
     )
     assert probe.stdout.strip() == str(site["venv"] / "bin" / "omero-iscc"), probe.stderr
+    # Installed as a distribution (pip knows it, and removes it), never as an `omero` package.
+    shown = subprocess.run(
+        [str(python), "-m", "pip", "show", "omero-iscc"], capture_output=True, text=True, check=False
+    )
+    assert "Version: 0.1.0" in shown.stdout, shown.stderr
+    assert not (Path(purelib) / "omero" / "__init__.py").exists()
 
     after_first = listing(root)
     second = install(site, worker)
