@@ -92,7 +92,7 @@ class Scheduler:
 
     def close(self) -> None:
         self.webhook.drain(timeout=30)
-        if self.omero is not None and hasattr(self.omero, "close_sudo_sessions"):
+        if self.omero is not None:
             self.omero.close_sudo_sessions()
         self._disconnect()
 

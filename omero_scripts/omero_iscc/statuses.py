@@ -24,7 +24,14 @@ class ExitStatus(enum.IntEnum):
     INCOMPLETE = 3
 
 
-class ImageStatus(str, enum.Enum):
+class _Word(str, enum.Enum):
+    """A status that reads and prints as its plain word."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ImageStatus(_Word):
     """What annotating did for one image."""
 
     ANNOTATED = "annotated"
@@ -32,11 +39,8 @@ class ImageStatus(str, enum.Enum):
     FAILED = "failed"
     NOT_PERMITTED = "not_permitted"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Verdict(str, enum.Enum):
+class Verdict(_Word):
     """What verifying found for one image."""
 
     OK = "OK"
@@ -44,17 +48,11 @@ class Verdict(str, enum.Enum):
     MISSING_FILE = "MISSING_FILE"
     NO_ANNOTATION = "NO_ANNOTATION"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Problem(str, enum.Enum):
+class Problem(_Word):
     """Why a unit of images could not be hashed."""
 
     NO_FILES = "no_files"
     MISSING_FILE = "missing_file"
     UNREADABLE = "unreadable"
     WORKER = "worker"
-
-    def __str__(self) -> str:
-        return self.value

@@ -125,7 +125,7 @@ fn compile(line: &str) -> Result<Option<Pattern>, String> {
         ["**"] => if is_dir_pattern { "/" } else { "." }.to_string(),
         ["**", "*"] => ".".to_string(),
         ["**", "*", "**"] => "/".to_string(),
-        _ => match translate(&segments, is_dir_pattern)? {
+        _ => match translate(&segments)? {
             Some(regex) => regex,
             None => return Ok(None),
         },
@@ -141,7 +141,7 @@ const END: &str = r"\n?\z";
 /// bracket expression is unclosed (git and pathspec drop such a pattern). A reversed range
 /// is an error only of a pattern that is not dropped: Python sees it when it compiles the
 /// finished expression.
-fn translate(segments: &[&str], is_dir_pattern: bool) -> Result<Option<String>, String> {
+fn translate(segments: &[&str]) -> Result<Option<String>, String> {
     let mut bad_range = None;
     let mut out = String::new();
     let mut need_slash = false;
@@ -154,7 +154,8 @@ fn translate(segments: &[&str], is_dir_pattern: bool) -> Result<Option<String>, 
                 out.push_str("(?:/.+)?");
                 need_slash = true;
             } else {
-                let _ = is_dir_pattern; // the directory mark is a plain '/' when only searched
+                // A trailing `**` (from a trailing `/`, or written): something below. pathspec's
+                // directory mark is a plain '/' when a pattern is only searched, as here.
                 out.push('/');
             }
             continue;
