@@ -27,6 +27,29 @@ pub enum Command {
     Selftest,
     /// Group identical and near-identical codes from `sum --json` records or iscc-sum lines.
     Similar(SimilarArgs),
+    /// Pixel codes (IMAGEWALK): hash a framed stream of images' planes, one record per image.
+    ///
+    /// The stream (standard input or FILE) holds, per image, a line
+    /// `{"image": ID, "planes": P, "plane_bytes": N}`, then the planes' canonical bytes in
+    /// walk order as `{"bytes": K}` lines each followed by K raw bytes, then `{"end": true}`
+    /// (or `{"abort": "why"}`). Each image gets a JSON line with its wide ISCC-SUM; a fault
+    /// in one image's frames gives that image an error record and the next still get theirs.
+    Pixels(PixelsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PixelsArgs {
+    /// The framed plane stream; `-` or nothing for standard input.
+    #[arg(value_name = "FILE")]
+    pub input: Option<OsString>,
+
+    /// Also output each plane's simprint (its 256-bit Data-Code, base64, as iscc-bio).
+    #[arg(long)]
+    pub simprints: bool,
+
+    /// Worker threads [default: all cores; at most 4 × cores, and 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -58,7 +58,7 @@ impl Inputs {
     }
 
     /// Opens a file of lines named by the user (`-`: standard input) for `what`.
-    pub fn open(&mut self, name: &OsStr, what: &str) -> Result<Box<dyn BufRead>, Error> {
+    pub fn open(&mut self, name: &OsStr, what: &str) -> Result<Box<dyn BufRead + Send>, Error> {
         if is_stdin(name) {
             self.claim_stdin(what)?;
             return Ok(Box::new(BufReader::new(io::stdin())));
@@ -67,7 +67,7 @@ impl Inputs {
             return usage(format!("{what}: an empty path names no file"));
         }
         File::open(name)
-            .map(|f| Box::new(BufReader::new(f)) as Box<dyn BufRead>)
+            .map(|f| Box::new(BufReader::new(f)) as Box<dyn BufRead + Send>)
             .map_err(|e| Error::Usage(format!("{what} {}: {}", name.to_string_lossy(), plain(&e))))
     }
 }

@@ -11,5 +11,7 @@ __version__ = "0.1.0"
 
 #: Namespace of the MapAnnotation that carries an image's ISCC.
 NAMESPACE = "org.iscc.omero.sum"
+#: Namespace of the MapAnnotation that carries an image's pixel code (IMAGEWALK).
+PIXELS_NAMESPACE = "org.iscc.omero.pixels"
 #: Version of the annotation's key layout.
 ANNOTATION_VERSION = "2.0"

@@ -15,9 +15,11 @@ from typing import Callable
 
 from .compute import BATCH, compute
 from .connection import is_connection_error
-from .filesets import plan
+from .filesets import Unit, plan
 from .gateway import NotPermitted, Omero
-from .layout import FILES_IN_TABLE, IsccRecord, files_jsonl, newest_record, to_pairs
+from .layout import FILES, PIXELS, IsccRecord, Layout, PixelRecord
+from .pixels import BATCH as PIXEL_BATCH
+from .pixels import PixelsInfo, compute_pixels, pixel_record
 from .statuses import ImageStatus
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,10 @@ ANNOTATED, ALREADY, FAILED, NOT_PERMITTED = (
 )
 
 
+#: The codes an image can carry: of its original files, and of its pixels.
+CODES = ("files", "pixels")
+
+
 @dataclass
 class ImageOutcome:
     image_id: int
@@ -37,6 +43,8 @@ class ImageOutcome:
     message: str = ""
     iscc: str | None = None
     seconds: float = 0.0
+    #: Which code: ``files`` or ``pixels``.
+    code: str = "files"
 
 
 @dataclass
@@ -55,6 +63,13 @@ class AnnotateReport:
         return next((o.image_id for o in self.outcomes if o.status == ANNOTATED), None)
 
     def message(self, limit: int = 5) -> str:
+        codes = sorted({o.code for o in self.outcomes})
+        if len(codes) > 1:
+            parts = []
+            for code in codes:
+                part = AnnotateReport([o for o in self.outcomes if o.code == code]).message(limit)
+                parts.append(f"{code}: {part}")
+            return "; ".join(parts)
         parts = [f"{self.count(ANNOTATED)} annotated"]
         if self.count(ALREADY):
             parts.append(f"{self.count(ALREADY)} already had an ISCC")
@@ -83,9 +98,10 @@ def annotate(
     detach: bool = False,
     allowed_roots: tuple[str, ...] = (),
 ) -> AnnotateReport:
-    """Annotates the images; ``detach``: run the worker in a session of its own (the
-    scheduler's daemon; a script's worker must stay in its process group so that cancelling
-    the script stops it)."""
+    """Annotates the images with the code of their original files; ``detach``: run the worker
+    in a session of its own (the scheduler's daemon; a script's worker must stay in its process
+    group so that cancelling the script stops it)."""
+    layout = FILES.in_namespace(namespace)
     report, todo, existing = triage(omero, image_ids, namespace, replace)
     units = plan(omero, todo)
     for start in range(0, len(units), units_per_run):
@@ -107,16 +123,93 @@ def annotate(
             for image in unit.images:
                 outcome = ImageOutcome(image.getId().val, FAILED, result.message or "failed", seconds=seconds)
                 report.outcomes.append(outcome)
-        for outcome, record in _save(omero, done, namespace, existing if replace else {}, seconds):
+        for outcome, record in save(omero, done, layout, existing if replace else {}, seconds):
             report.outcomes.append(outcome)
             if outcome.status is ANNOTATED and on_annotated is not None:
                 on_annotated(outcome.image_id, record, seconds)
     return report
 
 
-def triage(omero: Omero, image_ids: list[int], namespace: str, replace: bool = False) -> tuple:
+def annotate_pixels(
+    omero: Omero,
+    image_ids: list[int],
+    worker: str,
+    namespace: str = PIXELS.namespace,
+    replace: bool = False,
+    simprints: bool = False,
+    on_annotated: Callable[[int, PixelRecord, float], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    detach: bool = False,
+) -> AnnotateReport:
+    """Annotates the images with their pixel code (one annotation per image; the files'
+    annotation is not touched). Same rules as :func:`annotate`: skipped when present unless
+    ``replace``, an old one removed only after its replacement is saved."""
+    layout = PIXELS.in_namespace(namespace)
+    report, todo, existing = triage(omero, image_ids, namespace, replace, code="pixels")
+    infos = {row[0]: PixelsInfo.from_row(row) for row in omero.pixels_of([im.getId().val for im in todo])}
+    for image in todo:
+        if image.getId().val not in infos:
+            report.outcomes.append(ImageOutcome(image.getId().val, FAILED, "the image has no pixels", code="pixels"))
+    todo = [im for im in todo if im.getId().val in infos]
+    for start in range(0, len(todo), PIXEL_BATCH):
+        if should_stop():
+            report.stopped = True
+            break
+        batch = todo[start : start + PIXEL_BATCH]
+        began = time.monotonic()
+        results = compute_pixels(omero, [infos[im.getId().val] for im in batch], worker, simprints, detach)
+        seconds = (time.monotonic() - began) / max(1, len(batch))
+        done = []
+        for image in batch:
+            image_id = image.getId().val
+            result = results[image_id]
+            if result.ok:
+                done.append((Unit(key=f"image:{image_id}", images=[image]), pixel_record(infos[image_id], result)))
+            else:
+                message = result.error or "failed"
+                report.outcomes.append(ImageOutcome(image_id, FAILED, message, seconds=seconds, code="pixels"))
+        for outcome, record in save(omero, done, layout, existing if replace else {}, seconds):
+            report.outcomes.append(outcome)
+            if outcome.status is ANNOTATED and on_annotated is not None:
+                on_annotated(outcome.image_id, record, seconds)
+    return report
+
+
+def annotate_codes(omero: Omero, image_ids: list[int], codes: tuple[str, ...], **options) -> AnnotateReport:
+    """:func:`annotate` and/or :func:`annotate_pixels`, one report with an outcome per image
+    and code. ``options``: those of :func:`annotate` (``worker``, ``root``...) and
+    ``simprints`` and ``pixels_namespace`` for the pixel code."""
+    unknown = [c for c in codes if c not in CODES]
+    if unknown or not codes:
+        raise ValueError(f"codes must be some of {', '.join(CODES)}, not {codes!r}")
+    report = AnnotateReport()
+    simprints = options.pop("simprints", False)
+    pixels_namespace = options.pop("pixels_namespace", PIXELS.namespace)
+    if "files" in codes:
+        files = annotate(omero, image_ids, **options)
+        report.outcomes += files.outcomes
+        report.stopped |= files.stopped
+    if "pixels" in codes and not report.stopped:
+        pixels = annotate_pixels(
+            omero,
+            image_ids,
+            options["worker"],
+            namespace=pixels_namespace,
+            replace=options.get("replace", False),
+            simprints=simprints,
+            on_annotated=options.get("on_annotated"),
+            should_stop=options.get("should_stop", lambda: False),
+            detach=options.get("detach", False),
+        )
+        report.outcomes += pixels.outcomes
+        report.stopped |= pixels.stopped
+    return report
+
+
+def triage(omero: Omero, image_ids: list[int], namespace: str, replace: bool = False, code: str = "files") -> tuple:
     """What annotating would do with each image, before any hashing: the report so far (not
-    found, not permitted, already annotated), the images to hash, and their annotations."""
+    found, not permitted, already annotated), the images to hash, and their annotations in
+    ``namespace``. ``code`` labels the outcomes."""
     report = AnnotateReport()
     images = omero.images(image_ids)
     by_id = {im.getId().val: im for im in images}
@@ -139,21 +232,23 @@ def triage(omero: Omero, image_ids: list[int], namespace: str, replace: bool = F
             report.outcomes.append(ImageOutcome(image_id, ALREADY))
         else:
             todo.append(image)
+    for outcome in report.outcomes:
+        outcome.code = code
     return report, todo, existing
 
 
-def _files_payload(record: IsccRecord) -> bytes | None:
-    """A large Fileset's file list, for its file annotation (layout 2.0)."""
-    return files_jsonl(record) if len(record.files) > FILES_IN_TABLE else None
-
-
-def _save(omero: Omero, done: list, namespace: str, existing: dict, seconds: float) -> list:
+def save(omero: Omero, done: list, layout: Layout, existing: dict, seconds: float) -> list:
     """Saves one shared annotation per unit (its images and its Fileset linked to it), then
     retires what it replaces: an old annotation whose every image got the new one is deleted
-    (with its file list); one that other images still carry is only unlinked from these.
-    Returns (outcome, record) per image."""
+    (with its file annotation); one that other images still carry is only unlinked from these.
+    ``done``: (unit, record) pairs, a unit having ``images`` and ``fileset_id``. Returns
+    (outcome, record) per image."""
+    namespace = layout.namespace
     saved = omero.save_shared_annotations(
-        [(unit.images, unit.fileset_id, record) for unit, record in done], namespace, to_pairs, _files_payload
+        [(unit.images, unit.fileset_id, record) for unit, record in done],
+        namespace,
+        layout.pairs_of,
+        layout.attachment_of,
     )
     out = []
     replaced: dict[int, list] = {}  # unit index -> old annotations of its images
@@ -162,19 +257,21 @@ def _save(omero: Omero, done: list, namespace: str, existing: dict, seconds: flo
             image_id = image.getId().val
             result = saved.get(image_id)
             if isinstance(result, NotPermitted):
-                out.append((ImageOutcome(image_id, NOT_PERMITTED, str(result), seconds=seconds), record))
+                outcome = ImageOutcome(image_id, NOT_PERMITTED, str(result), seconds=seconds, code=layout.code)
+                out.append((outcome, record))
             elif isinstance(result, BaseException) or result is None:
                 if result is not None and is_connection_error(result):
                     raise result  # the session is gone, not this image: the caller reconnects and carries on
                 message = f"saving the annotation failed: {result}"
-                out.append((ImageOutcome(image_id, FAILED, message, seconds=seconds), record))
+                out.append((ImageOutcome(image_id, FAILED, message, seconds=seconds, code=layout.code), record))
             else:
-                out.append((ImageOutcome(image_id, ANNOTATED, iscc=record.iscc, seconds=seconds), record))
+                outcome = ImageOutcome(image_id, ANNOTATED, iscc=record.iscc, seconds=seconds, code=layout.code)
+                out.append((outcome, record))
                 replaced.setdefault(n, []).extend(
                     a for a in existing.get(image_id, []) if a.getNs() is not None and a.getNs().val == namespace
                 )
     if replaced:
-        left = _retire(omero, done, replaced)
+        left = _retire(omero, done, replaced, layout)
         for outcome, _ in out:
             if outcome.image_id in left:
                 outcome.message = f"new annotation saved, but the old one(s) {left[outcome.image_id]} remain"
@@ -182,7 +279,7 @@ def _save(omero: Omero, done: list, namespace: str, existing: dict, seconds: flo
     return out
 
 
-def _retire(omero: Omero, done: list, replaced: dict[int, list]) -> dict[int, list[int]]:
+def _retire(omero: Omero, done: list, replaced: dict[int, list], layout: Layout) -> dict[int, list[int]]:
     """Deletes or unlinks the old annotations of units that got a new one; returns per image
     the old annotation ids it still carries."""
     old = {a.getId().val: a for anns in replaced.values() for a in anns}
@@ -199,9 +296,7 @@ def _retire(omero: Omero, done: list, replaced: dict[int, list]) -> dict[int, li
             if images_of.get(ann_id, set()) <= unit_images:
                 if ann_id not in delete:
                     delete.append(ann_id)
-                    record = newest_record([ann])
-                    if record is not None and record.files_annotation is not None:
-                        delete.append(record.files_annotation)
+                    delete.extend(layout.attached_ids(ann))
             else:
                 unlink += [link for link, image_id, a in links if a == ann_id and image_id in unit_images]
     try:

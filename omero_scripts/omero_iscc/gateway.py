@@ -87,6 +87,20 @@ Q_NEWEST_CODES = (
 Q_NEWEST_ANNOTATIONS = "select a.id from MapAnnotation a where a.ns = :ns order by a.id desc"
 Q_ANNOTATION_IMAGES = "select l.id, l.parent.id, l.child.id from ImageAnnotationLink l where l.child.id in (:ids)"
 Q_FILE_OF_ANNOTATION = "select a.file.id from FileAnnotation a where a.id = :id"
+#: The pixels of images: image id, pixels id, sizes X Y Z C T, pixel type, image name, the
+#: reader's format (may be missing), group id. An image has one Pixels in practice; if it had
+#: more, the first is its primary one.
+Q_PIXELS = (
+    "select i.id, p.id, p.sizeX, p.sizeY, p.sizeZ, p.sizeC, p.sizeT, t.value, i.name, f.value, i.details.group.id"
+    " from Pixels p join p.image i join p.pixelsType t left outer join i.format f"
+    " where i.id in (:ids) order by i.id, p.id"
+)
+#: Pixel codes of images, like ``Q_CODES_PAGE``.
+Q_PIXEL_CODES_PAGE = (
+    "select l.id, l.parent.id, mv.name, mv.value from ImageAnnotationLink l join l.child a join a.mapValue mv"
+    " where a.ns = :ns and l.id > :after and mv.name in ('iscc:pixels', 'iscc:datahash', 'iscc:dimensions',"
+    " 'iscc:pixel_type') order by l.id"
+)
 
 
 class Omero(Protocol):
@@ -102,7 +116,7 @@ class Omero(Protocol):
     def fileset_files(self, fileset_ids: list[int]) -> dict[int, list]: ...
     def legacy_files(self, image_id: int) -> list: ...
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]: ...
-    def save_shared_annotations(self, units: list, namespace: str, pairs_of, files_of) -> dict[int, object]: ...
+    def save_shared_annotations(self, units: list, namespace: str, pairs_of, attachment_of) -> dict[int, object]: ...
     def annotation_images(self, annotation_ids: list[int]) -> list[tuple[int, int, int]]: ...
     def unlink(self, link_ids: list[int]) -> list[int]: ...
     def file_annotation_bytes(self, annotation_id: int) -> bytes: ...
@@ -113,8 +127,29 @@ class Omero(Protocol):
     def attach_file(self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str): ...
     def upload_file(self, name: str, data: bytes, mimetype: str): ...
     def annotated_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
+    def annotated_pixel_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]:
+        """``annotated_codes`` of the pixel annotations."""
+        return self.annotated_codes(namespace, page, Q_PIXEL_CODES_PAGE)
+
+    def pixels_of(self, image_ids: list[int]) -> list[list]:
+        """``Q_PIXELS`` rows of the images, the first Pixels of each."""
+        seen: set[int] = set()
+        out = []
+        for row in self._paged(Q_PIXELS, sorted(set(image_ids)), query=self._rows):
+            if row[0] not in seen:
+                seen.add(row[0])
+                out.append(row)
+        return out
+
+    def open_pixels(self, pixels_id: int, group_id: int) -> PixelReader:
+        """A reader of the full-resolution planes of ``pixels_id``; close it after use."""
+        return PixelReader(self.conn, pixels_id, group_id)
+
     def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]: ...
     def close_sudo_sessions(self) -> None: ...
+    def pixels_of(self, image_ids: list[int]) -> list[list]: ...
+    def open_pixels(self, pixels_id: int, group_id: int) -> PixelReader: ...
+    def annotated_pixel_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
 
 
 class NotPermitted(Exception):
@@ -216,9 +251,14 @@ class BlitzOmero:
         return self._query(Q_LEGACY_FILES, id=image_id)
 
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]:
+        """Per image its MapAnnotations in ``namespace`` (a file annotation in the namespace,
+        such as the simprints, is not one)."""
+        import omero.model
+
         out: dict[int, list] = {i: [] for i in image_ids}
         for link in self._paged(Q_ANNOTATION_LINKS, sorted(set(image_ids)), ns=namespace):
-            out.setdefault(link.getParent().getId().val, []).append(link.getChild())
+            if isinstance(link.getChild(), omero.model.MapAnnotation):
+                out.setdefault(link.getParent().getId().val, []).append(link.getChild())
         return out
 
     def unannotated_images(self, namespace: str, limit: int, after: int = 0) -> list[int]:
@@ -229,12 +269,14 @@ class BlitzOmero:
         """Every image that shares a Fileset with one of ``image_ids``."""
         return sorted({row[0] for row in self._paged(Q_FILESET_IMAGES, image_ids, query=self._rows)})
 
-    def annotated_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]:
+    def annotated_codes(
+        self, namespace: str, page: int = READ_PAGE, query: str = Q_CODES_PAGE
+    ) -> Iterator[list[tuple[int, dict]]]:
         """Every annotation in ``namespace`` the session can see, page by page of projected
         key-value rows: ``[(image id, {key: value})]`` per page, oldest first."""
         after = 0
         while True:
-            rows = self._rows(Q_CODES_PAGE, limit=page, ns=namespace, after=after)
+            rows = self._rows(query, limit=page, ns=namespace, after=after)
             if not rows:
                 return
             # A full page may end inside one link's rows: keep whole links only.
@@ -243,6 +285,24 @@ class BlitzOmero:
             whole = whole or rows
             yield _grouped(whole)
             after = whole[-1][0]
+
+    def annotated_pixel_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]:
+        """``annotated_codes`` of the pixel annotations."""
+        return self.annotated_codes(namespace, page, Q_PIXEL_CODES_PAGE)
+
+    def pixels_of(self, image_ids: list[int]) -> list[list]:
+        """``Q_PIXELS`` rows of the images, the first Pixels of each."""
+        seen: set[int] = set()
+        out = []
+        for row in self._paged(Q_PIXELS, sorted(set(image_ids)), query=self._rows):
+            if row[0] not in seen:
+                seen.add(row[0])
+                out.append(row)
+        return out
+
+    def open_pixels(self, pixels_id: int, group_id: int) -> PixelReader:
+        """A reader of the full-resolution planes of ``pixels_id``; close it after use."""
+        return PixelReader(self.conn, pixels_id, group_id)
 
     def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]:
         """The ``limit`` newest annotations in ``namespace`` (for ``doctor --test list``)."""
@@ -294,11 +354,12 @@ class BlitzOmero:
             omero.conn.close()
         self._sudo.clear()
 
-    def save_shared_annotations(self, units: list, namespace: str, pairs_of, files_of) -> dict[int, object]:
+    def save_shared_annotations(self, units: list, namespace: str, pairs_of, attachment_of) -> dict[int, object]:
         """Saves one MapAnnotation per unit ``(images, fileset id or None, record)``, linked to
         each of its images and to its Fileset, owned by the images' owner. ``pairs_of(record)``
-        gives the key-value pairs; ``files_of(record)`` the bytes of a large Fileset's file list
-        (uploaded first as a file annotation on the Fileset, its id set on the record), or
+        gives the key-value pairs; ``attachment_of(images, fileset id, record)`` the
+        ``layout.Attachment`` that goes with it (a large Fileset's file list, an image's
+        simprints: uploaded first as a file annotation, its id then set on the record), or
         ``None``. Per owner and group, a batch of units takes one call for the annotations and
         one per page of links. Returns per image id the saved annotation, or the exception
         that refused its unit; a unit that fails leaves nothing behind."""
@@ -328,16 +389,21 @@ class BlitzOmero:
             for chunk in pages(batch, SAVE_BATCH):
                 ready, uploaded = [], []
                 for unit in chunk:
-                    payload = files_of(unit[2])
-                    if payload is not None and unit[1] is not None:
+                    attachment = attachment_of(*unit)
+                    if attachment is not None:
                         try:
                             ann = session.attach_file(
-                                "Fileset", unit[1], "iscc_files.jsonl", payload, namespace, "application/jsonl"
+                                attachment.kind,
+                                attachment.obj_id,
+                                attachment.name,
+                                attachment.data,
+                                namespace,
+                                attachment.mimetype,
                             )
                         except Exception as exc:  # noqa: BLE001 - this unit's failure (or a lost connection)
                             fail(unit, exc)
                             continue
-                        unit[2].files_annotation = ann.getId().val
+                        attachment.saved(ann.getId().val)
                         uploaded.append(ann.getId().val)
                     ready.append(unit)
                 if not ready:
@@ -443,6 +509,42 @@ class BlitzOmero:
             return ann._obj
         finally:
             self.conn.SERVICE_OPTS.setOmeroGroup(ctx_group)
+
+
+class PlaneTooLarge(Exception):
+    """The server refused a whole plane (larger than its maximum plane size)."""
+
+
+class PixelReader:
+    """A RawPixelsStore on one image's pixels, at full resolution: OMERO numbers resolution
+    levels from the smallest, so the last level is set explicitly rather than trusting the
+    store's default. Planes come big-endian, rows in order, as the server decodes them."""
+
+    def __init__(self, conn, pixels_id: int, group_id: int) -> None:
+        self.ctx = {"omero.group": str(group_id)}
+        self.store = conn.c.sf.createRawPixelsStore()
+        try:
+            self.store.setPixelsId(pixels_id, True, self.ctx)
+            levels = self.store.getResolutionLevels(self.ctx)
+            self.store.setResolutionLevel(levels - 1, self.ctx)
+        except BaseException:
+            self.close()
+            raise
+
+    def plane(self, z: int, c: int, t: int) -> bytes:
+        import omero
+
+        try:
+            return self.store.getPlane(z, c, t, self.ctx)
+        except omero.ApiUsageException as exc:
+            raise PlaneTooLarge(str(getattr(exc, "message", exc))) from exc
+
+    def tile(self, z: int, c: int, t: int, x: int, y: int, w: int, h: int) -> bytes:
+        return self.store.getTile(z, c, t, x, y, w, h, self.ctx)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a dead store is not an error of the image
+            self.store.close()
 
 
 def _grouped(rows: list[list]) -> list[tuple[int, dict]]:

@@ -6,15 +6,17 @@ Fileset entries, confined with ``--root``; its JSON Lines output is parsed as it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Callable
 
 from .errors import InputError
 
@@ -246,3 +248,175 @@ def selftest(worker: str) -> tuple[bool, str]:
     proc = subprocess.run([worker, "selftest"], capture_output=True, text=True, timeout=120, check=False)
     lines = proc.stdout.strip().splitlines()
     return proc.returncode == 0, lines[-1] if lines else proc.stderr.strip()
+
+
+@dataclass
+class PixelJob:
+    """One image for ``pixels``: its id, its plane count and size, and its canonical bytes in
+    walk order, in pieces of any size (read lazily: ``pieces`` may raise, which gives the
+    image an error and the next images their codes)."""
+
+    id: str
+    planes: int
+    plane_bytes: int
+    pieces: Iterable[bytes]
+
+
+@dataclass
+class PixelResult:
+    """One image's record from ``pixels``."""
+
+    id: str
+    iscc: str | None = None
+    datahash: str | None = None
+    size: int | None = None
+    planes: int = 0
+    units: list[str] = field(default_factory=list)
+    simprints: list[dict] | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None and self.iscc is not None
+
+    @classmethod
+    def from_record(cls, record: dict) -> PixelResult:
+        err = record.get("error") or {}
+        return cls(
+            id=str(record.get("image")),
+            iscc=record.get("iscc"),
+            datahash=record.get("datahash"),
+            size=record.get("size"),
+            planes=int(record.get("planes") or 0),
+            units=list(record.get("units") or []),
+            simprints=record.get("simprints"),
+            error_kind=err.get("kind"),
+            error=err.get("message"),
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception in one line: an OMERO (Ice) exception by its class and message, whose
+    ``str`` would be its whole multi-line structure."""
+    message = getattr(exc, "message", None)
+    if isinstance(message, str) and message:
+        return f"{type(exc).__name__}: {message}"
+    return str(exc) or type(exc).__name__
+
+
+#: Pieces read ahead of the worker: reading the next plane overlaps hashing the last, and
+#: memory stays a few pieces whatever the image.
+READ_AHEAD = 4
+
+
+def _frames_ahead(
+    jobs: Iterable[PixelJob], out: queue.Queue, fatal: Callable[[BaseException], bool], stop: threading.Event
+) -> None:
+    """The reader thread: each job's frames into ``out``, ``None`` at the end; returns early
+    once ``stop`` is set."""
+    try:
+        for job in jobs:
+            if stop.is_set():
+                return
+            out.put(("begin", job, None))
+            try:
+                for piece in job.pieces:
+                    if stop.is_set():
+                        return
+                    if piece:
+                        out.put(("data", job, piece))
+            except Exception as exc:  # noqa: BLE001 - this image's failure, unless fatal
+                if fatal(exc):
+                    out.put(("fatal", job, exc))
+                    return
+                out.put(("abort", job, _describe(exc)))
+                continue
+            out.put(("end", job, None))
+    except Exception as exc:  # noqa: BLE001 - the job list itself failed: stop, and say why
+        out.put(("fatal", None, exc))
+        return
+    out.put(None)
+
+
+def run_pixels(
+    worker: str,
+    jobs: Iterable[PixelJob],
+    simprints: bool = False,
+    detach: bool = False,
+    fatal: Callable[[BaseException], bool] = lambda exc: False,
+) -> dict[str, PixelResult]:
+    """Pixel codes of a batch of images through one ``omero-iscc pixels`` process. Returns
+    a result per job id; an image whose reading failed has the error. An exception for which
+    ``fatal`` is true (a lost connection) stops the batch and is raised."""
+    args = [worker, "pixels"] + (["--simprints"] if simprints else [])
+    proc = _popen(args, detach)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    records: list[bytes] = []
+    errors: list[bytes] = []
+    readers = [
+        threading.Thread(target=lambda: records.extend(proc.stdout), daemon=True),  # type: ignore[arg-type]
+        threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True),  # type: ignore[union-attr]
+    ]
+    for t in readers:
+        t.start()
+    ahead: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+    producer = threading.Thread(target=_frames_ahead, args=(jobs, ahead, fatal, stop), daemon=True)
+    producer.start()
+    seen: list[str] = []
+    aborted: dict[str, str] = {}
+    failure: BaseException | None = None
+    try:
+        while True:
+            item = ahead.get()
+            if item is None:
+                break
+            kind, job, payload = item
+            if kind == "fatal":
+                failure = payload
+                break
+            if kind == "begin":
+                seen.append(job.id)
+                header = {"image": job.id, "planes": job.planes, "plane_bytes": job.plane_bytes}
+                proc.stdin.write((json.dumps(header) + "\n").encode())
+            elif kind == "data":
+                proc.stdin.write(b'{"bytes": %d}\n' % len(payload))
+                proc.stdin.write(payload)
+            elif kind == "end":
+                proc.stdin.write(b'{"end": true}\n')
+            else:
+                aborted[job.id] = payload
+                proc.stdin.write((json.dumps({"abort": payload}) + "\n").encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # the worker died: judged by its status and records below
+    finally:
+        stop.set()
+        if failure is not None:
+            proc.kill()
+        while producer.is_alive():  # unblock the reader thread's put so that it sees the stop
+            with contextlib.suppress(queue.Empty):
+                ahead.get(timeout=0.1)
+        if not proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+        status = proc.wait()
+        for t in readers:
+            t.join()
+    if failure is not None:
+        raise failure
+    results: dict[str, PixelResult] = {}
+    for raw in records:
+        try:
+            result = PixelResult.from_record(json.loads(raw))
+        except ValueError as exc:
+            raise WorkerError(f"worker wrote a line that is not JSON: {raw[:200]!r}") from exc
+        if result.id in aborted:
+            result.error = aborted[result.id]  # ours, without the worker's wrapping
+        results[result.id] = result
+    stderr = b"".join(errors).decode(errors="replace").strip()
+    missing = [i for i in seen if i not in results]
+    if status not in (0, 1) or missing:
+        raise WorkerError(f"pixels worker exited with status {status}, {len(missing)} image(s) without a record: {stderr}")
+    return results

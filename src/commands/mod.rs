@@ -2,6 +2,7 @@
 //! a run that reached its end, or the error that ended it early (see `exit`).
 
 pub mod check;
+pub mod pixels;
 pub mod selftest;
 pub mod similar;
 pub mod sum;
@@ -16,5 +17,6 @@ pub fn run(cli: &Cli) -> Result<Status, Error> {
         Command::Check(args) => check::run(args),
         Command::Selftest => selftest::run(),
         Command::Similar(args) => similar::run(args),
+        Command::Pixels(args) => pixels::run(args),
     }
 }

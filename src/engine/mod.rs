@@ -10,6 +10,8 @@
 //! - `codes`: digests to ISCC strings.
 //! - `walk`, `ignore`: directory walks in iscc-sum's order with its `.isccignore` rules.
 //! - `hamming`: near pairs of codes by Hamming distance.
+//! - `planes`, `pixelcode`: the framed plane stream of `pixels` and the pixel code (IMAGEWALK)
+//!   of each image in it.
 
 pub mod cdc;
 pub mod checksum;
@@ -20,6 +22,8 @@ pub mod hamming;
 pub mod hash;
 pub mod ignore;
 pub mod minhash;
+pub mod pixelcode;
+pub mod planes;
 pub mod sigbus;
 pub mod source;
 pub mod testdata;

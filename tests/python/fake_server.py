@@ -38,6 +38,8 @@ from omero.rtypes import rlong, rstring
 
 from omero_iscc import gateway as g
 
+import fake_pixels
+
 ALL_PRIVILEGES = frozenset(
     {
         "Chgrp",
@@ -142,6 +144,8 @@ class FakeServer:
     queries: list = field(default_factory=list)  # (hql, rows)
     drops: dict = field(default_factory=dict)
     fail_save_for: set = field(default_factory=set)
+    pixels: dict = field(default_factory=dict)  # image id -> fake_pixels.PixelsRec
+    max_plane: tuple = fake_pixels.MAX_PLANE
     uploads: dict = field(default_factory=dict)  # original file id -> (name, data, mimetype, owner)
     gone: set = field(default_factory=set)  # (kind, id) deleted since they were read
     fileset_owner: dict = field(default_factory=dict)
@@ -587,6 +591,10 @@ class _Session:
 
         return Shared()
 
+    def createRawPixelsStore(self):  # noqa: N802
+        self.server.call("createRawPixelsStore")
+        return fake_pixels.RawPixelsStore(self.server, self.conn)
+
     def createRawFileStore(self):  # noqa: N802
         self.server.call("createRawFileStore")
         return _RawFileStore(self.server, self.conn)
@@ -819,10 +827,16 @@ def _h_links(server, uid, hql, v, m):
     out, rows = [], 0
     for link in sorted(_visible_links(server, uid), key=lambda lk: lk.ann):
         ann = server.anns[link.ann]
-        if (wanted is None or link.parent in wanted) and ann.ns == v["ns"] and ann.kind == "map":
+        # Every annotation type in the namespace: a file annotation (simprints) comes too.
+        if (wanted is None or link.parent in wanted) and ann.ns == v["ns"]:
             lk = omero.model.ImageAnnotationLinkI(link.id, True)
             lk.setParent(omero.model.ImageI(link.parent, False))
-            lk.setChild(server.model_map_annotation(ann.id))
+            if ann.kind == "map":
+                lk.setChild(server.model_map_annotation(ann.id))
+            else:
+                child = omero.model.FileAnnotationI(ann.id, True)
+                child.setNs(rstring(ann.ns))
+                lk.setChild(child)
             out.append(lk)
             rows += max(1, len(ann.pairs))
     return out, rows
@@ -846,9 +860,9 @@ def _h_fileset_images(server, uid, hql, v, m):
     return [[rlong(i)] for i in ids], len(ids)
 
 
-def _code_rows(server, uid, v, keep):
+def _code_rows(server, uid, v, keep, hql):
     rows = []
-    keys = {"iscc:sum", "iscc:datahash", "iscc:timestamp"}
+    keys = set(re.findall(r"'([^']+)'", re.search(r"mv\.name in \(([^)]*)\)", hql).group(1)))
     for link in sorted(_visible_links(server, uid), key=lambda lk: lk.id):
         ann = server.anns[link.ann]
         if ann.ns != v["ns"] or not keep(link):
@@ -858,13 +872,13 @@ def _code_rows(server, uid, v, keep):
 
 
 def _h_codes_page(server, uid, hql, v, m):
-    rows = _code_rows(server, uid, v, lambda link: link.id > v["after"])
+    rows = _code_rows(server, uid, v, lambda link: link.id > v["after"], hql)
     return rows, len(rows)
 
 
 def _h_newest_codes(server, uid, hql, v, m):
     wanted = set(v["ids"])
-    rows = _code_rows(server, uid, v, lambda link: link.ann in wanted)[::-1]
+    rows = _code_rows(server, uid, v, lambda link: link.ann in wanted, hql)[::-1]
     return rows, len(rows)
 
 
@@ -929,6 +943,8 @@ HANDLERS = [
     ),
     (re.escape(g.Q_FILESET_IMAGES), _h_fileset_images),
     (re.escape(g.Q_CODES_PAGE), _h_codes_page),
+    (re.escape(g.Q_PIXEL_CODES_PAGE), _h_codes_page),
+    (re.escape(g.Q_PIXELS), fake_pixels.h_pixels),
     (re.escape(g.Q_NEWEST_CODES), _h_newest_codes),
     (re.escape(g.Q_NEWEST_ANNOTATIONS), _h_newest_annotations),
     # The older server-wide read: every link with its values, paged. Refused above (collection

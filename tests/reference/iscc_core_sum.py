@@ -4,6 +4,7 @@ Usage: iscc_core_sum.py PATH...   (a PATH ending in "+" is read as the concatena
 paths separated by "+", like a group). Prints one JSON object per PATH.
 """
 
+import base64
 import hashlib
 import io
 import json
@@ -27,6 +28,8 @@ def codes(data: bytes) -> dict:
         "narrow": iscc_core.gen_iscc_code_v0([data_code, instance["iscc"]], wide=False)["iscc"],
         "wide": iscc_core.gen_iscc_code_v0([data_code, instance["iscc"]], wide=True)["iscc"],
         "units": [data_code, instance["iscc"]],
+        # The Data-Code's 256-bit body, base64: a plane's simprint as iscc-bio writes it.
+        "data_b64": base64.b64encode(iscc_core.decode_base32(data_code.split(":")[1])[2:]).decode("ascii"),
         "datahash": instance["datahash"],
         "filesize": instance["filesize"],
         "checksums": {

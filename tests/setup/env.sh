@@ -9,6 +9,10 @@
 #                        omero-py 5.21.3 and its own zeroc-ice build, for the Python suite
 #   OMERO_ISCC_SAMPLES   real microscopy sample files (OME-TIFF, DICOM) unpacked from the
 #                        ndev-sampledata and pydicom packages
+#   OMERO_ISCC_BIO_PYTHON  Python with iscc-bio 0.2.0 (the pixel code's reference) and its
+#                        readers, an environment of its own (large: bioio, dask, zarr)
+#   OMERO_ISCC_PIXEL_CASES  iscc-bio's pixel codes of the test images, computed once with
+#                        tests/reference/iscc_bio_pixels.py (about 1.5 minutes)
 # Re-runs reuse everything; a changed requirements file makes a new environment.
 
 _here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -90,5 +94,27 @@ shutil.rmtree(out / "dl")
 PY
     touch "$OMERO_ISCC_SAMPLES/.complete"
 fi
-unset _here _top _py39
+_bio_reqs="$_top/tests/requirements-iscc-bio.txt"
+_bio_venv="$OMERO_ISCC_CACHE/venv-iscc-bio-$(sha256sum <"$_bio_reqs" | cut -c1-12)"
+if [ ! -f "$_bio_venv/.complete" ]; then
+    echo "tests/setup: creating the iscc-bio reference environment in $_bio_venv" >&2
+    rm -rf "$_bio_venv"
+    "${OMERO_ISCC_BASE_PYTHON:-python3}" -m venv "$_bio_venv" &&
+        "$_bio_venv/bin/python" -m pip install --quiet --upgrade pip >&2 &&
+        "$_bio_venv/bin/python" -m pip install --quiet -r "$_bio_reqs" >&2 &&
+        touch "$_bio_venv/.complete" ||
+        { echo "tests/setup: cannot build the iscc-bio environment" >&2; return 1; }
+fi
+export OMERO_ISCC_BIO_PYTHON="$_bio_venv/bin/python"
+OMERO_ISCC_PIXEL_CASES="$OMERO_ISCC_CACHE/iscc-bio-cases-$(cat "$_bio_reqs" "$_top/tests/reference/iscc_bio_pixels.py" |
+    sha256sum | cut -c1-12)"
+export OMERO_ISCC_PIXEL_CASES
+if [ ! -f "$OMERO_ISCC_PIXEL_CASES/.complete" ]; then
+    echo "tests/setup: computing iscc-bio's pixel codes of the test images into $OMERO_ISCC_PIXEL_CASES" >&2
+    rm -rf "$OMERO_ISCC_PIXEL_CASES"
+    "$OMERO_ISCC_BIO_PYTHON" "$_top/tests/reference/iscc_bio_pixels.py" "$OMERO_ISCC_PIXEL_CASES" &&
+        touch "$OMERO_ISCC_PIXEL_CASES/.complete" ||
+        { echo "tests/setup: iscc-bio failed on the test images" >&2; return 1; }
+fi
+unset _here _top _py39 _bio_reqs _bio_venv
 unset -f _omero_iscc_venv _omero_iscc_python39
