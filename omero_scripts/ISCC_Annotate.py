@@ -10,21 +10,25 @@ Computes the ISCC-SUM (ISO 24138: Data-Code + BLAKE3 Instance-Code) of each imag
 files, straight from the ManagedRepository (or through OMERO when the files cannot be read
 there), and stores it on the image as a key-value annotation in the namespace
 org.iscc.omero.sum. Images of one multi-series Fileset are hashed once and all annotated.
+With Code = Pixels or Both, also (or only) the pixel code (IMAGEWALK): the image's planes as
+OMERO decodes them, in the namespace org.iscc.omero.pixels.
 """
 
 from omero import scripts
 from omero.model import ImageI
 from omero.rtypes import rlong, rstring
 
-from omero_iscc import NAMESPACE, __version__, scripting
+from omero_iscc import NAMESPACE, PIXELS_NAMESPACE, __version__, scripting
 from omero_iscc.config import script_settings
-from omero_iscc.jobs import annotate_job
+from omero_iscc.jobs import CODE_CHOICES, annotate_job, codes_of
 from omero_iscc.selection import DATA_TYPES
 
 P_DATA_TYPE = "Data_Type"
 P_IDS = "IDs"
 P_REPLACE = "Replace_Existing"
 P_WIDE = "Wide"
+P_CODE = "Code"
+P_SIMPRINTS = "Simprints"
 
 
 def annotate_selection(omero_access, params, settings=None):
@@ -36,6 +40,8 @@ def annotate_selection(omero_access, params, settings=None):
         settings or script_settings(),
         replace=params.get(P_REPLACE, False),
         wide=params.get(P_WIDE, False),
+        codes=codes_of(params.get(P_CODE, "Files")),
+        simprints=params.get(P_SIMPRINTS, False),
     )
     first = result.first_annotated
     return result.message, ({"Result": ImageI(first, False)} if first is not None else {})
@@ -69,10 +75,25 @@ skipped unless Replace_Existing is set.""",
             default=False,
             description="Wide 2x128-bit codes (ISCC:K4A...) instead of the ISO 24138 " "2x64-bit codes (ISCC:KUA...)",
         ),
+        scripts.String(
+            P_CODE,
+            grouping="5",
+            values=[rstring(c) for c in CODE_CHOICES],
+            default="Files",
+            description="Files: the code of the original files; Pixels: the code of the pixels "
+            "as OMERO decodes them (the same image in any format gets the same one; reads every "
+            "plane through the server); Both",
+        ),
+        scripts.Bool(
+            P_SIMPRINTS,
+            grouping="6",
+            default=False,
+            description="With the pixel code: also each plane's simprint, as a JSON file annotation",
+        ),
         version=__version__,
         authors=["omero-iscc authors"],
         institutions=["omero-iscc"],
-        namespaces=[NAMESPACE],
+        namespaces=[NAMESPACE, PIXELS_NAMESPACE],
     )
     try:
         scripting.run(client, annotate_selection, "Nothing annotated")

@@ -188,3 +188,33 @@ fn memory_stays_bounded_for_an_image_larger_than_memory_would_allow() {
     assert_eq!(got[0].size, Some((plane * planes) as u64));
     assert!(peak_kib > 0 && peak_kib < 96 * 1024, "peak resident {peak_kib} KiB for a 1 GiB image");
 }
+
+#[test]
+fn similar_groups_pixel_records_by_their_image_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = image("a", 2, 50_000, 21);
+    let same = Image { id: "b", planes: 2, plane_bytes: 50_000, data: a.data.clone() };
+    let mut near = Image { id: "c", planes: 2, plane_bytes: 50_000, data: a.data.clone() };
+    near.data[70_000..70_100].fill(0);
+    let other = image("d", 2, 50_000, 22);
+    let mut input = Vec::new();
+    for im in [&a, &same, &near, &other] {
+        input.extend(frames(im, 65536));
+    }
+    let out = run_in(dir.path(), &["pixels"], &input);
+    let grouped = run_in(dir.path(), &["similar", "--json"], &out.stdout);
+    assert_eq!(grouped.status.code(), Some(0), "{}", stderr(&grouped));
+    let groups: Vec<serde_json::Value> = json_lines(&grouped);
+    let members = |n: usize| -> Vec<String> {
+        groups[n]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!((groups[0]["kind"].as_str(), members(0)), (Some("identical"), vec!["a".into(), "b".into()]));
+    assert_eq!(groups[1]["kind"].as_str(), Some("similar"));
+    assert!(members(1).contains(&"c".to_string()) && !members(1).contains(&"d".to_string()));
+}

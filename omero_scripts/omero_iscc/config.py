@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from . import NAMESPACE
+from . import NAMESPACE, PIXELS_NAMESPACE
 from .errors import InputError
 
 DEFAULT_CONFIG_FILE = "/etc/omero-iscc/config.json"
@@ -53,6 +53,11 @@ class Config:
     #: Seconds a script's poll (ISCC_Annotate_New_Images) may run before it stops taking new
     #: images: below OMERO's script timeout (omero.scripts.timeout, 1 h by default).
     script_time_budget: float = 2700.0
+    #: The codes the scheduler gives images: ``files`` (the original files' code); add
+    #: ``pixels`` for the pixel code too (it makes the server decode every plane). Images that
+    #: have one code and lack another get the missing one.
+    codes: list = dataclasses.field(default_factory=lambda: ["files"])
+    pixels_namespace: str = PIXELS_NAMESPACE
 
     def masked(self) -> dict[str, Any]:
         """The configuration as a dict, secrets replaced by ``***``."""
@@ -72,7 +77,7 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, str):  # from the environment: paths separated like PATH
             value = [p for p in value.split(os.pathsep) if p]
         if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
-            raise ConfigError(f"{name}: {value!r} is not a list of paths")
+            raise ConfigError(f"{name}: {value!r} is not a list of names")
         return value
     if value is None or value == "":
         if "None" in str(kind):
@@ -135,6 +140,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("namespace: must not be empty")
     if not cfg.script_time_budget > 0:
         raise ConfigError(f"script_time_budget: {cfg.script_time_budget} must be greater than 0 seconds")
+    unknown = [c for c in cfg.codes if c not in ("files", "pixels")]
+    if unknown or not cfg.codes:
+        raise ConfigError(f"codes: {cfg.codes!r} must be one or both of files, pixels")
+    if not cfg.pixels_namespace or cfg.pixels_namespace == cfg.namespace:
+        raise ConfigError("pixels_namespace: must not be empty nor the files' namespace")
     relative = [p for p in cfg.allowed_roots if not os.path.isabs(p)]
     if relative:
         raise ConfigError(f"allowed_roots: {', '.join(relative)} must be absolute paths")

@@ -2,7 +2,9 @@
 
 The grouping itself is the worker's ``similar`` command (exact, indexed, scales to millions of
 codes); this module gathers the codes the user can see, runs it, and turns its groups into a
-report with image names, owners and groups.
+report with image names, owners and groups. Four kinds of group: ``identical`` and ``similar``
+files (the files' code), ``same_pixels`` (the same pixel code on images whose files differ: the
+same image in two formats, or imported twice after a conversion) and ``similar_pixels``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from .config import Config
 from .connection import session
 from .gateway import Omero
-from .layout import newest_record
+from .layout import PIXELS, newest_pixel_record, newest_record
 from .statuses import ExitStatus
 from .worker import WorkerError
 
@@ -34,6 +36,20 @@ class Coded:
     group: str
     iscc: str
     datahash: str | None
+    #: Pixel groups: the reader's format and the files' code, side by side.
+    format: str = ""
+    files_iscc: str = ""
+    #: Which code this is: ``files`` or ``pixels``.
+    code: str = "files"
+
+
+#: What each kind of group is, for messages.
+KINDS = {
+    "identical": "identical images",
+    "similar": "similar images",
+    "same_pixels": "same pixels in different files",
+    "similar_pixels": "similar pixels",
+}
 
 
 @dataclass
@@ -50,6 +66,11 @@ class DuplicateReport:
             f"{self.count('identical')} group(s) of identical images ({dup_images} images), "
             f"{self.count('similar')} group(s) of similar images"
         )
+        if self.count("same_pixels") or self.count("similar_pixels"):
+            msg += (
+                f", {self.count('same_pixels')} group(s) with the same pixels in different files, "
+                f"{self.count('similar_pixels')} group(s) of similar pixels"
+            )
         if self.without_iscc:
             names = ", ".join(f"{name} ({i})" for i, name in self.without_iscc[:limit])
             more = f" and {len(self.without_iscc) - limit} more" if len(self.without_iscc) > limit else ""
@@ -96,8 +117,21 @@ def all_codes(omero: Omero, namespace: str) -> Iterator[tuple[int, dict]]:
         yield from page
 
 
-def _record_line(image_id: int, values: dict) -> bytes | None:
-    code = values.get("iscc:sum")
+def pixel_codes(omero: Omero, image_ids: list[int] | None, namespace: str) -> Iterable[tuple[int, dict]]:
+    """The pixel codes of the selected images, or of every image the session can see."""
+    if image_ids is None:
+        return (item for page in omero.annotated_pixel_codes(namespace) for item in page)
+    annotations = omero.iscc_annotations(image_ids, namespace)
+    out = []
+    for image_id in image_ids:
+        record = newest_pixel_record(annotations.get(image_id, []))
+        if record is not None:
+            out.append((image_id, {"iscc:pixels": record.iscc, "iscc:datahash": record.datahash}))
+    return out
+
+
+def _record_line(image_id: int, values: dict, key: str = "iscc:sum") -> bytes | None:
+    code = values.get(key)
     if not code:
         return None
     datahash = values.get("iscc:datahash")
@@ -106,7 +140,7 @@ def _record_line(image_id: int, values: dict) -> bytes | None:
     ).encode()
 
 
-def _similar(worker: str, codes: Iterable[tuple[int, dict]], threshold: int) -> list[dict]:
+def _similar(worker: str, codes: Iterable[tuple[int, dict]], threshold: int, key: str = "iscc:sum") -> list[dict]:
     """Runs the worker's ``similar`` over the codes, streamed into it as they are read."""
     proc = subprocess.Popen(
         [worker, "similar", "--json", "--threshold", str(threshold), "-"],
@@ -119,7 +153,7 @@ def _similar(worker: str, codes: Iterable[tuple[int, dict]], threshold: int) -> 
     def feed() -> None:
         try:
             for image_id, values in codes:
-                line = _record_line(image_id, values)
+                line = _record_line(image_id, values, key)
                 if line:
                     proc.stdin.write(line)  # type: ignore[union-attr]
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
@@ -145,19 +179,10 @@ def _similar(worker: str, codes: Iterable[tuple[int, dict]], threshold: int) -> 
     return [json.loads(raw) for raw in out.splitlines()]
 
 
-def find_duplicates(
-    omero: Omero, image_ids: list[int] | None, worker: str, namespace: str, threshold: int = 12
-) -> DuplicateReport:
-    """Groups of identical and similar images: of the selection, or (``None``) of every image
-    the user can see, read page by page and streamed into the worker."""
-    if image_ids is None:
-        codes: Iterable[tuple[int, dict]] = all_codes(omero, namespace)
-        missing: list[tuple[int, str]] = []
-    else:
-        codes, missing = coded_images(omero, image_ids, namespace)
-    report = DuplicateReport(without_iscc=missing)
+def _groups(worker: str, codes: Iterable[tuple[int, dict]], threshold: int, key: str) -> list[tuple[str, list]]:
+    """The worker's groups as (kind, [(image id, code, distance)]), an image once per group."""
     found = []
-    for group in _similar(worker, codes, threshold):
+    for group in _similar(worker, codes, threshold, key):
         members, seen = [], set()
         for m in group["members"]:
             image_id = int(m["id"])
@@ -166,19 +191,74 @@ def find_duplicates(
                 members.append((image_id, m["iscc"], m["distance"]))
         if len(members) > 1:
             found.append((group["kind"], members))
-    described = {
-        im.getId().val: _describe(im) for im in omero.images(sorted({i for _, members in found for i, _, _ in members}))
-    }
-    for kind, members in found:
+    return found
+
+
+def find_duplicates(
+    omero: Omero,
+    image_ids: list[int] | None,
+    worker: str,
+    namespace: str,
+    threshold: int = 12,
+    pixels_namespace: str = PIXELS.namespace,
+) -> DuplicateReport:
+    """Groups of identical and similar images: of the selection, or (``None``) of every image
+    the user can see, read page by page and streamed into the worker; then the groups of
+    their pixel codes: the same pixels in different files, and similar pixels."""
+    if image_ids is None:
+        codes: Iterable[tuple[int, dict]] = all_codes(omero, namespace)
+        missing: list[tuple[int, str]] = []
+    else:
+        codes, missing = coded_images(omero, image_ids, namespace)
+    report = DuplicateReport(without_iscc=missing)
+    found = _groups(worker, codes, threshold, "iscc:sum")
+    pixel_groups = _groups(worker, pixel_codes(omero, image_ids, pixels_namespace), threshold, "iscc:pixels")
+    members = sorted({i for _, group in found + pixel_groups for i, _, _ in group})
+    described = {im.getId().val: _describe(im) for im in omero.images(members)}
+    for kind, group in found:
         rows = []
-        for image_id, iscc, distance in members:
-            name, owner, group = described.get(image_id, ("", "", ""))
-            rows.append((Coded(image_id, name, owner, group, iscc, None), distance))
+        for image_id, iscc, distance in group:
+            name, owner, grp = described.get(image_id, ("", "", ""))
+            rows.append((Coded(image_id, name, owner, grp, iscc, None), distance))
         report.groups.append({"kind": kind, "members": rows})
+    report.groups += _pixel_groups(omero, pixel_groups, described, namespace)
     return report
 
 
-CSV_COLUMNS = ["group", "kind", "image_id", "image_name", "owner", "group_name", "iscc", "distance"]
+def _pixel_groups(omero: Omero, found: list, described: dict, namespace: str) -> list[dict]:
+    """Pixel groups with each member's format and files' code; an identical one only when the
+    files differ (else it repeats a group of identical files)."""
+    ids = sorted({i for _, group in found for i, _, _ in group})
+    if not ids:
+        return []
+    formats = {row[0]: row[9] or "" for row in omero.pixels_of(ids)}
+    annotations = omero.iscc_annotations(ids, namespace)
+    files = {i: (r.iscc if r is not None else "") for i, r in ((i, newest_record(annotations.get(i, []))) for i in ids)}
+    out = []
+    for kind, group in found:
+        if kind == "identical" and len({files[i] or f"none:{i}" for i, _, _ in group}) == 1:
+            continue
+        rows = []
+        for image_id, iscc, distance in group:
+            name, owner, grp = described.get(image_id, ("", "", ""))
+            coded = Coded(image_id, name, owner, grp, iscc, None, formats.get(image_id, ""), files[image_id], "pixels")
+            rows.append((coded, distance))
+        out.append({"kind": "same_pixels" if kind == "identical" else "similar_pixels", "members": rows})
+    return out
+
+
+CSV_COLUMNS = [
+    "group",
+    "kind",
+    "image_id",
+    "image_name",
+    "owner",
+    "group_name",
+    "iscc",
+    "distance",
+    "format",
+    "files_iscc",
+]
 
 
 def to_csv(report: DuplicateReport) -> bytes:
@@ -187,9 +267,11 @@ def to_csv(report: DuplicateReport) -> bytes:
     w.writerow(CSV_COLUMNS)
     for n, group in enumerate(report.groups, 1):
         for c, distance in group["members"]:
-            w.writerow([n, group["kind"], c.image_id, c.name, c.owner, c.group, c.iscc, distance])
+            w.writerow(
+                [n, group["kind"], c.image_id, c.name, c.owner, c.group, c.iscc, distance, c.format, c.files_iscc]
+            )
     for image_id, name in report.without_iscc:
-        w.writerow(["", "no_iscc", image_id, name, "", "", "", ""])
+        w.writerow(["", "no_iscc", image_id, name, "", "", "", "", "", ""])
     return buf.getvalue().encode("utf-8")
 
 
@@ -208,30 +290,49 @@ def distance(a: str, b: str) -> int:
     return bin((x >> (nx - n)) ^ (y >> (ny - n))).count("1")
 
 
-def find(omero: Omero, query: str, namespace: str, threshold: int = 12) -> list[tuple[Coded, int]]:
-    """Images whose ISCC equals or is near ``query`` (an ISCC or an image id), nearest first.
-    Every code the user can see is read page by page; only the hits are kept."""
+def find(
+    omero: Omero, query: str, namespace: str, threshold: int = 12, pixels_namespace: str = PIXELS.namespace
+) -> list[tuple[Coded, int]]:
+    """Images whose codes equal or are near ``query`` (an ISCC or an image id), nearest first.
+    An ISCC is compared with the files' codes and the pixel codes; an image's own codes each
+    with their kind. Every code the user can see is read page by page; only the hits are kept
+    (``Coded.code`` says which kind matched)."""
     if query.upper().startswith("ISCC:"):
         code = query.upper()
         data_bits(code)  # raises ValueError for a malformed code
+        wanted = {"files": code, "pixels": code}
     else:
         image_id = int(query)
         own, _ = coded_images(omero, [image_id], namespace)
-        if not own:
+        pixels = list(pixel_codes(omero, [image_id], pixels_namespace))
+        wanted = {}
+        if own:
+            wanted["files"] = own[0][1]["iscc:sum"]
+        if pixels:
+            wanted["pixels"] = pixels[0][1]["iscc:pixels"]
+        if not wanted:
             raise LookupError(f"image {image_id} has no ISCC annotation (or is not visible)")
-        code = own[0][1]["iscc:sum"]
-    scale = 2 if code.startswith("ISCC:K4") else 1
-    best: dict[int, tuple[str, int]] = {}
-    for image_id, values in all_codes(omero, namespace):
-        other = values.get("iscc:sum")
-        if not other:
-            continue
-        d = distance(code, other)
-        if d <= threshold * (scale if other.startswith("ISCC:K4") else 1) and d < best.get(image_id, ("", 1 << 30))[1]:
-            best[image_id] = (other, d)
-    described = {im.getId().val: _describe(im) for im in omero.images(sorted(best))}
-    hits = [(Coded(i, *described.get(i, ("", "", "")), iscc, None), d) for i, (iscc, d) in best.items()]
-    hits.sort(key=lambda h: (h[1], h[0].image_id))
+    sources = {
+        "files": ("iscc:sum", lambda: all_codes(omero, namespace)),
+        "pixels": ("iscc:pixels", lambda: pixel_codes(omero, None, pixels_namespace)),
+    }
+    best: dict[tuple[int, str], tuple[str, int]] = {}
+    for kind, code in wanted.items():
+        key, codes = sources[kind]
+        scale = 2 if code.startswith("ISCC:K4") else 1
+        for image_id, values in codes():
+            other = values.get(key)
+            if not other:
+                continue
+            d = distance(code, other)
+            limit = threshold * (scale if other.startswith("ISCC:K4") else 1)
+            if d <= limit and d < best.get((image_id, kind), ("", 1 << 30))[1]:
+                best[(image_id, kind)] = (other, d)
+    described = {im.getId().val: _describe(im) for im in omero.images(sorted({i for i, _ in best}))}
+    hits = []
+    for (i, kind), (iscc, d) in best.items():
+        hits.append((Coded(i, *described.get(i, ("", "", "")), iscc, None, code=kind), d))
+    hits.sort(key=lambda h: (h[1], h[0].image_id, h[0].code))
     return hits
 
 
@@ -245,6 +346,6 @@ def find_command(cfg: Config, connect, query: str, threshold: int, out=None) -> 
             return ExitStatus.USAGE
     for c, d in hits:
         kind = "identical" if d == 0 else f"~{d:02d}"
-        print(f"{kind:9} image {c.image_id}  {c.iscc}  {c.name}  ({c.owner}, {c.group})", file=out)
+        print(f"{kind:9} {c.code:6} image {c.image_id}  {c.iscc}  {c.name}  ({c.owner}, {c.group})", file=out)
     print(f"{len(hits)} image(s) within {threshold} bits", file=sys.stderr)
     return ExitStatus.SUCCESS

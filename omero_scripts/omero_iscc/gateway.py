@@ -127,24 +127,6 @@ class Omero(Protocol):
     def attach_file(self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str): ...
     def upload_file(self, name: str, data: bytes, mimetype: str): ...
     def annotated_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
-    def annotated_pixel_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]:
-        """``annotated_codes`` of the pixel annotations."""
-        return self.annotated_codes(namespace, page, Q_PIXEL_CODES_PAGE)
-
-    def pixels_of(self, image_ids: list[int]) -> list[list]:
-        """``Q_PIXELS`` rows of the images, the first Pixels of each."""
-        seen: set[int] = set()
-        out = []
-        for row in self._paged(Q_PIXELS, sorted(set(image_ids)), query=self._rows):
-            if row[0] not in seen:
-                seen.add(row[0])
-                out.append(row)
-        return out
-
-    def open_pixels(self, pixels_id: int, group_id: int) -> PixelReader:
-        """A reader of the full-resolution planes of ``pixels_id``; close it after use."""
-        return PixelReader(self.conn, pixels_id, group_id)
-
     def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]: ...
     def close_sudo_sessions(self) -> None: ...
     def pixels_of(self, image_ids: list[int]) -> list[list]: ...

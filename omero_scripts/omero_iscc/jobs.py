@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import NAMESPACE
-from .annotate import annotate, triage
+from . import NAMESPACE, PIXELS_NAMESPACE
+from .annotate import CODES, annotate_codes, triage
 from .config import ScriptSettings
 from .duplicates import find_duplicates
 from .duplicates import to_csv as duplicates_csv
 from .filesets import plan
 from .gateway import Omero
+from .pixels import PixelsInfo
 from .selection import SelectionError, expand
 from .statuses import ImageStatus, Verdict
 from .verify import summary, verify
@@ -23,6 +24,16 @@ from .worker import find_worker
 #: Object types duplicates can start from.
 DUPLICATE_TYPES = ["Project", "Dataset", "Image", "Screen", "Plate"]
 SCOPES = ["Selection", "Server"]
+#: The script's ``Code`` choices and the codes each means.
+CODE_CHOICES = {"Files": ("files",), "Pixels": ("pixels",), "Both": ("files", "pixels")}
+
+
+def codes_of(choice: str) -> tuple[str, ...]:
+    """``Files``, ``Pixels`` or ``Both`` (any case) as the codes to compute."""
+    for name, codes in CODE_CHOICES.items():
+        if choice.lower() == name.lower():
+            return codes
+    raise SelectionError(f"Code must be one of {', '.join(CODE_CHOICES)}, not {choice!r}")
 
 
 @dataclass
@@ -51,22 +62,15 @@ def annotate_job(
     wide: bool = False,
     dry_run: bool = False,
     on_annotated=None,
+    codes: tuple[str, ...] = ("files",),
+    simprints: bool = False,
 ) -> JobResult:
-    """Annotates the selection; with ``dry_run`` only says what would be done per image."""
+    """Annotates the selection with the codes asked for (``files``, ``pixels``); with
+    ``dry_run`` only says what would be done per image and code."""
+    assert set(codes) <= set(CODES), codes
     image_ids, missing = expand(omero, data_type, ids)
     if dry_run:
-        report, todo, _existing = triage(omero, image_ids, NAMESPACE, replace)
-        units = {im.getId().val: u for u in plan(omero, todo) for im in u.images}
-        rows = [{"image_id": o.image_id, "status": str(o.status), "message": o.message} for o in report.outcomes]
-        for image_id, unit in sorted(units.items()):
-            files = len(unit.files) if unit.fileset_id is not None else "?"
-            rows.append(
-                {
-                    "image_id": image_id,
-                    "status": "would_annotate",
-                    "message": f"{unit.key}, {files} file(s)" + (", replacing its ISCC" if replace else ""),
-                }
-            )
+        rows = _dry_run_rows(omero, image_ids, codes, replace)
         would = sum(1 for r in rows if r["status"] == "would_annotate")
         return JobResult(
             f"would annotate {would} image(s) of {len(image_ids)}" + _missing_note(data_type, missing),
@@ -74,21 +78,24 @@ def annotate_job(
             missing=missing,
         )
     worker = find_worker(settings.worker)
-    root = settings.repository or omero.repository_root()
-    report = annotate(
+    root = (settings.repository or omero.repository_root()) if "files" in codes else None
+    report = annotate_codes(
         omero,
         image_ids,
-        worker,
-        root,
-        NAMESPACE,
+        codes,
+        worker=worker,
+        root=root,
+        namespace=NAMESPACE,
         replace=replace,
         wide=wide,
         chunk_size=settings.chunk_size,
         allowed_roots=settings.allowed_roots,
         on_annotated=on_annotated,
+        simprints=simprints,
     )
     rows = [
-        {"image_id": o.image_id, "status": str(o.status), "message": o.message, "iscc": o.iscc} for o in report.outcomes
+        {"image_id": o.image_id, "status": str(o.status), "message": o.message, "iscc": o.iscc, "code": o.code}
+        for o in report.outcomes
     ]
     return JobResult(
         report.message() + _missing_note(data_type, missing),
@@ -97,6 +104,38 @@ def annotate_job(
         first_annotated=report.first_annotated(),
         missing=missing,
     )
+
+
+def _dry_run_rows(omero: Omero, image_ids: list[int], codes: tuple[str, ...], replace: bool) -> list[dict]:
+    rows: list[dict] = []
+    replacing = ", replacing its code" if replace else ""
+    if "files" in codes:
+        report, todo, _existing = triage(omero, image_ids, NAMESPACE, replace)
+        units = {im.getId().val: u for u in plan(omero, todo) for im in u.images}
+        rows += [
+            {"image_id": o.image_id, "status": str(o.status), "message": o.message, "code": "files"}
+            for o in report.outcomes
+        ]
+        for image_id, unit in sorted(units.items()):
+            files = len(unit.files) if unit.fileset_id is not None else "?"
+            message = f"{unit.key}, {files} file(s){replacing}"
+            rows.append({"image_id": image_id, "status": "would_annotate", "message": message, "code": "files"})
+    if "pixels" in codes:
+        report, todo, _existing = triage(omero, image_ids, PIXELS_NAMESPACE, replace, code="pixels")
+        infos = {row[0]: PixelsInfo.from_row(row) for row in omero.pixels_of([im.getId().val for im in todo])}
+        rows += [
+            {"image_id": o.image_id, "status": str(o.status), "message": o.message, "code": "pixels"}
+            for o in report.outcomes
+        ]
+        for image in todo:
+            info = infos.get(image.getId().val)
+            if info is None:
+                row = {"image_id": image.getId().val, "status": "failed", "message": "the image has no pixels"}
+            else:
+                message = f"{info.planes} plane(s) of {info.dimensions} {info.pixel_type}{replacing}"
+                row = {"image_id": info.image_id, "status": "would_annotate", "message": message}
+            rows.append({**row, "code": "pixels"})
+    return rows
 
 
 def verify_job(omero: Omero, data_type: str, ids: list[int], settings: ScriptSettings) -> JobResult:

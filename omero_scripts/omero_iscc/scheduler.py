@@ -1,5 +1,9 @@
 """The scheduler: find images without an ISCC annotation, hash and annotate them.
 
+With ``codes: ["files", "pixels"]`` each poll does the same for the pixel code (its own
+namespace, its own failure state in ``state_dir/pixels``), after the files' code, so an image
+that has one code and lacks the other gets the missing one.
+
 One poll takes at most ``batch_size`` unannotated images across all groups, by ascending id
 (an HQL query, so an image missed once is found next time), skipping images that failed
 recently or too often. A lost connection is re-established with exponential backoff
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -19,10 +24,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import state as state_mod
-from .annotate import annotate
+from .annotate import annotate, annotate_pixels
 from .config import Config
 from .connection import is_connection_error
-from .layout import IsccRecord
+from .layout import IsccRecord, PixelRecord
 from .statuses import ExitStatus, ImageStatus
 from .webhook import Webhook
 from .worker import find_worker
@@ -57,7 +62,11 @@ class Scheduler:
         self.sleep = sleep or (lambda s: self.stop_event.wait(s))
         self.client = None
         self.omero = None
-        self.state = state_mod.load(cfg.state_dir)
+        #: Failure state per code: the files' in ``state_dir``, the pixels' beside it.
+        self.state_dirs = {"files": cfg.state_dir, "pixels": os.path.join(cfg.state_dir, "pixels")}
+        self.states = {code: state_mod.load(self.state_dirs[code]) for code in cfg.codes}
+        self.state = self.states.get("files") or state_mod.load(cfg.state_dir)
+        self.code = cfg.codes[0]
         self.webhook = Webhook(cfg.webhook_url)
         self.worker = find_worker(cfg.worker)
         self.server = cfg.host
@@ -97,13 +106,14 @@ class Scheduler:
         self._disconnect()
 
     # -- work ------------------------------------------------------------------------------
-    def _annotated(self, image_id: int, record: IsccRecord, seconds: float = 0.0) -> None:
-        log.info("image %d %s %.2fs", image_id, record.iscc, seconds)
+    def _annotated(self, image_id: int, record: IsccRecord | PixelRecord, seconds: float = 0.0) -> None:
+        log.info("image %d %s %s %.2fs", image_id, self.code, record.iscc, seconds)
         self.annotated_in_poll += 1
-        self.state.record_success(image_id)
+        self.states[self.code].record_success(image_id)
         self.webhook.notify(
             {
                 "image_id": image_id,
+                "code": self.code,
                 "iscc": record.iscc,
                 "datahash": record.datahash,
                 "timestamp": record.timestamp,
@@ -120,11 +130,12 @@ class Scheduler:
         so it is never sent to the server); then every image of their Filesets, so that a
         Fileset is read once whatever the batch size. Returns the images and how many were
         found without an ISCC."""
-        excluded = set(self.state.excluded(self.clock()))
+        excluded = set(self.states[self.code].excluded(self.clock()))
+        namespace = self.cfg.namespace if self.code == "files" else self.cfg.pixels_namespace
         found: list[int] = []
         after = 0
         while len(found) < self.cfg.batch_size:
-            page = self.omero.unannotated_images(self.cfg.namespace, self.cfg.batch_size, after)
+            page = self.omero.unannotated_images(namespace, self.cfg.batch_size, after)
             if not page:
                 break
             found += [i for i in page if i not in excluded]
@@ -134,7 +145,50 @@ class Scheduler:
         return whole, len(found)
 
     def poll_once(self) -> PollResult:
-        """One batch; reconnects and carries on with the same batch if the connection drops."""
+        """One batch per code; see :meth:`_poll_code`."""
+        total = PollResult()
+        annotated = 0
+        for code in self.cfg.codes:
+            self.code = code
+            result = self._poll_code()
+            annotated += result.annotated
+            total.failed += result.failed
+            total.seen = max(total.seen, result.seen)
+            if result.stopped:
+                total.stopped = True
+                break
+        total.annotated = annotated
+        return total
+
+    def _annotate_batch(self, batch: list[int]):
+        if self.code == "pixels":
+            return annotate_pixels(
+                self.omero,
+                batch,
+                self.worker,
+                namespace=self.cfg.pixels_namespace,
+                on_annotated=self._annotated,
+                should_stop=self._should_stop,
+                detach=self.detach,
+            )
+        root = self.cfg.repository or self.omero.repository_root()
+        return annotate(
+            self.omero,
+            batch,
+            self.worker,
+            root,
+            self.cfg.namespace,
+            chunk_size=self.cfg.chunk_size,
+            units_per_run=1,
+            on_annotated=self._annotated,
+            should_stop=self._should_stop,
+            detach=self.detach,
+            allowed_roots=tuple(self.cfg.allowed_roots),
+        )
+
+    def _poll_code(self) -> PollResult:
+        """One batch of the current code; reconnects and carries on with the same batch if the
+        connection drops."""
         delay = 1.0
         attempts = 0
         batch: list[int] | None = None
@@ -146,21 +200,8 @@ class Scheduler:
                     self._connect()
                 if batch is None:
                     batch, result.seen = self._next_batch()
-                    log.info("poll: %d image(s) without an ISCC, with their filesets' images", len(batch))
-                root = self.cfg.repository or self.omero.repository_root()
-                report = annotate(
-                    self.omero,
-                    batch,
-                    self.worker,
-                    root,
-                    self.cfg.namespace,
-                    chunk_size=self.cfg.chunk_size,
-                    units_per_run=1,
-                    on_annotated=self._annotated,
-                    should_stop=self._should_stop,
-                    detach=self.detach,
-                    allowed_roots=tuple(self.cfg.allowed_roots),
-                )
+                    log.info("poll: %d image(s) without a %s code, with their filesets' images", len(batch), self.code)
+                report = self._annotate_batch(batch)
                 break
             except Exception as exc:  # noqa: BLE001 - classified below; anything else propagates
                 if not is_connection_error(exc):
@@ -182,10 +223,13 @@ class Scheduler:
             if outcome.status in (ImageStatus.FAILED, ImageStatus.NOT_PERMITTED):
                 # Not permitted is kept like a failure: reported by `status`, retried with
                 # backoff (privileges change), and never in the way of the images after it.
-                f = self.state.record_failure(outcome.image_id, outcome.message, now, self.cfg.poll_interval)
+                f = self.states[self.code].record_failure(
+                    outcome.image_id, outcome.message, now, self.cfg.poll_interval
+                )
                 log.error(
-                    "image %d failed (attempt %d of %d): %s",
+                    "image %d %s failed (attempt %d of %d): %s",
                     outcome.image_id,
+                    self.code,
                     f.attempts,
                     state_mod.MAX_ATTEMPTS,
                     outcome.message,
@@ -197,8 +241,8 @@ class Scheduler:
                 log.info("image %d skipped: %s", outcome.image_id, outcome.message or outcome.status)
         result.annotated = self.annotated_in_poll
         result.stopped = report.stopped or self.stop_event.is_set()
-        self.state.last_poll = now
-        state_mod.save(self.cfg.state_dir, self.state)
+        self.states[self.code].last_poll = now
+        state_mod.save(self.state_dirs[self.code], self.states[self.code])
         return result
 
     def run(self, once: bool) -> int:
@@ -217,7 +261,8 @@ class Scheduler:
                 if self.stop_event.is_set():
                     break
         finally:
-            state_mod.save(self.cfg.state_dir, self.state)
+            for code, state in self.states.items():
+                state_mod.save(self.state_dirs[code], state)
             self.close()
         if self.stop_event.is_set():
             return ExitStatus.SUCCESS  # stopped on request: the state is saved, the next run resumes

@@ -1,5 +1,6 @@
 """Verifying images against what was stored: their ISCC annotation and OMERO's own import
-checksum of every file (``OriginalFile.hash``), both recomputed in one read of each file."""
+checksum of every file (``OriginalFile.hash``), both recomputed in one read of each file; and,
+where an image has one, its pixel code, recomputed from the planes the server decodes now."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from .compute import BATCH, compute
 from .connection import is_connection_error
 from .filesets import plan
 from .gateway import Omero
-from .layout import newest_record, parse_files_jsonl
+from .layout import PIXELS, newest_pixel_record, newest_record, parse_files_jsonl
+from .pixels import PixelsInfo, compute_pixels
 from .statuses import Verdict
 
 OK, CHANGED, MISSING_FILE, NO_ANNOTATION = Verdict.OK, Verdict.CHANGED, Verdict.MISSING_FILE, Verdict.NO_ANNOTATION
@@ -33,6 +35,8 @@ CSV_COLUMNS = [
     "files",
     "checksums_checked",
     "checksum_mismatches",
+    "stored_pixels",
+    "computed_pixels",
 ]
 
 
@@ -50,6 +54,8 @@ class ImageVerdict:
     files: int = 0
     checksums_checked: int = 0
     checksum_mismatches: list[str] = field(default_factory=list)
+    stored_pixels: str = ""
+    computed_pixels: str = ""
 
 
 def verify(
@@ -60,6 +66,7 @@ def verify(
     namespace: str,
     chunk_size: int = 1 << 20,
     allowed_roots: tuple[str, ...] = (),
+    pixels_namespace: str = PIXELS.namespace,
 ) -> list[ImageVerdict]:
     images = omero.images(image_ids)
     found = {im.getId().val for im in images}
@@ -91,9 +98,42 @@ def verify(
                 result = results[unit.key]
                 for image in unit.images:
                     verdicts.append(_judge(image, unit, result, stored.get(image.getId().val)))
+    _verify_pixels(omero, verdicts, worker, pixels_namespace)
     order = {i: n for n, i in enumerate(image_ids)}
     verdicts.sort(key=lambda v: order.get(v.image_id, len(order)))
     return verdicts
+
+
+def _verify_pixels(omero: Omero, verdicts: list[ImageVerdict], worker: str, namespace: str) -> None:
+    """Recomputes the pixel code of every image that has one stored and folds the comparison
+    into its verdict: a different code is CHANGED (the pixels, or how the server decodes
+    them, changed); planes that cannot be read now are MISSING_FILE."""
+    ids = sorted(
+        {v.image_id for v in verdicts if v.status is not MISSING_FILE or v.detail != "image not found or not visible"}
+    )
+    stored = {i: newest_pixel_record(anns) for i, anns in omero.iscc_annotations(ids, namespace).items()}
+    stored = {i: r for i, r in stored.items() if r is not None}
+    if not stored:
+        return
+    infos = {row[0]: PixelsInfo.from_row(row) for row in omero.pixels_of(sorted(stored))}
+    results = compute_pixels(omero, [infos[i] for i in sorted(stored) if i in infos], worker)
+    for v in verdicts:
+        record = stored.get(v.image_id)
+        if record is None:
+            continue
+        v.stored_pixels = record.iscc
+        result = results.get(v.image_id)
+        if result is None or not result.ok:
+            why = result.error if result is not None else "the image has no pixels"
+            problem, status = f"pixels could not be read: {why}", MISSING_FILE
+        else:
+            v.computed_pixels = result.iscc or ""
+            if v.computed_pixels == record.iscc:
+                continue
+            problem, status = "pixel code differs", CHANGED
+        v.detail = "; ".join(d for d in (v.detail, problem) if d)
+        if v.status in (OK, NO_ANNOTATION):
+            v.status = status
 
 
 def _load_file_lists(omero: Omero, records: list) -> None:
@@ -181,6 +221,8 @@ def to_csv(verdicts: list[ImageVerdict]) -> bytes:
                 v.files,
                 v.checksums_checked,
                 ";".join(v.checksum_mismatches),
+                v.stored_pixels,
+                v.computed_pixels,
             ]
         )
     return buf.getvalue().encode("utf-8")

@@ -418,5 +418,7 @@ def run_pixels(
     stderr = b"".join(errors).decode(errors="replace").strip()
     missing = [i for i in seen if i not in results]
     if status not in (0, 1) or missing:
-        raise WorkerError(f"pixels worker exited with status {status}, {len(missing)} image(s) without a record: {stderr}")
+        raise WorkerError(
+            f"pixels worker exited with status {status}, {len(missing)} image(s) without a record: {stderr}"
+        )
     return results

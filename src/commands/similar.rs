@@ -71,6 +71,9 @@ fn parse_hash(text: &str) -> Option<[u8; 32]> {
 struct JsonRecord<'a> {
     #[serde(borrow, default)]
     id: Option<&'a serde_json::value::RawValue>,
+    /// `pixels` records name their image so.
+    #[serde(borrow, default)]
+    image: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow, default)]
     path: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -90,7 +93,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
         let text = unescape_line(text);
         let rec: JsonRecord = serde_json::from_str(&text).map_err(|e| format!("not valid JSON: {e}"))?;
         let iscc = rec.iscc.ok_or("no \"iscc\" (a failed record?)")?;
-        let (by_id, name) = match (rec.id, &rec.path) {
+        let (by_id, name) = match (rec.id.or(rec.image), &rec.path) {
             (Some(raw), _) if raw.get() != "null" => {
                 let name = match serde_json::from_str::<String>(raw.get()) {
                     Ok(s) => s.into_bytes(),
@@ -99,7 +102,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
                 (true, name)
             }
             (_, Some(p)) => (false, bytes_of(p)),
-            _ => return Err("neither \"id\" nor \"path\"".into()),
+            _ => return Err("neither \"id\" (or \"image\") nor \"path\"".into()),
         };
         let (header, data, instance, wide) =
             decode(&iscc).ok_or_else(|| format!("not an ISCC-SUM: {iscc:?}"))?;

@@ -42,6 +42,17 @@ def samples() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def cases() -> list[dict]:
+    """iscc-bio's pixel codes of the test images (tests/reference/iscc_bio_pixels.py, run by
+    tests/setup/env.sh), with the pixels as the stand-in's RawPixelsStore serves them."""
+    import json
+
+    path = Path(os.environ.get("OMERO_ISCC_PIXEL_CASES", "")) / "cases.json"
+    assert path.is_file(), "iscc-bio's reference cases are missing: run tests/run.sh"
+    return json.loads(path.read_text())
+
+
 def reference(paths: list[Path], wide: bool = False) -> dict:
     """iscc-core's ISCC-SUM of the concatenated files (the reference implementation)."""
     import iscc_core

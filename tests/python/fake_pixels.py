@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import omero
 from omero.rtypes import rint, rlong, rstring
 
-
 #: OMERO's default ``omero.pixeldata.max_plane_width`` / ``max_plane_height``.
 MAX_PLANE = (3192, 3192)
 
@@ -133,4 +132,3 @@ def h_pixels(server, uid, hql, v, m):
             + [rstring(rec.pixel_type), rstring(image.name), fmt, rlong(image.group)]
         )
     return rows, len(rows)
-

@@ -28,6 +28,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+import fake_pixels
 import Ice
 import omero
 import omero.clients  # noqa: F401 - registers the model classes
@@ -37,8 +38,6 @@ from omero.model import PermissionsI
 from omero.rtypes import rlong, rstring
 
 from omero_iscc import gateway as g
-
-import fake_pixels
 
 ALL_PRIVILEGES = frozenset(
     {

@@ -5,7 +5,6 @@ against the spec where iscc-bio departs from it, and robust where the server ref
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import fake_pixels
@@ -17,14 +16,6 @@ from omero_iscc import PIXELS_NAMESPACE
 from omero_iscc.annotate import annotate_codes, annotate_pixels
 from omero_iscc.layout import newest_pixel_record
 from omero_iscc.pixels import PixelsInfo, compute_pixels
-
-
-@pytest.fixture(scope="session")
-def cases() -> list[dict]:
-    where = os.environ.get("OMERO_ISCC_PIXEL_CASES", "")
-    path = Path(where) / "cases.json"
-    assert path.is_file(), "iscc-bio's reference cases are missing: run tests/run.sh"
-    return json.loads(path.read_text())
 
 
 def add_image(server: FakeServer, case: dict, files: list[int] | None = None, **pixels) -> int:
@@ -66,7 +57,9 @@ def by_label(cases: list[dict], label: str) -> dict:
 
 
 def simprints_of(server: FakeServer, image: int) -> dict:
-    [entry] = [json.loads(data) for kind, obj, name, data, ns, _ in server.attachments if kind == "Image" and obj == image]
+    [entry] = [
+        json.loads(data) for kind, obj, name, data, ns, _ in server.attachments if kind == "Image" and obj == image
+    ]
     return entry
 
 
@@ -235,7 +228,10 @@ def test_both_codes_in_one_job_leave_the_files_annotation_as_it_is(world, worker
         root=str(world.repo),
         namespace="org.iscc.omero.sum",
     )
-    assert sorted((o.code, o.status.value) for o in report.outcomes) == [("files", "annotated"), ("pixels", "annotated")]
+    assert sorted((o.code, o.status.value) for o in report.outcomes) == [
+        ("files", "annotated"),
+        ("pixels", "annotated"),
+    ]
     assert report.message() == "files: 1 annotated; pixels: 1 annotated"
     files_code = world.server.pairs(world.single)[0][1]
     assert files_code == reference(world.disk[world.single])["iscc"]

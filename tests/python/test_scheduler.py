@@ -192,7 +192,8 @@ def test_webhook_gets_one_notice_per_image_and_a_dead_one_blocks_nothing(tmp_pat
         server.server_close()
     assert sorted(n["image_id"] for n in Receiver.received) == ids
     notice = Receiver.received[0]
-    assert set(notice) == {"image_id", "iscc", "datahash", "timestamp", "server"}
+    assert set(notice) == {"image_id", "code", "iscc", "datahash", "timestamp", "server"}
+    assert notice["code"] == "files"
     assert notice["iscc"] == dict(fake.pairs(notice["image_id"]))["iscc:sum"]
 
     dead_port = server.server_port  # closed now
@@ -243,7 +244,7 @@ def test_the_effective_configuration_is_logged_masked(tmp_path, worker, caplog):
     assert "configuration:" in text and "topsecret" not in text and '"password": "***"' in text
     [image_id] = list(fake.annotations)
     code = dict(fake.pairs(image_id))["iscc:sum"]
-    assert re.search(rf"image {image_id} {code} \d+\.\d\ds", text)  # one line per image: id, code, seconds
+    assert re.search(rf"image {image_id} files {code} \d+\.\d\ds", text)  # one line per image: id, kind, code, seconds
 
 
 def test_the_admin_script_runs_one_poll_with_the_scheduler_state(tmp_path, worker):

@@ -58,6 +58,14 @@ class IsccControl(BaseControl):
         annotate.add_argument("--replace", action="store_true", help="recompute images that have an ISCC")
         annotate.add_argument("--wide", action="store_true", help="2x128-bit codes (ISCC:K4A...)")
         annotate.add_argument("--dry-run", action="store_true", help="say what would be done per image, do nothing")
+        annotate.add_argument(
+            "--code",
+            choices=["files", "pixels", "both"],
+            default="files",
+            help="the original files' code (default), the pixel code (IMAGEWALK: reads every plane "
+            "through the server), or both",
+        )
+        annotate.add_argument("--simprints", action="store_true", help="with the pixel code: each plane's simprint too")
         verify = parser.add(sub, self.verify, "Recompute the ISCC and import checksums and compare")
         objects(verify)
         dups = parser.add(sub, self.duplicates, "Identical and similar images by their ISCC")
@@ -98,8 +106,11 @@ class IsccControl(BaseControl):
         if args.json:
             self.ctx.out(json.dumps({"message": result.message, "rows": result.rows}))
         else:
+            codes = {row.get("code", "files") for row in result.rows}
             for row in result.rows:
                 name = f"Image:{row['image_id']}"
+                if len(codes) > 1:
+                    name += f" {row.get('code', 'files')}"
                 extra = " ".join(str(row[k]) for k in ("iscc", "message") if row.get(k))
                 self.ctx.out(f"{name:16} {image_status_word(row['status']):24} {extra}".rstrip())
             self.ctx.out(f"{title}: {result.message}")
@@ -124,7 +135,7 @@ class IsccControl(BaseControl):
 
     # -- jobs -------------------------------------------------------------------------------
     def annotate(self, args):
-        from omero_iscc.jobs import JobResult, annotate_job
+        from omero_iscc.jobs import JobResult, annotate_job, codes_of
 
         def work():
             access, settings = self.omero_access(args), self._settings(args)
@@ -138,6 +149,8 @@ class IsccControl(BaseControl):
                     wide=args.wide,
                     dry_run=args.dry_run,
                     on_annotated=self._progress(args),
+                    codes=codes_of(args.code),
+                    simprints=args.simprints,
                 )
                 for kind, ids in _grouped(args.objects)
             ]
