@@ -12,13 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/setup/env.sh
 source tests/setup/tools.sh
+source tests/setup/slurm.sh
 
 echo "== lint"
 cargo fmt --check
 cargo clippy --release --locked --all-targets --quiet -- -D warnings
 cargo machete
-"$OMERO_ISCC_PYTHON" -m ruff check --config tests/ruff.toml omero_scripts tests/python tests/reference bench
-"$OMERO_ISCC_PYTHON" -m ruff format --config tests/ruff.toml --check omero_scripts tests/python tests/reference bench
+"$OMERO_ISCC_PYTHON" -m ruff check --config tests/ruff.toml omero_scripts tests/python tests/reference tests/setup bench
+"$OMERO_ISCC_PYTHON" -m ruff format --config tests/ruff.toml --check omero_scripts tests/python tests/reference tests/setup bench
 # The server-side code (scripts, helper, scheduler) must not need more than Python 3.9.
 "$(dirname "$OMERO_ISCC_PYTHON")/vermin" --no-tips --violations -t=3.9- --eval-annotations omero_scripts
 

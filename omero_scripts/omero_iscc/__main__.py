@@ -4,6 +4,11 @@
     python -m omero_iscc status             failures kept in the state file
     python -m omero_iscc doctor [--test T]  connection | processing | service | list
     python -m omero_iscc find ISCC:...|ID   images whose ISCC equals or is near a code or image
+    python -m omero_iscc backlog --slurm | --local N [--resume]
+                                            every image without an ISCC, hashed on a Slurm
+                                            cluster (or N at a time here), annotated here
+    python -m omero_iscc backlog ingest     annotate what the cluster has hashed so far
+    python -m omero_iscc backlog status     shards done, running, failed; throughput, time left
 
 Exit status (``statuses.ExitStatus``, as the worker's): 0 when nothing failed, 1 when an image
 (or a check) failed, 2 on configuration errors, 3 when another scheduler already holds the
@@ -16,6 +21,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 
 from . import __version__
@@ -69,6 +75,15 @@ def parser() -> argparse.ArgumentParser:
     find = sub.add_parser("find", help="images whose ISCC equals or is near a code or an image's code")
     find.add_argument("query", help="an ISCC (ISCC:...) or an image id")
     find.add_argument("--threshold", type=int, default=12, help="Data-Code bits apart (default 12)")
+    backlog = sub.add_parser("backlog", help="hash every image without an ISCC on a Slurm cluster, then annotate")
+    backlog.add_argument("action", nargs="?", choices=["run", "ingest", "status"], default="run")
+    backlog.add_argument("--workdir", default=None, help="work directory the cluster shares (default: backlog_dir)")
+    mode = backlog.add_mutually_exclusive_group()
+    mode.add_argument("--slurm", action="store_true", help="submit one sbatch --array job (and an ingest job)")
+    mode.add_argument("--local", type=int, metavar="N", help="run the shards on this host, N at a time, then ingest")
+    backlog.add_argument("--resume", action="store_true", help="run only the shards without a whole result")
+    backlog.add_argument("--shard-bytes", type=int, default=None, help="bytes per shard (default: shard_bytes)")
+    backlog.add_argument("--no-ingest-job", action="store_true", help="with --slurm: no dependent ingest job")
     p.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -102,6 +117,46 @@ def cmd_status(cfg: Config) -> int:
     return ExitStatus.SUCCESS
 
 
+def cmd_backlog(cfg: Config, connect, args: argparse.Namespace) -> int:
+    """``backlog``: plan and run (``--slurm``, ``--local N``), ``--resume``, ``ingest``, ``status``."""
+    from . import backlog
+    from .connection import session
+    from .errors import InputError
+
+    workdir = args.workdir or cfg.backlog_dir or os.path.join(cfg.state_dir, "backlog")
+    try:
+        if args.action == "status":
+            print(backlog.format_status(backlog.status(backlog.Workdir.open(workdir))))
+            return ExitStatus.SUCCESS
+        if args.action == "ingest":
+            work = backlog.Workdir.open(workdir)
+            with session(cfg, connect) as omero:
+                report = backlog.ingest(omero, work)
+            print(report.message())
+            return ExitStatus.FAILURE if report.failed else ExitStatus.SUCCESS
+        if not (args.slurm or args.local):
+            print("omero-iscc: backlog needs --slurm or --local N", file=sys.stderr)
+            return ExitStatus.USAGE
+        if args.resume:
+            work = backlog.Workdir.open(workdir)
+            backlog.write_task_script(work, cfg)  # the worker or the mounts may have moved
+        else:
+            with session(cfg, connect) as omero:
+                work = backlog.make_plan(omero, cfg, workdir, args.shard_bytes or cfg.shard_bytes)
+        command = None if args.local or args.no_ingest_job else backlog.ingest_command(args.config, workdir)
+        entry = backlog.submit(work, cfg, local=args.local, ingest_command=command)
+        if args.local:
+            with session(cfg, connect) as omero:
+                report = backlog.ingest(omero, work)
+            print(report.message())
+            return ExitStatus.FAILURE if report.failed or entry.get("failed") else ExitStatus.SUCCESS
+        print(f"submitted job {entry['job']} ({len(entry['tasks'])} shard(s)) from {workdir}")
+        return ExitStatus.SUCCESS
+    except (backlog.BacklogError, InputError) as exc:
+        print(f"omero-iscc: {exc}", file=sys.stderr)
+        return ExitStatus.USAGE
+
+
 def main(argv: list[str] | None = None, connect=None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -125,6 +180,8 @@ def main(argv: list[str] | None = None, connect=None) -> int:
         from .duplicates import find_command
 
         return find_command(cfg, connect, args.query, args.threshold)
+    if command == "backlog":
+        return cmd_backlog(cfg, connect, args)
     from .scheduler import Scheduler
     from .worker import WorkerError
 

@@ -58,6 +58,17 @@ class Config:
     #: have one code and lack another get the missing one.
     codes: list = dataclasses.field(default_factory=lambda: ["files"])
     pixels_namespace: str = PIXELS_NAMESPACE
+    #: The backlog (``python -m omero_iscc backlog``): its work directory on storage the
+    #: cluster shares (default: ``state_dir/backlog``), bytes per shard, and the Slurm array.
+    backlog_dir: str | None = None
+    shard_bytes: int = 256 << 30
+    slurm_partition: str | None = None
+    slurm_time: str | None = "12:00:00"
+    slurm_throttle: int = 32
+    slurm_options: list = dataclasses.field(default_factory=list)
+    #: The repository and the static worker as the compute nodes see them (default: as here).
+    cluster_root: str | None = None
+    cluster_worker: str | None = None
 
     def masked(self) -> dict[str, Any]:
         """The configuration as a dict, secrets replaced by ``***``."""
@@ -140,6 +151,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("namespace: must not be empty")
     if not cfg.script_time_budget > 0:
         raise ConfigError(f"script_time_budget: {cfg.script_time_budget} must be greater than 0 seconds")
+    if cfg.shard_bytes < 1:
+        raise ConfigError(f"shard_bytes: {cfg.shard_bytes} must be at least 1")
+    if cfg.slurm_throttle < 1:
+        raise ConfigError(f"slurm_throttle: {cfg.slurm_throttle} must be at least 1")
     unknown = [c for c in cfg.codes if c not in ("files", "pixels")]
     if unknown or not cfg.codes:
         raise ConfigError(f"codes: {cfg.codes!r} must be one or both of files, pixels")

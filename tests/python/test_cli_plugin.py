@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import TOP, reference
 
-SUBCOMMANDS = ["annotate", "verify", "duplicates", "find", "status", "doctor", "run"]
+SUBCOMMANDS = ["annotate", "verify", "duplicates", "find", "status", "doctor", "run", "backlog"]
 
 
 @pytest.fixture
