@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Backlog throughput: the same synthetic repository annotated three ways through the stand-in
+OMERO server: the scheduler's plain poll (`run --once`, one batch of everything), `backlog
+--local 2`, and `backlog --slurm` on a one-node Slurm cluster started here (and stopped by
+process id). Prints wall time, MiB/s and images/s of each, and the ratio to the scheduler.
+
+    bench/bench_backlog.py [--filesets N] [--files F] [--file-kib K] [--workdir DIR]
+
+Needs root (slurmd), the Slurm packages (tests/setup/slurm.sh), the test environment's Python
+(omero-py) and the release binary. On one node the array cannot beat --local: what it shows is
+the cost of going through Slurm; the gain is more nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TOP / "omero_scripts"))
+sys.path.insert(0, str(TOP / "tests" / "python"))
+sys.path.insert(0, str(TOP / "tests" / "setup"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_sum import WORKER, load, machine  # noqa: E402
+
+
+def make_repo(root: Path, filesets: int, files: int, kib: int) -> list[tuple[str, list[str]]]:
+    """Random files laid out as a ManagedRepository, made once; the Filesets' paths."""
+    rng = random.Random(1)
+    layout = []
+    for k in range(filesets):
+        d = f"user_2/2026-12/01/{k:05d}/"
+        names = [f"f{j}.bin" for j in range(files)]
+        layout.append((d, names))
+        if not (root / d / names[-1]).exists():
+            (root / d).mkdir(parents=True, exist_ok=True)
+            for n in names:
+                (root / d / n).write_bytes(rng.randbytes(kib << 10))
+    return layout
+
+
+def server_over(repo: Path, layout: list):
+    from fake_server import FakeServer
+
+    server = FakeServer(root=str(repo))
+    for d, names in layout:
+        server.add_fileset([server.original_file(str(repo / d / n), d) for n in names], d)
+    return server
+
+
+def timed(label: str, repo: Path, layout: list, argv: list[str], cfg_extra: dict, total: int, cluster=None) -> dict:
+    from omero_iscc.__main__ import main
+
+    server = server_over(repo, layout)
+    images = len(server.images_)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "c.json"
+        values = {"worker": str(WORKER), "repository": str(repo), "state_dir": tmp, "backlog_dir": f"{tmp}/b"}
+        cfg.write_text(json.dumps({**values, **cfg_extra}))
+        connect = lambda c: (None, server.access(0))  # noqa: E731
+        start = time.perf_counter()
+        status = main(["--config", str(cfg), *argv], connect=connect)
+        if cluster is not None:  # wait for the array, then ingest here
+            while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+                time.sleep(0.2)
+            status = main(["--config", str(cfg), "backlog", "ingest"], connect=connect)
+        wall = time.perf_counter() - start
+    annotated = sum(1 for i in server.images_ if server.iscc_anns(i))
+    assert status == 0 and annotated == images, (label, status, annotated, images)
+    return {"label": label, "wall": wall, "mib_s": total / wall / (1 << 20), "images_s": images / wall}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--filesets", type=int, default=400)
+    ap.add_argument("--files", type=int, default=5)
+    ap.add_argument("--file-kib", type=int, default=512)
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(os.environ.get("OMERO_ISCC_CACHE", Path.home() / ".cache" / "omero-iscc")) / "bench",
+    )
+    args = ap.parse_args()
+    repo = args.workdir / f"backlog-repo-{args.filesets}x{args.files}x{args.file_kib}k"
+    layout = make_repo(repo, args.filesets, args.files, args.file_kib)
+    total = args.filesets * args.files * (args.file_kib << 10)
+    for p in repo.rglob("*.bin"):
+        p.read_bytes()  # page cache warm, as for every peer
+    print(f"machine: {machine()}; load average before: {load():.2f}")
+    print(f"repository: {args.filesets} Filesets x {args.files} files x {args.file_kib} KiB = {total >> 20} MiB")
+    shard = total // 16
+    rows = [
+        timed("scheduler: run --once (one batch)", repo, layout, ["run", "--once"], {"batch_size": 1_000_000}, total),
+        timed("backlog --local 2", repo, layout, ["backlog", "--local", "2"], {"shard_bytes": shard}, total),
+    ]
+    from slurm_local import LocalSlurm
+
+    with tempfile.TemporaryDirectory() as tmp, LocalSlurm(Path(tmp)) as cluster:
+        extra = {"shard_bytes": shard, "slurm_throttle": 2}
+        argv = ["backlog", "--slurm", "--no-ingest-job"]
+        rows.append(timed("backlog --slurm (array %2, then ingest)", repo, layout, argv, extra, total, cluster))
+    base = rows[0]["wall"]
+    print(f"\n| {'mode':42} | {'wall':>8} | {'MiB/s':>7} | {'images/s':>8} | {'vs scheduler':>12} |")
+    print(f"|{'-' * 44}|{'-' * 9}:|{'-' * 8}:|{'-' * 9}:|{'-' * 13}:|")
+    for r in rows:
+        print(
+            f"| {r['label']:42} | {r['wall']:6.2f} s | {r['mib_s']:7.0f} | {r['images_s']:8.0f} | "
+            f"{base / r['wall']:11.2f}x |"
+        )
+    print(f"\nload average after: {load():.2f}")
+    if shutil.which("sbatch") is None:
+        print("(no sbatch on PATH: the Slurm row used the cluster started here)")
+
+
+if __name__ == "__main__":
+    main()
