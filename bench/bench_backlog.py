@@ -70,7 +70,7 @@ def timed(label: str, repo: Path, layout: list, argv: list[str], cfg_extra: dict
         start = time.perf_counter()
         status = main(["--config", str(cfg), *argv], connect=connect)
         if cluster is not None:  # wait for the array, then ingest here
-            while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+            while subprocess.run(["squeue", "-h"], capture_output=True, text=True, check=True).stdout.strip():
                 time.sleep(0.2)
             status = main(["--config", str(cfg), "backlog", "ingest"], connect=connect)
         wall = time.perf_counter() - start
