@@ -13,9 +13,7 @@ the cost of going through Slurm; the gain is more nodes.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -30,7 +28,7 @@ sys.path.insert(0, str(TOP / "tests" / "python"))
 sys.path.insert(0, str(TOP / "tests" / "setup"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sum import WORKER, load, machine  # noqa: E402
+from bench_sum import WORKER, load, machine, parser  # noqa: E402
 
 
 def make_repo(root: Path, filesets: int, files: int, kib: int) -> list[tuple[str, list[str]]]:
@@ -80,15 +78,10 @@ def timed(label: str, repo: Path, layout: list, argv: list[str], cfg_extra: dict
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--filesets", type=int, default=400)
     ap.add_argument("--files", type=int, default=5)
     ap.add_argument("--file-kib", type=int, default=512)
-    ap.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path(os.environ.get("OMERO_ISCC_CACHE", Path.home() / ".cache" / "omero-iscc")) / "bench",
-    )
     args = ap.parse_args()
     repo = args.workdir / f"backlog-repo-{args.filesets}x{args.files}x{args.file_kib}k"
     layout = make_repo(repo, args.filesets, args.files, args.file_kib)

@@ -13,14 +13,13 @@ that was busy before the runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sum import WORKER, interleaved, load, machine, make_inputs, table  # noqa: E402
+from bench_sum import WORKER, interleaved, load, machine, make_inputs, parser, refuse_if_busy, table  # noqa: E402
 
 
 def group_file(directory: Path, out: Path) -> Path:
@@ -30,15 +29,7 @@ def group_file(directory: Path, out: Path) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path(os.environ.get("OMERO_ISCC_CACHE", Path.home() / ".cache" / "omero-iscc")) / "bench",
-    )
-    ap.add_argument("--max-load", type=float, default=0.3)
-    args = ap.parse_args()
+    args = parser(__doc__).parse_args()
     cores = os.cpu_count() or 1
     _big, small, _sparse = make_inputs(args.workdir, 1.0, 5000, 0.001)
     large = args.workdir / "large-200x8MiB"
@@ -87,9 +78,7 @@ def main() -> None:
         size = (1 << 30) if "1 GiB" in r["label"] else 200 * (8 << 20)
         r["label"] = f"{r['label']}: {size / r['wall'] / 2**30:.2f} GiB/s"
     table("200 files of 8 MiB against one 1 GiB file (rates in the labels)", rows, rows[0]["label"], "time vs 1 GiB")
-    print(f"\nload average after: {load():.2f} (this benchmark's own runs included)")
-    if load_before > args.max_load * cores:
-        sys.exit(f"NOT FOR THE README: the machine was busy before the runs (load {load_before:.2f})")
+    refuse_if_busy(load_before, args.max_load)
 
 
 if __name__ == "__main__":

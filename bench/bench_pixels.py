@@ -13,7 +13,6 @@ the release binary. Like bench_sum.py it refuses README figures from a busy mach
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sum import WORKER, interleaved, load, machine, table  # noqa: E402
+from bench_sum import WORKER, interleaved, load, machine, parser, refuse_if_busy, table  # noqa: E402
 
 TOP = Path(__file__).resolve().parents[1]
 
@@ -75,16 +74,9 @@ def end_to_end(plane_mib: int, planes: int, runs: int) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path(os.environ.get("OMERO_ISCC_CACHE", Path.home() / ".cache" / "omero-iscc")) / "bench",
-    )
+    ap = parser(__doc__)
     ap.add_argument("--plane-mib", type=int, default=8)
     ap.add_argument("--planes", type=int, default=64)
-    ap.add_argument("--max-load", type=float, default=0.3)
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     raw, framed = make_stream(args.workdir, args.plane_mib, args.planes)
@@ -113,13 +105,7 @@ def main() -> None:
         f"{wall:.3f} s median for {total} MiB = {total / wall:.0f} MiB/s "
         f"(range {min(walls):.3f}-{max(walls):.3f} s)"
     )
-    load_after = load()
-    print(f"\nload average after: {load_after:.2f} (this benchmark's own runs included)")
-    if load_before > args.max_load * cores:
-        sys.exit(
-            f"NOT FOR THE README: the machine was busy before the runs (load {load_before:.2f} > "
-            f"{args.max_load:g} x {cores} cores); run again on an idle machine"
-        )
+    refuse_if_busy(load_before, args.max_load)
 
 
 if __name__ == "__main__":

@@ -126,24 +126,43 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark has: rounds, the work directory of its inputs (in the
+    per-user cache), and the load above which its figures are not for the README."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument(
         "--workdir",
         type=Path,
         default=Path(os.environ.get("OMERO_ISCC_CACHE", Path.home() / ".cache" / "omero-iscc")) / "bench",
     )
-    ap.add_argument("--big-gib", type=float, default=1.0)
-    ap.add_argument("--small", type=int, default=5000)
-    ap.add_argument("--sparse-gib", type=float, default=16.0)
-    ap.add_argument("--skip-sparse", action="store_true")
     ap.add_argument(
         "--max-load",
         type=float,
         default=0.3,
         help="largest 1-minute load average per core before the runs for figures fit for the README",
     )
+    return ap
+
+
+def refuse_if_busy(load_before: float, max_load: float) -> None:
+    """Prints the load after the runs; exits 1 if the machine was busy before them."""
+    cores = os.cpu_count() or 1
+    print(f"\nload average after: {load():.2f} (this benchmark's own runs included)")
+    if load_before > max_load * cores:
+        # Another job shared the cores: the ratios are not what an idle machine gives.
+        sys.exit(
+            f"NOT FOR THE README: the machine was busy before the runs (load {load_before:.2f} > "
+            f"{max_load:g} x {cores} cores); run again on an idle machine"
+        )
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--big-gib", type=float, default=1.0)
+    ap.add_argument("--small", type=int, default=5000)
+    ap.add_argument("--sparse-gib", type=float, default=16.0)
+    ap.add_argument("--skip-sparse", action="store_true")
     args = ap.parse_args()
     if not os.access(GNU_TIME, os.X_OK):
         sys.exit("GNU time is needed for peak memory: apt-get install time")
@@ -184,14 +203,7 @@ def main() -> None:
         rows = interleaved([(f"omero-iscc sum ({args.sparse_gib:g} GiB sparse)", [str(WORKER), "sum", str(sparse)])], 1)
         table(f"Peak memory on a {args.sparse_gib:g} GiB sparse file (target: at most 64 MiB)", rows, "")
 
-    load_after = load()
-    print(f"\nload average after: {load_after:.2f} (this benchmark's own runs included)")
-    if load_before > args.max_load * cores:
-        # Another job shared the cores: the ratios are not what an idle machine gives.
-        sys.exit(
-            f"NOT FOR THE README: the machine was busy before the runs (load {load_before:.2f} > "
-            f"{args.max_load:g} x {cores} cores); run again on an idle machine"
-        )
+    refuse_if_busy(load_before, args.max_load)
 
 
 if __name__ == "__main__":

@@ -75,17 +75,37 @@ def parser() -> argparse.ArgumentParser:
     find = sub.add_parser("find", help="images whose ISCC equals or is near a code or an image's code")
     find.add_argument("query", help="an ISCC (ISCC:...) or an image id")
     find.add_argument("--threshold", type=int, default=12, help="Data-Code bits apart (default 12)")
-    backlog = sub.add_parser("backlog", help="hash every image without an ISCC on a Slurm cluster, then annotate")
-    backlog.add_argument("action", nargs="?", choices=["run", "ingest", "status"], default="run")
-    backlog.add_argument("--workdir", default=None, help="work directory the cluster shares (default: backlog_dir)")
-    mode = backlog.add_mutually_exclusive_group()
-    mode.add_argument("--slurm", action="store_true", help="submit one sbatch --array job (and an ingest job)")
-    mode.add_argument("--local", type=int, metavar="N", help="run the shards on this host, N at a time, then ingest")
-    backlog.add_argument("--resume", action="store_true", help="run only the shards without a whole result")
-    backlog.add_argument("--shard-bytes", type=int, default=None, help="bytes per shard (default: shard_bytes)")
-    backlog.add_argument("--no-ingest-job", action="store_true", help="with --slurm: no dependent ingest job")
+    add_backlog_arguments(sub.add_parser("backlog", help=BACKLOG_HELP))
     p.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+BACKLOG_HELP = "hash every image without an ISCC on a Slurm cluster, then annotate"
+
+
+def add_backlog_arguments(p) -> None:
+    """The ``backlog`` arguments, here and in ``omero iscc backlog``."""
+    p.add_argument("action", nargs="?", choices=["run", "ingest", "status"], default="run")
+    p.add_argument("--workdir", default=None, help="work directory the cluster shares (default: backlog_dir)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--slurm", action="store_true", help="submit one sbatch --array job (and an ingest job)")
+    mode.add_argument("--local", type=int, metavar="N", help="run the shards on this host, N at a time, then ingest")
+    p.add_argument("--resume", action="store_true", help="run only the shards without a whole result")
+    p.add_argument("--shard-bytes", type=int, default=None, help="bytes per shard (default: shard_bytes)")
+    p.add_argument("--no-ingest-job", action="store_true", help="with --slurm: no dependent ingest job")
+
+
+def backlog_argv(args: argparse.Namespace) -> list[str]:
+    """Parsed ``backlog`` arguments back into a command line (for ``omero iscc backlog``)."""
+    argv = ["backlog", args.action]
+    for flag, value in (("--workdir", args.workdir), ("--local", args.local), ("--shard-bytes", args.shard_bytes)):
+        if value:
+            argv += [flag, str(value)]
+    return argv + [
+        flag
+        for flag, on in (("--slurm", args.slurm), ("--resume", args.resume), ("--no-ingest-job", args.no_ingest_job))
+        if on
+    ]
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -104,30 +104,52 @@ def annotate(
     layout = FILES.in_namespace(namespace)
     report, todo, existing = triage(omero, image_ids, namespace, replace)
     units = plan(omero, todo)
-    for start in range(0, len(units), units_per_run):
-        if should_stop():
-            report.stopped = True
-            break
-        batch = units[start : start + units_per_run]
-        began = time.monotonic()
+
+    def hash_batch(batch: list) -> tuple[list, list]:
         results = compute(
             omero, batch, worker, root, wide=wide, chunk_size=chunk_size, detach=detach, allowed_roots=allowed_roots
         )
-        seconds = (time.monotonic() - began) / max(1, len(batch))
-        done = []
+        done, failed = [], []
         for unit in batch:
             result = results[unit.key]
             if result.ok:
                 done.append((unit, result.record))
-                continue
-            for image in unit.images:
-                outcome = ImageOutcome(image.getId().val, FAILED, result.message or "failed", seconds=seconds)
-                report.outcomes.append(outcome)
-        for outcome, record in save(omero, done, layout, existing if replace else {}, seconds):
+            else:
+                failed += [(image.getId().val, result.message or "failed") for image in unit.images]
+        return done, failed
+
+    existing = existing if replace else {}
+    _in_batches(omero, report, units, units_per_run, hash_batch, layout, existing, on_annotated, should_stop)
+    return report
+
+
+def _in_batches(
+    omero: Omero,
+    report: AnnotateReport,
+    items: list,
+    size: int,
+    hash_batch: Callable[[list], tuple[list, list]],
+    layout: Layout,
+    existing: dict,
+    on_annotated: Callable | None,
+    should_stop: Callable[[], bool],
+) -> None:
+    """The loop of both codes: per batch of ``size`` items, ``hash_batch`` gives the (unit,
+    record) pairs to save and the (image id, why) that failed; then the save. Stops between
+    batches when asked."""
+    for start in range(0, len(items), size):
+        if should_stop():
+            report.stopped = True
+            break
+        batch = items[start : start + size]
+        began = time.monotonic()
+        done, failed = hash_batch(batch)
+        seconds = (time.monotonic() - began) / max(1, len(batch))
+        report.outcomes += [ImageOutcome(i, FAILED, why, seconds=seconds, code=layout.code) for i, why in failed]
+        for outcome, record in save(omero, done, layout, existing, seconds):
             report.outcomes.append(outcome)
             if outcome.status is ANNOTATED and on_annotated is not None:
                 on_annotated(outcome.image_id, record, seconds)
-    return report
 
 
 def annotate_pixels(
@@ -151,27 +173,21 @@ def annotate_pixels(
         if image.getId().val not in infos:
             report.outcomes.append(ImageOutcome(image.getId().val, FAILED, "the image has no pixels", code="pixels"))
     todo = [im for im in todo if im.getId().val in infos]
-    for start in range(0, len(todo), PIXEL_BATCH):
-        if should_stop():
-            report.stopped = True
-            break
-        batch = todo[start : start + PIXEL_BATCH]
-        began = time.monotonic()
+
+    def hash_batch(batch: list) -> tuple[list, list]:
         results = compute_pixels(omero, [infos[im.getId().val] for im in batch], worker, simprints, detach)
-        seconds = (time.monotonic() - began) / max(1, len(batch))
-        done = []
+        done, failed = [], []
         for image in batch:
             image_id = image.getId().val
             result = results[image_id]
             if result.ok:
                 done.append((Unit(key=f"image:{image_id}", images=[image]), pixel_record(infos[image_id], result)))
             else:
-                message = result.error or "failed"
-                report.outcomes.append(ImageOutcome(image_id, FAILED, message, seconds=seconds, code="pixels"))
-        for outcome, record in save(omero, done, layout, existing if replace else {}, seconds):
-            report.outcomes.append(outcome)
-            if outcome.status is ANNOTATED and on_annotated is not None:
-                on_annotated(outcome.image_id, record, seconds)
+                failed.append((image_id, result.error or "failed"))
+        return done, failed
+
+    existing = existing if replace else {}
+    _in_batches(omero, report, todo, PIXEL_BATCH, hash_batch, layout, existing, on_annotated, should_stop)
     return report
 
 

@@ -82,14 +82,10 @@ class IsccControl(BaseControl):
         doctor.add_argument("--test", action="append", choices=["connection", "processing", "service", "list"])
         run = parser.add(sub, self.run, "The scheduler: poll for images without an ISCC and annotate them")
         run.add_argument("--once", action="store_true", help="one poll, then exit")
-        backlog = parser.add(sub, self.backlog, "Every image without an ISCC hashed on a Slurm cluster, then annotated")
-        backlog.add_argument("action", nargs="?", choices=["run", "ingest", "status"], default="run")
-        backlog.add_argument("--workdir", help="work directory the cluster shares (default: backlog_dir)")
-        backlog.add_argument("--slurm", action="store_true", help="submit one sbatch --array job and an ingest job")
-        backlog.add_argument("--local", type=int, metavar="N", help="run the shards here, N at a time, then ingest")
-        backlog.add_argument("--resume", action="store_true", help="run only the shards without a whole result")
-        backlog.add_argument("--shard-bytes", type=int, help="bytes per shard")
-        backlog.add_argument("--no-ingest-job", action="store_true", help="with --slurm: no dependent ingest job")
+        from omero_iscc.__main__ import BACKLOG_HELP, add_backlog_arguments
+
+        backlog = parser.add(sub, self.backlog, BACKLOG_HELP)
+        add_backlog_arguments(backlog)
         for p in (annotate, verify, dups, find, status, doctor, run, backlog):
             p.add_login_arguments()
             p.add_argument("--config", default=None, help="omero-iscc configuration file")
@@ -226,20 +222,9 @@ class IsccControl(BaseControl):
         self._main(args, ["run"] + (["--once"] if args.once else []))
 
     def backlog(self, args):
-        argv = ["backlog", args.action]
-        if args.workdir:
-            argv += ["--workdir", args.workdir]
-        if args.slurm:
-            argv.append("--slurm")
-        if args.local:
-            argv += ["--local", str(args.local)]
-        if args.resume:
-            argv.append("--resume")
-        if args.shard_bytes:
-            argv += ["--shard-bytes", str(args.shard_bytes)]
-        if args.no_ingest_job:
-            argv.append("--no-ingest-job")
-        self._main(args, argv)
+        from omero_iscc.__main__ import backlog_argv
+
+        self._main(args, backlog_argv(args))
 
 
 try:
