@@ -8,8 +8,10 @@ ISCC_Find_Duplicates.py: images whose files are identical to, or near variants o
 
 Reads the ISCC annotations of the selection (or of every image you can see, Scope=Server),
 groups identical images (same bytes) and near duplicates (Data-Codes at most Threshold bits
-apart, e.g. re-saved or slightly edited files) with the worker's `similar` command, and
-attaches a CSV report. Images without an ISCC are counted and named in the message.
+apart, e.g. re-saved or slightly edited files) with the worker's `similar` command; from the
+pixel codes, where images have them, the same pixels in different files (one image in two
+formats) and similar pixels, with each image's format; and attaches a CSV report. Images
+without an ISCC are counted and named in the message.
 """
 
 from omero import scripts
@@ -48,8 +50,10 @@ def run_script():
     client = scripts.client(
         "ISCC_Find_Duplicates.py",
         """Find images whose files are identical to another image's, and near duplicates
-(re-saved, edited, extended files), from their ISCC annotations. Scope=Server looks at every
-image you can see. Attaches a CSV report to the first selected object.""",
+(re-saved, edited, extended files), from their ISCC annotations; and, from their pixel codes,
+the same pixels in different files (the same image in two formats) and similar pixels.
+Scope=Server looks at every image you can see. Attaches a CSV report to the first selected
+object.""",
         scripts.String(
             P_DATA_TYPE,
             optional=False,

@@ -39,7 +39,8 @@ def run_script():
     client = scripts.client(
         "ISCC_Verify.py",
         """Recompute the ISCC-SUM and OMERO's import checksums of the selected images' files and
-compare them with what is stored. Attaches a CSV report (OK / CHANGED / MISSING_FILE /
+compare them with what is stored; where an image has a pixel code, recompute it from the planes
+the server decodes now and compare it too. Attaches a CSV report (OK / CHANGED / MISSING_FILE /
 NO_ANNOTATION per image) to the first selected object.""",
         scripts.String(
             P_DATA_TYPE,

@@ -203,3 +203,26 @@ def test_a_report_without_a_target_is_the_scripts_file_output(conn):
     results = _run_script(conn, "ISCC_Verify.py", {"Data_Type": "Image", "IDs": [999999999]})
     assert "it is the script's File output" in results["Message"], results
     assert "File" in results and "File_Annotation" not in results
+
+
+def test_the_pixel_code_through_a_real_rawpixelsstore(conn, image_id, worker):
+    # The server's own decoder, RawPixelsStore at the full level, against iscc-bio's local
+    # reader of the same file (a 4-channel OME-TIFF: not RGB, where iscc-bio departs).
+    import json
+
+    from omero_iscc import PIXELS_NAMESPACE
+    from omero_iscc.annotate import annotate_pixels
+    from omero_iscc.gateway import BlitzOmero
+    from omero_iscc.layout import newest_pixel_record
+
+    iid, path = image_id
+    access = BlitzOmero(conn)
+    report = annotate_pixels(access, [iid], worker, replace=True, simprints=True)
+    assert report.count("annotated") == 1, report.message()
+    record = newest_pixel_record(access.iscc_annotations([iid], PIXELS_NAMESPACE)[iid])
+    bio = os.path.join(os.path.dirname(os.environ["OMERO_ISCC_BIO_PYTHON"]), "iscc-bio")
+    out = subprocess.run([bio, "biocode", str(path)], capture_output=True, text=True, check=True, timeout=600)
+    [entry] = json.loads(out.stdout)
+    assert record.iscc == entry["iscc_code"]
+    assert [record.data, record.instance] == entry["units"]
+    assert any(i == iid for page in access.annotated_pixel_codes(PIXELS_NAMESPACE, page=2) for i, _ in page)
