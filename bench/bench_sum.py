@@ -122,6 +122,23 @@ def table(title: str, rows: list[dict], base: str, versus: str = "vs iscc-sum") 
         print(f"| {r['label']:40} | {r['wall']:11.3f} s | {r['rss'] / 1024:7.1f} MiB | {ratio:>27} |")
 
 
+def scaling(rows: list[dict]) -> None:
+    """Speed-up of N threads over one, round by round (the same round's one-thread time over
+    its N-thread time): median and range."""
+    walls = {r["label"]: r["walls"] for r in rows}
+    one = walls.get("omero-iscc sum --threads 1")
+    if not one:
+        return
+    for label, times in walls.items():
+        if label.startswith("omero-iscc sum --threads ") and label != "omero-iscc sum --threads 1":
+            ratios = [a / b for a, b in zip(one, times)]
+            threads = label.rsplit(" ", 1)[1]
+            print(
+                f"scaling: {threads} threads give {statistics.median(ratios):.2f}x one thread "
+                f"(range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} rounds)"
+            )
+
+
 def load() -> float:
     return os.getloadavg()[0]
 
@@ -187,6 +204,7 @@ def main() -> None:
     commands.append(("cat > /dev/null", ["cat", str(big)]))
     rows = interleaved(commands, args.runs)
     table(f"One {args.big_gib:g} GiB random file", rows, "iscc-sum --narrow")
+    scaling(rows)
 
     files = sorted(p.name for p in smalldir.iterdir())
     commands = [
