@@ -52,6 +52,16 @@ fn fixture() -> tempfile::TempDir {
     fs::write(d.join("sums.txt"), sums).unwrap();
     let json = run_in(d, &["sum", "--json", "f0", "f1", "f0"], b"");
     fs::write(d.join("records.jsonl"), stdout(&json) + "not a record\n").unwrap();
+    let mut frames = Vec::new();
+    for id in 0..2 {
+        frames.extend(
+            format!("{{\"image\": {id}, \"planes\": 1, \"plane_bytes\": 5000}}\n{{\"bytes\": 5000}}\n")
+                .bytes(),
+        );
+        frames.extend(pseudo_random(5000, id));
+        frames.extend(b"{\"end\": true}\n");
+    }
+    fs::write(d.join("planes.frames"), frames).unwrap();
     tmp
 }
 
@@ -61,6 +71,7 @@ const COMMANDS: &[&[&str]] = &[
     &["check", "sums.txt"],
     &["similar", "records.jsonl"],
     &["selftest"],
+    &["pixels", "planes.frames"],
 ];
 
 #[test]
@@ -85,6 +96,7 @@ fn a_closed_stderr_never_stops_the_records() {
         (COMMANDS[2], 1, 4), // OK, OK, OK, FAILED
         (COMMANDS[3], 1, 2), // one identical group of two members: header and two lines
         (COMMANDS[4], 0, 0), // every check, then the verdict
+        (COMMANDS[5], 0, 2), // one record per image
     ];
     for &(args, status, min_lines) in expect {
         let out = run(tmp.path(), args, Closed::Stderr);
@@ -114,4 +126,35 @@ fn a_complete_run_still_ends_with_its_summary() {
     // Whether the pipe closed before the last line depends on timing: 0 or 3, never a panic.
     assert!(stdout(&out).ends_with("status 0\n") || stdout(&out).ends_with("status 3\n"), "{}", stdout(&out));
     assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn pixels_ends_at_once_when_its_output_closes_while_its_input_stays_open() {
+    // The reader thread is blocked on a stdin that sends nothing more: the run must still end
+    // (status 3) when standard output is gone, not wait for the input's end.
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .arg("pixels")
+        .current_dir(tmp.path())
+        .stdin(Stdio::piped())
+        .stdout(dead_pipe())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(b"{\"image\": 1, \"planes\": 1, \"plane_bytes\": 3}\n{\"bytes\": 3}\nabc{\"end\": true}\n")
+        .unwrap();
+    input.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "pixels still runs 10 s after its output closed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    drop(input);
+    assert_eq!(status.code(), Some(3));
 }

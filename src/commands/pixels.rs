@@ -30,10 +30,13 @@ pub fn run(args: &PixelsArgs) -> Result<Status, Error> {
     let mut output = Output::default();
     let (events_tx, events_rx) = sync_channel::<io::Result<Event>>(IN_FLIGHT);
     let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
-    std::thread::scope(|scope| {
-        scope.spawn(move || read_frames(input, events_tx, spare_rx));
-        hash_images(&events_rx, &spare_tx, &pool, args.simprints, &mut output, &name)
-    })
+    // Not joined: when the run ends early (standard output closed), the reader may be blocked
+    // on an input that sends nothing more; the process ends without waiting for it.
+    std::thread::Builder::new()
+        .name("omero-iscc-frames".into())
+        .spawn(move || read_frames(input, events_tx, spare_rx))
+        .map_err(|e| Error::Usage(format!("cannot start the reader thread: {e}")))?;
+    hash_images(&events_rx, &spare_tx, &pool, args.simprints, &mut output, &name)
 }
 
 /// The reader thread: frames to events, until the stream ends or the hasher hangs up.
