@@ -55,7 +55,7 @@ def end_to_end(plane_mib: int, planes: int, runs: int) -> list[float]:
     import fake_pixels
     from fake_server import FakeServer
 
-    from omero_iscc.pixels import PixelsInfo, compute_pixels
+    from omero_iscc.pixels import compute_pixels, pixels_infos
 
     side = int((plane_mib << 19) ** 0.5)  # uint16: 2 bytes per pixel
     server = FakeServer(root=str(TOP))
@@ -63,7 +63,7 @@ def end_to_end(plane_mib: int, planes: int, runs: int) -> list[float]:
     data = os.urandom(side * side * 2 * planes)
     fake_pixels.add_pixels(server, image, (side, side, planes, 1, 1), "uint16", 2, data)
     omero = server.access()
-    info = PixelsInfo.from_row(omero.pixels_of([image])[0])
+    info = pixels_infos(omero, [image])[image]
     walls = []
     for _ in range(runs):
         start = time.perf_counter()

@@ -19,7 +19,7 @@ from .filesets import Unit, plan
 from .gateway import NotPermitted, Omero
 from .layout import FILES, PIXELS, IsccRecord, Layout, PixelRecord
 from .pixels import BATCH as PIXEL_BATCH
-from .pixels import PixelsInfo, compute_pixels, pixel_record
+from .pixels import compute_pixels, pixel_record, pixels_infos
 from .statuses import ImageStatus
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def annotate_pixels(
     ``replace``, an old one removed only after its replacement is saved."""
     layout = PIXELS.in_namespace(namespace)
     report, todo, existing = triage(omero, image_ids, namespace, replace, code="pixels")
-    infos = {row[0]: PixelsInfo.from_row(row) for row in omero.pixels_of([im.getId().val for im in todo])}
+    infos = pixels_infos(omero, [im.getId().val for im in todo])
     for image in todo:
         if image.getId().val not in infos:
             report.outcomes.append(ImageOutcome(image.getId().val, FAILED, "the image has no pixels", code="pixels"))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from . import slurm
 from .annotate import save, triage
-from .compute import _record
+from .compute import unit_record
 from .config import Config
 from .filesets import Unit, plan
 from .gateway import Omero
@@ -374,7 +374,7 @@ def ingest(omero: Omero, work: Workdir) -> IngestReport:
                     }
                 )
                 continue
-            ready.append((unit, _record(unit, result, result.files, INPUT_REPOSITORY)))
+            ready.append((unit, unit_record(unit, result, result.files, INPUT_REPOSITORY)))
         for outcome, _record_saved in save(omero, ready, layout, {}, 0.0):
             if outcome.status is ImageStatus.ANNOTATED:
                 report.annotated += 1

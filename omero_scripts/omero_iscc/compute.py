@@ -55,7 +55,9 @@ class UnitResult:
         return self.record is not None
 
 
-def _record(unit: Unit, whole: FileResult | GroupResult, files: list[FileResult], via: str) -> IsccRecord:
+def unit_record(unit: Unit, whole: FileResult | GroupResult, files: list[FileResult], via: str) -> IsccRecord:
+    """The annotation record of a hashed unit: the whole's code and each file's (``via``: where
+    the bytes came from, ``layout.INPUT_*``)."""
     units = whole.units or [None, None]
     return IsccRecord(
         iscc=whole.iscc or "",
@@ -97,7 +99,7 @@ def _stream(
         return UnitResult(unit, problem=Problem.MISSING_FILE, message=message)
     whole = results[-1]
     per_file = results[:-1] if len(results) > 1 else results
-    return UnitResult(unit, record=_record(unit, whole, per_file, INPUT_STREAM), files=per_file)
+    return UnitResult(unit, record=unit_record(unit, whole, per_file, INPUT_STREAM), files=per_file)
 
 
 def route(units: list[Unit], root: str | None) -> tuple[list[Unit], list[Unit]]:
@@ -144,7 +146,7 @@ def _hash_in_repository(
         unit = by_key[result.id]
         if result.ok:
             out[unit.key] = UnitResult(
-                unit, record=_record(unit, result, result.files, INPUT_REPOSITORY), files=result.files
+                unit, record=unit_record(unit, result, result.files, INPUT_REPOSITORY), files=result.files
             )
         elif result.error_kind in STREAMABLE:
             log.info("%s: %s; reading through the RawFileStore", unit.key, result.error)

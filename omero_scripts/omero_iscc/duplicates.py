@@ -24,6 +24,7 @@ from .config import Config
 from .connection import session
 from .gateway import Omero
 from .layout import PIXELS, newest_pixel_record, newest_record
+from .pixels import pixels_infos
 from .statuses import ExitStatus
 from .worker import WorkerError
 
@@ -231,7 +232,7 @@ def _pixel_groups(omero: Omero, found: list, described: dict, namespace: str) ->
     ids = sorted({i for _, group in found for i, _, _ in group})
     if not ids:
         return []
-    formats = {row[0]: row[9] or "" for row in omero.pixels_of(ids)}
+    formats = {i: info.format for i, info in pixels_infos(omero, ids).items()}
     annotations = omero.iscc_annotations(ids, namespace)
     files = {i: (r.iscc if r is not None else "") for i, r in ((i, newest_record(annotations.get(i, []))) for i in ids)}
     out = []

@@ -14,7 +14,7 @@ from .duplicates import find_duplicates
 from .duplicates import to_csv as duplicates_csv
 from .filesets import plan
 from .gateway import Omero
-from .pixels import PixelsInfo
+from .pixels import pixels_infos
 from .selection import SelectionError, expand
 from .statuses import ImageStatus, Verdict
 from .verify import summary, verify
@@ -122,7 +122,7 @@ def _dry_run_rows(omero: Omero, image_ids: list[int], codes: tuple[str, ...], re
             rows.append({"image_id": image_id, "status": "would_annotate", "message": message, "code": "files"})
     if "pixels" in codes:
         report, todo, _existing = triage(omero, image_ids, PIXELS_NAMESPACE, replace, code="pixels")
-        infos = {row[0]: PixelsInfo.from_row(row) for row in omero.pixels_of([im.getId().val for im in todo])}
+        infos = pixels_infos(omero, [im.getId().val for im in todo])
         rows += [
             {"image_id": o.image_id, "status": str(o.status), "message": o.message, "code": "pixels"}
             for o in report.outcomes

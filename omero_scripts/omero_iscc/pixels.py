@@ -92,6 +92,11 @@ class PixelsInfo:
         return f"{self.size_x}x{self.size_y}x{self.size_z}x{self.size_c}x{self.size_t}"
 
 
+def pixels_infos(omero: Omero, image_ids: list[int]) -> dict[int, PixelsInfo]:
+    """The pixels of the images that have them, by image id (one paged query)."""
+    return {row[0]: PixelsInfo.from_row(row) for row in omero.pixels_of(image_ids)}
+
+
 def walk(info: PixelsInfo) -> Iterator[tuple[int, int, int]]:
     """(z, c, t) of every plane in IMAGEWALK order: Z outermost, T innermost."""
     for z in range(info.size_z):

@@ -65,7 +65,6 @@ class Scheduler:
         #: Failure state per code: the files' in ``state_dir``, the pixels' beside it.
         self.state_dirs = {"files": cfg.state_dir, "pixels": os.path.join(cfg.state_dir, "pixels")}
         self.states = {code: state_mod.load(self.state_dirs[code]) for code in cfg.codes}
-        self.state = self.states.get("files") or state_mod.load(cfg.state_dir)
         self.code = cfg.codes[0]
         self.webhook = Webhook(cfg.webhook_url)
         self.worker = find_worker(cfg.worker)

@@ -13,7 +13,7 @@ from .connection import is_connection_error
 from .filesets import plan
 from .gateway import Omero
 from .layout import PIXELS, newest_pixel_record, newest_record, parse_files_jsonl
-from .pixels import PixelsInfo, compute_pixels
+from .pixels import compute_pixels, pixels_infos
 from .statuses import Verdict
 
 OK, CHANGED, MISSING_FILE, NO_ANNOTATION = Verdict.OK, Verdict.CHANGED, Verdict.MISSING_FILE, Verdict.NO_ANNOTATION
@@ -98,24 +98,21 @@ def verify(
                 result = results[unit.key]
                 for image in unit.images:
                     verdicts.append(_judge(image, unit, result, stored.get(image.getId().val)))
-    _verify_pixels(omero, verdicts, worker, pixels_namespace)
+    _verify_pixels(omero, verdicts, sorted(found), worker, pixels_namespace)
     order = {i: n for n, i in enumerate(image_ids)}
     verdicts.sort(key=lambda v: order.get(v.image_id, len(order)))
     return verdicts
 
 
-def _verify_pixels(omero: Omero, verdicts: list[ImageVerdict], worker: str, namespace: str) -> None:
+def _verify_pixels(omero: Omero, verdicts: list[ImageVerdict], found: list[int], worker: str, namespace: str) -> None:
     """Recomputes the pixel code of every image that has one stored and folds the comparison
     into its verdict: a different code is CHANGED (the pixels, or how the server decodes
     them, changed); planes that cannot be read now are MISSING_FILE."""
-    ids = sorted(
-        {v.image_id for v in verdicts if v.status is not MISSING_FILE or v.detail != "image not found or not visible"}
-    )
-    stored = {i: newest_pixel_record(anns) for i, anns in omero.iscc_annotations(ids, namespace).items()}
+    stored = {i: newest_pixel_record(anns) for i, anns in omero.iscc_annotations(found, namespace).items()}
     stored = {i: r for i, r in stored.items() if r is not None}
     if not stored:
         return
-    infos = {row[0]: PixelsInfo.from_row(row) for row in omero.pixels_of(sorted(stored))}
+    infos = pixels_infos(omero, sorted(stored))
     results = compute_pixels(omero, [infos[i] for i in sorted(stored) if i in infos], worker)
     for v in verdicts:
         record = stored.get(v.image_id)

@@ -15,7 +15,7 @@ from fake_server import ConnectionLost, FakeServer
 from omero_iscc import PIXELS_NAMESPACE
 from omero_iscc.annotate import annotate_codes, annotate_pixels
 from omero_iscc.layout import newest_pixel_record
-from omero_iscc.pixels import PixelsInfo, compute_pixels
+from omero_iscc.pixels import compute_pixels, pixels_infos
 
 
 def add_image(server: FakeServer, case: dict, files: list[int] | None = None, **pixels) -> int:
@@ -104,8 +104,7 @@ def test_planes_over_the_maximum_plane_size_are_read_as_strips(tmp_path, worker,
     image = add_image(server, case)
     server.max_plane = (64, 64)  # the planes are 130 x 150
     omero = server.access()
-    [row] = omero.pixels_of([image])
-    info = PixelsInfo.from_row(row)
+    info = pixels_infos(omero, [image])[image]
     for strip_bytes in (16 << 20, 1000):
         before = dict(server.calls)
         result = compute_pixels(omero, [info], worker, strip_bytes=strip_bytes)[image]

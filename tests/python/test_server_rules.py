@@ -172,7 +172,7 @@ def test_a_long_list_of_images_left_alone_is_never_sent_to_the_server(tmp_path, 
     sched = _scheduler(tmp_path, server, worker, batch_size=2000)
     for image_id in empty:
         for _ in range(state_mod.MAX_ATTEMPTS):
-            sched.state.record_failure(image_id, "no files", 0.0, 60.0)
+            sched.states["files"].record_failure(image_id, "no files", 0.0, 60.0)
     result = sched.poll_once()
     # The stand-in refuses any list parameter over its cap: the poll got through without one.
     assert result.annotated == 1 and server.iscc_anns(good)
