@@ -2,11 +2,14 @@
 """Side-by-side speed and memory of `omero-iscc sum` and its peers (iscc-sum, b3sum, cat).
 
     bench/bench_sum.py [--runs N] [--workdir DIR] [--big-gib G] [--small N] [--sparse-gib G]
+                       [--scaling-only]
 
 Runs every command on the same warm (page-cached) inputs, N rounds, each round running the
 peer and ours one after the other (interleaved, so a change of load hits both alike), and
 prints the median wall time, the peak resident memory, and the ratio to iscc-sum taken round
-by round (median and range), with the machine and its load average before and after. A run
+by round (median and range), with the machine and its load average before and after. For
+each thread count N it also prints the speed-up over one thread, how busy the N threads were,
+and the machine's ceiling: N independent one-thread runs started together. A run
 that starts on a busy machine (load above --max-load per core) ends with status 1 and says
 its figures are not for the README. Inputs: one random file of G GiB, N random files of 20-80 KB, and a
 sparse file (memory only). Needs the test environment's Python (iscc-sum installed) and the
@@ -33,13 +36,14 @@ WORKER = TOP / "target" / "x86_64-unknown-linux-gnu" / "release" / "omero-iscc"
 GNU_TIME = "/usr/bin/time"  # Debian package `time`
 
 
-def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one run. The RSS comes from GNU time: a child forked
-    (or vforked) from this interpreter would report the interpreter's own resident memory."""
-    with tempfile.NamedTemporaryFile("r") as rss:
+def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds (user + system) of one run. RSS and CPU
+    come from GNU time: a child forked (or vforked) from this interpreter would report the
+    interpreter's own resident memory."""
+    with tempfile.NamedTemporaryFile("r") as usage:
         start = time.perf_counter()
         proc = subprocess.run(
-            [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd],
+            [GNU_TIME, "-f", "%M %U %S", "-o", usage.name, *cmd],
             cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -48,21 +52,30 @@ def run(cmd: list[str], cwd: Path | None = None) -> tuple[float, int]:
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             sys.exit(f"failed: {' '.join(cmd)}: {proc.stderr.decode()[-500:]}")
-        return wall, int(rss.read().split()[-1])
+        peak, user, system = usage.read().split()[-3:]
+        return wall, int(peak), float(user) + float(system)
 
 
 def interleaved(commands: list[tuple[str, list[str]]], runs: int, cwd: Path | None = None) -> list[dict]:
     """Runs the commands round-robin, `runs` rounds (peer, ours, peer, ours, ...), so that a
-    change in the machine's load falls on every command alike; keeps every wall time."""
+    change in the machine's load falls on every command alike; keeps every wall and CPU time."""
     walls: dict[str, list[float]] = {label: [] for label, _ in commands}
+    cpus: dict[str, list[float]] = {label: [] for label, _ in commands}
     rss: dict[str, int] = dict.fromkeys(walls, 0)
     for _ in range(runs):
         for label, cmd in commands:
-            wall, peak = run(cmd, cwd)
+            wall, peak, cpu = run(cmd, cwd)
             walls[label].append(wall)
+            cpus[label].append(cpu)
             rss[label] = max(rss[label], peak)
     return [
-        {"label": label, "walls": walls[label], "wall": statistics.median(walls[label]), "rss": rss[label]}
+        {
+            "label": label,
+            "walls": walls[label],
+            "cpus": cpus[label],
+            "wall": statistics.median(walls[label]),
+            "rss": rss[label],
+        }
         for label, _ in commands
     ]
 
@@ -80,16 +93,22 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
 
 
-def make_inputs(work: Path, big_gib: float, small: int, sparse_gib: float) -> tuple[Path, Path, Path]:
+def big_file(work: Path, gib: float) -> Path:
+    """The random file of `gib` GiB in `work`, made once."""
     work.mkdir(parents=True, exist_ok=True)
-    big = work / f"random-{big_gib:g}GiB.bin"
-    if not big.exists() or big.stat().st_size != int(big_gib * (1 << 30)):
+    big = work / f"random-{gib:g}GiB.bin"
+    if not big.exists() or big.stat().st_size != int(gib * (1 << 30)):
         with open(big, "wb") as f:
-            left = int(big_gib * (1 << 30))
+            left = int(gib * (1 << 30))
             while left:
                 n = min(left, 64 << 20)
                 f.write(os.urandom(n))
                 left -= n
+    return big
+
+
+def make_inputs(work: Path, big_gib: float, small: int, sparse_gib: float) -> tuple[Path, Path, Path]:
+    big = big_file(work, big_gib)
     smalldir = work / f"small-{small}"
     if not smalldir.exists() or len(list(smalldir.iterdir())) != small:
         shutil.rmtree(smalldir, ignore_errors=True)
@@ -122,21 +141,50 @@ def table(title: str, rows: list[dict], base: str, versus: str = "vs iscc-sum") 
         print(f"| {r['label']:40} | {r['wall']:11.3f} s | {r['rss'] / 1024:7.1f} MiB | {ratio:>27} |")
 
 
+ONE_THREAD = "omero-iscc sum --threads 1"
+
+
+def at_once_label(copies: int) -> str:
+    return f"{copies} x omero-iscc sum --threads 1, at once"
+
+
+def at_once(copies: int, cmd: list[str]) -> tuple[str, list[str]]:
+    """`copies` independent one-thread runs started together: what the machine gives
+    `copies` busy cores when nothing is shared between them (the ceiling of any scaling)."""
+    script = f'for i in $(seq {copies}); do "$@" >/dev/null & done; wait'
+    return at_once_label(copies), ["sh", "-c", script, "sh", *cmd]
+
+
 def scaling(rows: list[dict]) -> None:
     """Speed-up of N threads over one, round by round (the same round's one-thread time over
-    its N-thread time): median and range."""
-    walls = {r["label"]: r["walls"] for r in rows}
-    one = walls.get("omero-iscc sum --threads 1")
+    its N-thread time): median and range. Beside it, two figures that tell the code's share
+    of the gap from the machine's: the busy fraction (CPU time over N x wall: below 1, a
+    thread waited) and the ceiling (N x one run's time over N independent runs at once: how
+    much N busy cores slow each other down, which no code can win back)."""
+    rows_by = {r["label"]: r for r in rows}
+    one = rows_by.get(ONE_THREAD)
     if not one:
         return
-    for label, times in walls.items():
-        if label.startswith("omero-iscc sum --threads ") and label != "omero-iscc sum --threads 1":
-            ratios = [a / b for a, b in zip(one, times)]
-            threads = label.rsplit(" ", 1)[1]
-            print(
-                f"scaling: {threads} threads give {statistics.median(ratios):.2f}x one thread "
-                f"(range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} rounds)"
+    for label, row in rows_by.items():
+        if not label.startswith("omero-iscc sum --threads ") or label == ONE_THREAD:
+            continue
+        threads = int(label.rsplit(" ", 1)[1])
+        ratios = [a / b for a, b in zip(one["walls"], row["walls"])]
+        busy = [c / (threads * w) for c, w in zip(row["cpus"], row["walls"])]
+        line = (
+            f"scaling: {threads} threads give {statistics.median(ratios):.2f}x one thread "
+            f"(range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} rounds); "
+            f"threads busy {statistics.median(busy):.1%} of the time"
+        )
+        copies = rows_by.get(at_once_label(threads))
+        if copies:
+            ceiling = [threads * a / b for a, b in zip(one["walls"], copies["walls"])]
+            share = [r / c for r, c in zip(ratios, ceiling)]
+            line += (
+                f"; ceiling ({threads} one-thread runs at once) {statistics.median(ceiling):.2f}x "
+                f"(range {min(ceiling):.2f}-{max(ceiling):.2f}), reached to {statistics.median(share):.1%}"
             )
+        print(line)
 
 
 def load() -> float:
@@ -180,6 +228,11 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=5000)
     ap.add_argument("--sparse-gib", type=float, default=16.0)
     ap.add_argument("--skip-sparse", action="store_true")
+    ap.add_argument(
+        "--scaling-only",
+        action="store_true",
+        help="only the thread scaling on the big file (one thread, N threads, N one-thread runs at once)",
+    )
     args = ap.parse_args()
     if not os.access(GNU_TIME, os.X_OK):
         sys.exit("GNU time is needed for peak memory: apt-get install time")
@@ -194,16 +247,27 @@ def main() -> None:
     print(f"load average before: {load_before:.2f} ({cores} cores)")
     b3sum = shutil.which("b3sum")
 
-    commands = [("iscc-sum --narrow", [*iscc_sum, "--narrow", str(big)])]
+    commands = [] if args.scaling_only else [("iscc-sum --narrow", [*iscc_sum, "--narrow", str(big)])]
+    one_thread = [str(WORKER), "sum", "--threads", "1", str(big)]
     for t in sorted({1, 2, cores} | set(range(2, cores + 1, max(1, cores // 4)))):
         if t <= cores:
             commands.append((f"omero-iscc sum --threads {t}", [str(WORKER), "sum", "--threads", str(t), str(big)]))
+            if t > 1:
+                commands.append(at_once(t, one_thread))
+    if args.scaling_only:
+        scaling(interleaved(commands, args.runs))
+        refuse_if_busy(load_before, args.max_load)
+        return
     commands.append(("omero-iscc sum --no-mmap", [str(WORKER), "sum", "--no-mmap", str(big)]))
     if b3sum:
         commands.append(("b3sum (BLAKE3 only)", [b3sum, str(big)]))
     commands.append(("cat > /dev/null", ["cat", str(big)]))
     rows = interleaved(commands, args.runs)
-    table(f"One {args.big_gib:g} GiB random file", rows, "iscc-sum --narrow")
+    table(
+        f"One {args.big_gib:g} GiB random file",
+        [r for r in rows if not r["label"].endswith(", at once")],
+        "iscc-sum --narrow",
+    )
     scaling(rows)
 
     files = sorted(p.name for p in smalldir.iterdir())

@@ -6,15 +6,25 @@
 //! adopts a segment's chunks from the first chunk start the two chains share (see `cdc`).
 //! Where they never meet (a segment inside one long run of a byte value, say), the true chain
 //! simply goes on sequentially, so the result is exact whatever the data.
+//!
+//! Phase 1 (chaining and folding each segment) keeps every thread busy; phase 2 (stitching)
+//! is short and sequential, so the caller's other work over the same bytes (BLAKE3) runs
+//! beside it and fills the other threads ([`DataHasher::update_alongside`]). The threads
+//! take segments in order, large ones first and ever smaller ones towards the end (guided
+//! self-scheduling), so they also run out of phase 1 work within a fraction of a
+//! millisecond of each other.
 
 use crate::engine::cdc::{self, Span};
 use crate::engine::minhash::MinHash;
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 /// Below this many bytes a buffer is chunked on the calling thread.
 const PARALLEL_MIN: usize = 4 << 20;
-/// Smallest segment worth a task of its own.
-const SEGMENT_MIN: usize = 1 << 20;
+/// Largest segment: big enough that stitching (a few chunks per segment) costs nothing.
+const SEGMENT_MAX: usize = 2 << 20;
+/// Smallest segment, the last ones: the threads finish phase 1 at most this far apart.
+const SEGMENT_MIN: usize = 256 << 10;
 
 /// Incremental Data-Code state.
 #[derive(Default)]
@@ -35,29 +45,48 @@ impl DataHasher {
 
     /// Feeds the next bytes of the stream.
     pub fn update(&mut self, data: &[u8]) {
-        let mut start = 0;
-        if !self.tail.is_empty() {
-            // Finish the pending chunk: it ends within `cdc::MAX` bytes of its start, and no
-            // earlier than the tail's end (the tail held no cut).
-            let take = data.len().min(cdc::MAX);
-            self.tail.extend_from_slice(&data[..take]);
-            let len = cdc::cut(&self.tail);
-            if len == self.tail.len() && take == data.len() {
-                return; // still no end in sight: the whole tail waits for more data
-            }
-            let held = self.tail.len() - take;
-            self.fold_one(xxhash_rust::xxh32::xxh32(&self.tail[..len], 0));
-            start = len - held;
-            self.tail.clear();
-        }
+        self.update_alongside(data, || ());
+    }
+
+    /// Feeds the next bytes of the stream and runs `alongside` (other work on the same bytes)
+    /// on the pool at the same time: beside the sequential chaining of a mid-sized buffer, or
+    /// beside the stitching of a large one, after its parallel phase.
+    pub fn update_alongside<R: Send>(&mut self, data: &[u8], alongside: impl FnOnce() -> R + Send) -> R {
+        let Some(start) = self.finish_tail(data) else {
+            return alongside(); // still no end in sight: the whole tail waits for more data
+        };
         let rest = &data[start..];
         let threads = rayon::current_num_threads();
-        let tail_start = if self.parallel && threads > 1 && rest.len() >= PARALLEL_MIN {
-            self.chain_parallel(rest, threads)
+        let (tail_start, out) = if !self.parallel || threads == 1 {
+            (self.chain_sequential(rest), alongside())
+        } else if rest.len() < PARALLEL_MIN {
+            rayon::join(|| self.chain_sequential(rest), alongside)
         } else {
-            self.chain_sequential(rest)
+            let speculated = speculate(rest, threads, SETTLE);
+            rayon::join(|| self.settle(rest, &speculated), alongside)
         };
         self.tail.extend_from_slice(&rest[tail_start..]);
+        out
+    }
+
+    /// Ends the pending chunk with the first bytes of `data`; returns where the rest of
+    /// `data` starts, or `None` when all of it went into the still open chunk.
+    fn finish_tail(&mut self, data: &[u8]) -> Option<usize> {
+        if self.tail.is_empty() {
+            return Some(0);
+        }
+        // The pending chunk ends within `cdc::MAX` bytes of its start, and no earlier than the
+        // tail's end (the tail held no cut).
+        let take = data.len().min(cdc::MAX);
+        self.tail.extend_from_slice(&data[..take]);
+        let len = cdc::cut(&self.tail);
+        if len == self.tail.len() && take == data.len() {
+            return None;
+        }
+        let held = self.tail.len() - take;
+        self.fold_one(xxhash_rust::xxh32::xxh32(&self.tail[..len], 0));
+        self.tail.clear();
+        Some(len - held)
     }
 
     /// The final 256-bit MinHash digest of everything fed.
@@ -83,50 +112,44 @@ impl DataHasher {
         tail
     }
 
-    fn chain_parallel(&mut self, data: &[u8], threads: usize) -> usize {
-        let segments = (4 * threads).min(data.len() / SEGMENT_MIN).max(2);
-        let bounds: Vec<usize> = (0..=segments).map(|k| data.len() * k / segments).collect();
-        // Phase 1, parallel: each segment's speculative chain.
-        let chains: Vec<(Vec<Span>, usize)> = (0..segments)
-            .into_par_iter()
-            .map(|k| {
-                let mut spans = Vec::with_capacity((bounds[k + 1] - bounds[k]) / 1024 + 16);
-                let next = cdc::chain(data, bounds[k], bounds[k + 1], &mut |s| spans.push(s));
-                (spans, next)
-            })
-            .collect();
-        // Phase 2, sequential and short: find where the true chain joins each segment.
-        let mut accepted: Vec<&[Span]> = vec![&chains[0].0];
+    /// Phase 2, sequential and short: finds where the true chain joins each speculated
+    /// segment, folds what each joined segment adds from there, and returns the tail's start.
+    fn settle(&mut self, data: &[u8], speculated: &Speculated) -> usize {
+        let Speculated { bounds, chains } = speculated;
+        let mut minhash = MinHash::default();
+        let mut accept = |segment: &Segment, from: usize| segment.fold_from(from, &mut minhash);
+        accept(&chains[0], 0);
         let mut bridge: Vec<u32> = Vec::new();
-        let mut pos = chains[0].1;
-        'segments: for (k, (spans, next)) in chains.iter().enumerate().skip(1) {
+        let mut pos = chains[0].next;
+        'segments: for (k, segment) in chains.iter().enumerate().skip(1) {
+            let (spans, next) = (&segment.spans, segment.next);
             loop {
                 if pos == bounds[k] {
-                    accepted.push(spans);
-                    pos = *next;
+                    accept(segment, 0);
+                    pos = next;
                     continue 'segments;
                 }
-                if pos > *next {
+                if pos > next {
                     continue 'segments; // passed this segment without meeting its chain
                 }
                 let i = spans.partition_point(|s| s.end < pos);
                 let target = match spans.get(i) {
                     Some(span) if span.end == pos => {
-                        accepted.push(&spans[i + 1..]);
-                        pos = *next;
+                        accept(segment, i + 1);
+                        pos = next;
                         continue 'segments;
                     }
                     Some(span) if span.has_start(pos) => {
                         // Inside a run of equal chunks: the rest of the run adds one feature.
                         bridge.push(span.feature);
-                        accepted.push(&spans[i + 1..]);
-                        pos = *next;
+                        accept(segment, i + 1);
+                        pos = next;
                         continue 'segments;
                     }
                     // No start of this chain lies between `pos` and the span's end: a chunk
                     // inside it, or a run whose chunks are out of phase with ours.
                     Some(span) => span.end,
-                    None => *next,
+                    None => next,
                 };
                 let stepped = cdc::chain(data, pos, target.max(pos + 1), &mut |s| bridge.push(s.feature));
                 if stepped == pos {
@@ -137,22 +160,104 @@ impl DataHasher {
         }
         // Whatever the segments left unchained up to the tail, chain it here.
         pos = cdc::chain(data, pos, data.len(), &mut |s| bridge.push(s.feature));
-        // Phase 3, parallel: fold the accepted features.
-        let folded = accepted
-            .par_iter()
-            .map(|spans| {
-                let features: Vec<u32> = spans.iter().map(|s| s.feature).collect();
-                let mut m = MinHash::default();
-                m.fold(&features);
-                m
-            })
-            .reduce(MinHash::default, |mut a, b| {
-                a.merge(&b);
-                a
-            });
-        self.minhash.merge(&folded);
-        self.minhash.fold(&bridge);
+        minhash.fold(&bridge);
+        self.minhash.merge(&minhash);
         pos
+    }
+}
+
+/// Phase 1's result: segment bounds and each segment's speculative chain.
+struct Speculated {
+    bounds: Vec<usize>,
+    chains: Vec<Segment>,
+}
+
+/// Phase 1, parallel: each segment's speculative chain, with everything past its first
+/// `settle` chunks already folded (the true chain nearly always joins before). Each thread
+/// takes the next segment in order until none is left.
+fn speculate(data: &[u8], threads: usize, settle: usize) -> Speculated {
+    let bounds = segment_bounds(data.len(), threads);
+    let slots: Vec<OnceLock<Segment>> = bounds[1..].iter().map(|_| OnceLock::new()).collect();
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let k = next.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = slots.get(k) else { break };
+        let _ = slot.set(chain_segment(data, &bounds, k, settle));
+    };
+    rayon::scope(|scope| {
+        for _ in 1..threads.min(slots.len()) {
+            scope.spawn(|_| work());
+        }
+        work();
+    });
+    let chains = slots.into_iter().map(|s| s.into_inner().expect("every segment was chained")).collect();
+    Speculated { bounds, chains }
+}
+
+/// Segment bounds over `len` bytes: each segment a share of what is left (guided
+/// self-scheduling), between `SEGMENT_MIN` and `SEGMENT_MAX`; no runt at the end.
+fn segment_bounds(len: usize, threads: usize) -> Vec<usize> {
+    let mut bounds = vec![0];
+    let mut pos = 0;
+    while pos < len {
+        let left = len - pos;
+        let size = (left / (2 * threads)).clamp(SEGMENT_MIN, SEGMENT_MAX);
+        pos += if left < size + SEGMENT_MIN { left } else { size };
+        bounds.push(pos);
+    }
+    bounds
+}
+
+/// Chains segment `k` speculatively from its own start; folds all but its first `settle`
+/// chunks.
+fn chain_segment(data: &[u8], bounds: &[usize], k: usize, settle: usize) -> Segment {
+    let mut spans = Vec::with_capacity((bounds[k + 1] - bounds[k]) / 1024 + 16);
+    let next = cdc::chain(data, bounds[k], bounds[k + 1], &mut |s| spans.push(s));
+    // Segment 0 starts on the true chain: all of it is accepted.
+    let settled = if k == 0 { 0 } else { settle.min(spans.len()) };
+    let mut folded = MinHash::default();
+    fold_spans(&mut folded, &spans[settled..]);
+    Segment { spans, next, settled, folded }
+}
+
+/// Chunks at the start of a segment whose features phase 1 leaves unfolded: the true chain
+/// joins a speculative one within a few chunks of the segment's start on any data but long
+/// runs (and runs are single spans), so this is rarely exceeded, and a few dozen features
+/// cost nothing to fold on the stitching thread.
+const SETTLE: usize = 64;
+
+/// One segment's speculative chain after phase 1.
+struct Segment {
+    spans: Vec<Span>,
+    /// Start of the first chunk the chain left to the next segment (or the tail).
+    next: usize,
+    /// `spans[settled..]` are folded into `folded`.
+    settled: usize,
+    folded: MinHash,
+}
+
+impl Segment {
+    /// Folds the features of `spans[from..]` (the chunks the true chain shares) into `minhash`.
+    fn fold_from(&self, from: usize, minhash: &mut MinHash) {
+        if from <= self.settled {
+            fold_spans(minhash, &self.spans[from..self.settled]);
+            minhash.merge(&self.folded);
+        } else {
+            // Joined late: the pre-folded features include chunks the true chain does not have.
+            fold_spans(minhash, &self.spans[from..]);
+        }
+    }
+}
+
+/// Folds the features of `spans` (a run of equal chunks adds its feature once: the minima
+/// do not change when a feature is folded again).
+fn fold_spans(minhash: &mut MinHash, spans: &[Span]) {
+    let mut batch = [0u32; 256];
+    for group in spans.chunks(batch.len()) {
+        for (slot, span) in batch.iter_mut().zip(group) {
+            *slot = span.feature;
+        }
+        minhash.fold(&batch[..group.len()]);
     }
 }
 
@@ -211,6 +316,39 @@ mod tests {
             let data = pseudo_random(len, len as u64);
             assert_eq!(ours(&data, false, &[]), reference(&data), "len {len}");
             assert_eq!(ours(&data, false, &[len / 3, 1]), reference(&data), "split len {len}");
+        }
+    }
+
+    /// Stitching with every amount of pre-folding: `settle` 0 makes nearly every join a late
+    /// one (the fallback that folds from the join), a huge `settle` folds nothing early.
+    #[test]
+    fn stitching_is_exact_whatever_was_folded_in_phase_1() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let periodic: Vec<u8> = pseudo_random(3001, 9).into_iter().cycle().take(9 << 20).collect();
+        for data in [mixed(11 << 20), periodic] {
+            let expected = reference(&data);
+            for settle in [0, 1, 2, 5, SETTLE, usize::MAX] {
+                let mut h = DataHasher::new(true);
+                let tail = pool.install(|| h.settle(&data, &speculate(&data, 3, settle)));
+                h.tail.extend_from_slice(&data[tail..]);
+                let code = crate::engine::codes::unit(iscc_lib::codec::MainType::Data, &h.finalize(), 256);
+                assert_eq!(code, expected, "settle {settle}");
+            }
+        }
+    }
+
+    #[test]
+    fn segments_cover_the_buffer_largest_first() {
+        for (len, threads) in
+            [(4 << 20, 2), (32 << 20, 2), (32 << 20, 16), ((32 << 20) + 12_345, 3), (5 << 20, 64)]
+        {
+            let bounds = segment_bounds(len, threads);
+            assert_eq!((bounds[0], *bounds.last().unwrap()), (0, len));
+            let sizes: Vec<usize> = bounds.windows(2).map(|w| w[1] - w[0]).collect();
+            let (last, body) = sizes.split_last().unwrap();
+            assert!(body.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+            assert!(body.iter().all(|&n| (SEGMENT_MIN..=SEGMENT_MAX).contains(&n)), "{sizes:?}");
+            assert!((SEGMENT_MIN..SEGMENT_MAX + SEGMENT_MIN).contains(last), "{sizes:?}");
         }
     }
 }

@@ -68,7 +68,8 @@ impl StreamHasher {
             }
         };
         if self.parallel && bytes.len() >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
-            rayon::join(|| data.update(bytes), || rest(instance, checksums));
+            // BLAKE3 and the checksums run beside the Data-Code's sequential stitching.
+            data.update_alongside(bytes, || rest(instance, checksums));
         } else {
             data.update(bytes);
             rest(instance, checksums);
