@@ -80,6 +80,27 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 
+    /// Two chains walked in lockstep (`chain_pair`) equal the same chains walked alone,
+    /// wherever they start and stop.
+    #[test]
+    fn chains_in_lockstep_equal_chains_alone(
+        pieces in prop::collection::vec(piece(40_000), 1..8),
+        points in prop::collection::vec(any::<prop::sample::Index>(), 4),
+    ) {
+        let data = build(&pieces);
+        let p: Vec<usize> = points.iter().map(|i| i.index(data.len() + 1)).collect();
+        let alone = |(start, stop): (usize, usize)| {
+            let mut spans = Vec::new();
+            let next = cdc::chain(&data, start, stop, &mut |s| spans.push(s));
+            (spans, next)
+        };
+        let (a, b) = ((p[0], p[1]), (p[2], p[3]));
+        let (mut spans_a, mut spans_b) = (Vec::new(), Vec::new());
+        let (next_a, next_b) = cdc::chain_pair(&data, a, b, &mut |s| spans_a.push(s), &mut |s| spans_b.push(s));
+        prop_assert_eq!((spans_a, next_a), alone(a));
+        prop_assert_eq!((spans_b, next_b), alone(b));
+    }
+
     /// The Data-Code over multi-MiB streams, split anywhere, sequential and on 1-8 threads.
     #[test]
     fn data_code_equals_iscc_lib_and_the_sequential_path(

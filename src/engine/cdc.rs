@@ -6,6 +6,9 @@
 //!   with the true chain (the basis of the parallel stitching in `datacode`);
 //! * inside a run of one byte value every chunk has the same length, so the chain can jump
 //!   through such runs arithmetically instead of hashing every byte ([`run_period`]).
+//!
+//! The gear hash itself is one long chain of dependent additions; [`chain_pair`] walks two
+//! chains at once so that a core always has independent work to overlap.
 
 use std::sync::OnceLock;
 
@@ -164,43 +167,201 @@ const JUMP_MIN: usize = 2 * MAX;
 pub fn chain(data: &[u8], start: usize, stop: usize, emit: &mut impl FnMut(Span)) -> usize {
     let mut pos = start;
     while pos < stop {
-        let rest = &data[pos..];
-        if rest.len() > JUMP_MIN && rest[0] == rest[MIN] && rest[0] == rest[1] {
-            // Scan no further than the chunks this call may emit need.
-            let limit = rest.len().min(stop - pos + 2 * MAX);
-            let run = run_length(&rest[..limit]);
-            if run >= JUMP_MIN {
-                let period = run_period(rest[0]);
-                // Chunks wholly inside the run all have this period; keep the last one that
-                // would touch the data's end out of the jump, it may be the tail.
-                let mut count = run / period;
-                if count * period >= rest.len() {
-                    count -= 1;
-                }
-                // Do not jump past `stop` by more than one chunk, so stitching stays exact.
-                let wanted = (stop - pos).div_ceil(period);
-                let count = count.min(wanted);
-                if count > 0 {
-                    let feature = xxhash_rust::xxh32::xxh32(&rest[..period], 0);
-                    pos += count * period;
-                    emit(Span { end: pos, len: period as u32, repeat: count as u32, feature });
-                    continue;
-                }
-            }
+        if let Some(run) = run_span(data, pos, stop) {
+            pos = run.end;
+            emit(run);
+            continue;
         }
+        let rest = &data[pos..];
         let len = cut(rest);
         if len == rest.len() {
             return pos;
         }
-        emit(Span {
-            end: pos + len,
-            len: len as u32,
-            repeat: 1,
-            feature: xxhash_rust::xxh32::xxh32(&rest[..len], 0),
-        });
+        emit(chunk(data, pos, pos + len));
         pos += len;
     }
     pos
+}
+
+/// The chunk `data[start..end]` as a span.
+fn chunk(data: &[u8], start: usize, end: usize) -> Span {
+    Span {
+        end,
+        len: (end - start) as u32,
+        repeat: 1,
+        feature: xxhash_rust::xxh32::xxh32(&data[start..end], 0),
+    }
+}
+
+/// The chunks of a long run of one byte value starting at `pos`, jumped through
+/// arithmetically instead of hashed; `None` where no such run starts.
+#[inline]
+fn run_span(data: &[u8], pos: usize, stop: usize) -> Option<Span> {
+    let rest = &data[pos..];
+    if rest.len() <= JUMP_MIN || rest[0] != rest[MIN] || rest[0] != rest[1] {
+        return None;
+    }
+    // Scan no further than the chunks this call may emit need.
+    let limit = rest.len().min(stop - pos + 2 * MAX);
+    let run = run_length(&rest[..limit]);
+    if run < JUMP_MIN {
+        return None;
+    }
+    let period = run_period(rest[0]);
+    // Chunks wholly inside the run all have this period; keep the last one that would touch
+    // the data's end out of the jump, it may be the tail.
+    let mut count = run / period;
+    if count * period >= rest.len() {
+        count -= 1;
+    }
+    // Do not jump past `stop` by more than one chunk, so stitching stays exact.
+    let count = count.min((stop - pos).div_ceil(period));
+    (count > 0).then(|| Span {
+        end: pos + count * period,
+        len: period as u32,
+        repeat: count as u32,
+        feature: xxhash_rust::xxh32::xxh32(&rest[..period], 0),
+    })
+}
+
+/// Two chains at once, each exactly as [`chain`] would walk it (`a` and `b` are `(start,
+/// stop)` pairs, usually neighbouring segments); returns where each stopped. The gear hash
+/// is a serial chain of dependent additions, about two cycles a byte that leave most of a
+/// core idle: walking two chains in lockstep gives the core two independent chains to
+/// overlap, which makes the chunking about 1.4 times as fast.
+pub fn chain_pair(
+    data: &[u8],
+    a: (usize, usize),
+    b: (usize, usize),
+    emit_a: &mut impl FnMut(Span),
+    emit_b: &mut impl FnMut(Span),
+) -> (usize, usize) {
+    let mut wa = Walker::new(a);
+    let mut wb = Walker::new(b);
+    let mut live_a = wa.begin(data, emit_a);
+    let mut live_b = wb.begin(data, emit_b);
+    while live_a && live_b {
+        let (limit_a, mask_a) = wa.regime();
+        let (limit_b, mask_b) = wb.regime();
+        let n = (limit_a - wa.scan).min(limit_b - wb.scan);
+        let (mut pa, mut pb) = (wa.pattern, wb.pattern);
+        let taken = scan_pair(
+            &data[wa.scan..wa.scan + n],
+            &data[wb.scan..wb.scan + n],
+            [&mut pa, &mut pb],
+            [mask_a, mask_b],
+        );
+        wa.advance(taken, pa);
+        wb.advance(taken, pb);
+        live_a = wa.settle(data, pa & mask_a == 0 && taken > 0, emit_a);
+        live_b = wb.settle(data, pb & mask_b == 0 && taken > 0, emit_b);
+    }
+    // One chain is done: the other goes on alone, from the start of its current chunk.
+    let next_a = if live_a { chain(data, wa.pos, wa.stop, emit_a) } else { wa.pos };
+    let next_b = if live_b { chain(data, wb.pos, wb.stop, emit_b) } else { wb.pos };
+    (next_a, next_b)
+}
+
+/// [`scan`] over two byte strings of one length at once: rolls both gear hashes until either
+/// reaches a pattern with no bit of its mask set; returns how many bytes each took. Kept out
+/// of line so that its few registers hold both hashes, both masks and the table.
+#[inline(never)]
+fn scan_pair(a: &[u8], b: &[u8], patterns: [&mut u32; 2], masks: [u32; 2]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let [pa, pb] = patterns;
+    let [ma, mb] = masks;
+    let (mut x, mut y) = (*pa, *pb);
+    let mut done = 0;
+    for (qa, qb) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
+        for k in 0..4 {
+            x = (x >> 1).wrapping_add(GEAR[qa[k] as usize]);
+            y = (y >> 1).wrapping_add(GEAR[qb[k] as usize]);
+            if x & ma == 0 || y & mb == 0 {
+                (*pa, *pb) = (x, y);
+                return done + k + 1;
+            }
+        }
+        done += 4;
+    }
+    for (&ca, &cb) in a[done..].iter().zip(&b[done..]) {
+        x = (x >> 1).wrapping_add(GEAR[ca as usize]);
+        y = (y >> 1).wrapping_add(GEAR[cb as usize]);
+        done += 1;
+        if x & ma == 0 || y & mb == 0 {
+            break;
+        }
+    }
+    (*pa, *pb) = (x, y);
+    done
+}
+
+/// One chain of [`chain_pair`], inside the chunk that starts at `pos`.
+struct Walker {
+    pos: usize,
+    stop: usize,
+    /// Next byte to roll into the gear hash.
+    scan: usize,
+    /// Where the strict mask gives way to the relaxed one, and where the chunk is forced.
+    strict_end: usize,
+    end: usize,
+    pattern: u32,
+}
+
+impl Walker {
+    fn new((start, stop): (usize, usize)) -> Self {
+        Walker { pos: start, stop, scan: start, strict_end: start, end: start, pattern: 0 }
+    }
+
+    /// Starts the chunk at `pos` (jumping through runs first); `false` when the chain is done:
+    /// `pos` is at or past `stop`, or its chunk is the tail.
+    fn begin(&mut self, data: &[u8], emit: &mut impl FnMut(Span)) -> bool {
+        while self.pos < self.stop {
+            if let Some(run) = run_span(data, self.pos, self.stop) {
+                self.pos = run.end;
+                emit(run);
+                continue;
+            }
+            let size = data.len() - self.pos;
+            if size <= MIN {
+                return false; // the tail
+            }
+            self.scan = self.pos + MIN;
+            self.strict_end = self.pos + CENTER.min(size);
+            self.end = self.pos + MAX.min(size);
+            self.pattern = 0;
+            return true;
+        }
+        false
+    }
+
+    /// How far the current mask holds, and the mask.
+    fn regime(&self) -> (usize, u32) {
+        if self.scan < self.strict_end {
+            (self.strict_end, MASK_S)
+        } else {
+            (self.end, MASK_L)
+        }
+    }
+
+    fn advance(&mut self, taken: usize, pattern: u32) {
+        self.scan += taken;
+        self.pattern = pattern;
+    }
+
+    /// After a step: ends the chunk where the hash matched (`matched`, at the last byte
+    /// taken) or at its forced end, and begins the next; `false` when the chain is done.
+    fn settle(&mut self, data: &[u8], matched: bool, emit: &mut impl FnMut(Span)) -> bool {
+        if !matched && self.scan < self.end {
+            return true; // still inside the chunk (perhaps at the switch of masks)
+        }
+        if self.scan == data.len() {
+            return false; // the chunk runs into the end of the data: the tail
+        }
+        emit(chunk(data, self.pos, self.scan));
+        self.pos = self.scan;
+        self.begin(data, emit)
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +404,32 @@ mod tests {
         let periodic: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         for data in [pseudo_random(100_000, 1), vec![0u8; 100_000], mixed, periodic] {
             assert_eq!(chained_ends(&data), reference_ends(&data));
+        }
+    }
+
+    fn alone(data: &[u8], (start, stop): (usize, usize)) -> (Vec<Span>, usize) {
+        let mut spans = Vec::new();
+        let next = chain(data, start, stop, &mut |s| spans.push(s));
+        (spans, next)
+    }
+
+    /// Lockstep chains equal chains walked alone: starting and stopping anywhere (inside
+    /// runs, at the data's end, in the tail), overlapping or not, either one finishing first.
+    #[test]
+    fn chains_in_lockstep_equal_chains_alone() {
+        let mut mixed = pseudo_random(300_000, 7);
+        mixed[50_000..120_000].fill(0);
+        mixed[150_000..170_003].fill(0xAB);
+        let points =
+            [0, 1, 255, 257, 640, 8193, 50_000, 60_001, 119_999, 150_100, 200_000, 299_000, 299_900, 300_000];
+        for a in points.iter().flat_map(|&x| points.iter().map(move |&y| (x, y))) {
+            for b in [(0, 300_000), (60_000, 170_000), (299_500, 300_000), (120_000, 140_000), (a.1, a.0)] {
+                let (mut spans_a, mut spans_b) = (Vec::new(), Vec::new());
+                let (next_a, next_b) =
+                    chain_pair(&mixed, a, b, &mut |s| spans_a.push(s), &mut |s| spans_b.push(s));
+                assert_eq!((spans_a, next_a), alone(&mixed, a), "a {a:?} beside b {b:?}");
+                assert_eq!((spans_b, next_b), alone(&mixed, b), "b {b:?} beside a {a:?}");
+            }
         }
     }
 

@@ -1,8 +1,9 @@
 //! Streaming Data-Code: content-defined chunks, their xxh32 features and a folded MinHash,
 //! bit-identical to iscc-core's `DataHasherV0` for the same byte stream.
 //!
-//! Large buffers are chunked in parallel: the buffer is split into segments, each segment is
-//! chained speculatively from its own start, and the true chain is stitched through them: it
+//! Large buffers are split into segments, each segment is chained speculatively from its own
+//! start (two at a time in lockstep on each thread, and on every thread of the pool when the
+//! hasher is parallel), and the true chain is stitched through them: it
 //! adopts a segment's chunks from the first chunk start the two chains share (see `cdc`).
 //! Where they never meet (a segment inside one long run of a byte value, say), the true chain
 //! simply goes on sequentially, so the result is exact whatever the data.
@@ -19,8 +20,8 @@ use crate::engine::minhash::MinHash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-/// Below this many bytes a buffer is chunked on the calling thread.
-const PARALLEL_MIN: usize = 4 << 20;
+/// Below this many bytes a buffer is chunked in one chain, on the calling thread.
+const SPLIT_MIN: usize = 4 << 20;
 /// Largest segment: big enough that stitching (a few chunks per segment) costs nothing.
 const SEGMENT_MAX: usize = 2 << 20;
 /// Smallest segment, the last ones: the threads finish phase 1 at most this far apart.
@@ -56,14 +57,15 @@ impl DataHasher {
             return alongside(); // still no end in sight: the whole tail waits for more data
         };
         let rest = &data[start..];
-        let threads = rayon::current_num_threads();
-        let (tail_start, out) = if !self.parallel || threads == 1 {
-            (self.chain_sequential(rest), alongside())
-        } else if rest.len() < PARALLEL_MIN {
-            rayon::join(|| self.chain_sequential(rest), alongside)
-        } else {
-            let speculated = speculate(rest, threads, SETTLE);
-            rayon::join(|| self.settle(rest, &speculated), alongside)
+        let threads = if self.parallel { rayon::current_num_threads() } else { 1 };
+        let (tail_start, out) = match (rest.len() >= SPLIT_MIN, threads > 1) {
+            (true, true) => {
+                let speculated = speculate(rest, threads, SETTLE);
+                rayon::join(|| self.settle(rest, &speculated), alongside)
+            }
+            (true, false) => (self.settle(rest, &speculate(rest, 1, SETTLE)), alongside()),
+            (false, true) => rayon::join(|| self.chain_sequential(rest), alongside),
+            (false, false) => (self.chain_sequential(rest), alongside()),
         };
         self.tail.extend_from_slice(&rest[tail_start..]);
         out
@@ -179,17 +181,32 @@ fn speculate(data: &[u8], threads: usize, settle: usize) -> Speculated {
     let bounds = segment_bounds(data.len(), threads);
     let slots: Vec<OnceLock<Segment>> = bounds[1..].iter().map(|_| OnceLock::new()).collect();
     let next = AtomicUsize::new(0);
+    // Segments are taken two at a time and chained in lockstep (`cdc::chain_pair`).
     let work = || loop {
-        let k = next.fetch_add(1, Ordering::Relaxed);
-        let Some(slot) = slots.get(k) else { break };
-        let _ = slot.set(chain_segment(data, &bounds, k, settle));
-    };
-    rayon::scope(|scope| {
-        for _ in 1..threads.min(slots.len()) {
-            scope.spawn(|_| work());
+        let k = next.fetch_add(2, Ordering::Relaxed);
+        match (slots.get(k), slots.get(k + 1)) {
+            (Some(first), Some(second)) => {
+                let (a, b) = chain_two_segments(data, &bounds, k, settle);
+                let _ = first.set(a);
+                let _ = second.set(b);
+            }
+            (Some(last), None) => {
+                let _ = last.set(chain_segment(data, &bounds, k, settle));
+            }
+            _ => break,
         }
-        work();
-    });
+    };
+    let helpers = threads.min(slots.len().div_ceil(2)) - 1;
+    if helpers == 0 {
+        work(); // no pool needed (nor started, outside one)
+    } else {
+        rayon::scope(|scope| {
+            for _ in 0..helpers {
+                scope.spawn(|_| work());
+            }
+            work();
+        });
+    }
     let chains = slots.into_iter().map(|s| s.into_inner().expect("every segment was chained")).collect();
     Speculated { bounds, chains }
 }
@@ -211,13 +228,27 @@ fn segment_bounds(len: usize, threads: usize) -> Vec<usize> {
 /// Chains segment `k` speculatively from its own start; folds all but its first `settle`
 /// chunks.
 fn chain_segment(data: &[u8], bounds: &[usize], k: usize, settle: usize) -> Segment {
-    let mut spans = Vec::with_capacity((bounds[k + 1] - bounds[k]) / 1024 + 16);
+    let mut spans = spans_for(bounds, k);
     let next = cdc::chain(data, bounds[k], bounds[k + 1], &mut |s| spans.push(s));
-    // Segment 0 starts on the true chain: all of it is accepted.
-    let settled = if k == 0 { 0 } else { settle.min(spans.len()) };
-    let mut folded = MinHash::default();
-    fold_spans(&mut folded, &spans[settled..]);
-    Segment { spans, next, settled, folded }
+    Segment::new(spans, next, k, settle)
+}
+
+/// Segments `k` and `k + 1`, as [`chain_segment`] makes them, chained in lockstep.
+fn chain_two_segments(data: &[u8], bounds: &[usize], k: usize, settle: usize) -> (Segment, Segment) {
+    let (mut first, mut second) = (spans_for(bounds, k), spans_for(bounds, k + 1));
+    let (next_first, next_second) = cdc::chain_pair(
+        data,
+        (bounds[k], bounds[k + 1]),
+        (bounds[k + 1], bounds[k + 2]),
+        &mut |s| first.push(s),
+        &mut |s| second.push(s),
+    );
+    (Segment::new(first, next_first, k, settle), Segment::new(second, next_second, k + 1, settle))
+}
+
+/// Room for segment `k`'s spans (chunks average about 1 KiB).
+fn spans_for(bounds: &[usize], k: usize) -> Vec<Span> {
+    Vec::with_capacity((bounds[k + 1] - bounds[k]) / 1024 + 16)
 }
 
 /// Chunks at the start of a segment whose features phase 1 leaves unfolded: the true chain
@@ -237,6 +268,15 @@ struct Segment {
 }
 
 impl Segment {
+    /// Segment `k`'s chain, with all but its first `settle` chunks folded. Segment 0 starts
+    /// on the true chain: all of it is accepted, so all of it is folded.
+    fn new(spans: Vec<Span>, next: usize, k: usize, settle: usize) -> Self {
+        let settled = if k == 0 { 0 } else { settle.min(spans.len()) };
+        let mut folded = MinHash::default();
+        fold_spans(&mut folded, &spans[settled..]);
+        Segment { spans, next, settled, folded }
+    }
+
     /// Folds the features of `spans[from..]` (the chunks the true chain shares) into `minhash`.
     fn fold_from(&self, from: usize, minhash: &mut MinHash) {
         if from <= self.settled {
