@@ -20,8 +20,11 @@ use crate::engine::minhash::MinHash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-/// Below this many bytes a buffer is chunked in one chain, on the calling thread.
+/// Below this many bytes a buffer is chunked on the calling thread.
 const SPLIT_MIN: usize = 4 << 20;
+/// Below this many bytes a buffer is chunked as one chain (two segments of at least
+/// `SEGMENT_MIN` are needed to walk two chains in lockstep).
+const PAIR_MIN: usize = 2 * SEGMENT_MIN;
 /// Largest segment: big enough that stitching (a few chunks per segment) costs nothing.
 const SEGMENT_MAX: usize = 2 << 20;
 /// Smallest segment, the last ones: the threads finish phase 1 at most this far apart.
@@ -58,15 +61,24 @@ impl DataHasher {
         };
         let rest = &data[start..];
         let threads = if self.parallel { rayon::current_num_threads() } else { 1 };
-        let (tail_start, out) = match (rest.len() >= SPLIT_MIN, threads > 1) {
-            (true, true) => {
-                let speculated = speculate(rest, threads, SETTLE);
-                rayon::join(|| self.settle(rest, &speculated), alongside)
+        if threads > 1 && rest.len() >= SPLIT_MIN {
+            // Every thread chains segments; then the stitching runs beside `alongside`.
+            let speculated = speculate(rest, threads, SETTLE);
+            let (tail_start, out) = rayon::join(|| self.settle(rest, &speculated), alongside);
+            self.tail.extend_from_slice(&rest[tail_start..]);
+            return out;
+        }
+        // One thread chunks (two chains in lockstep when the buffer is worth splitting),
+        // beside `alongside` on another thread when there is one.
+        let mut chunk = || {
+            if rest.len() >= PAIR_MIN {
+                self.settle(rest, &speculate(rest, 1, SETTLE))
+            } else {
+                self.chain_sequential(rest)
             }
-            (true, false) => (self.settle(rest, &speculate(rest, 1, SETTLE)), alongside()),
-            (false, true) => rayon::join(|| self.chain_sequential(rest), alongside),
-            (false, false) => (self.chain_sequential(rest), alongside()),
         };
+        let (tail_start, out) =
+            if threads > 1 { rayon::join(chunk, alongside) } else { (chunk(), alongside()) };
         self.tail.extend_from_slice(&rest[tail_start..]);
         out
     }
@@ -356,6 +368,19 @@ mod tests {
             let data = pseudo_random(len, len as u64);
             assert_eq!(ours(&data, false, &[]), reference(&data), "len {len}");
             assert_eq!(ours(&data, false, &[len / 3, 1]), reference(&data), "split len {len}");
+        }
+    }
+
+    /// Around the sizes where a buffer starts to be split in two and across threads.
+    #[test]
+    fn buffers_around_the_split_sizes_match_iscc_lib() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for len in [PAIR_MIN - 1, PAIR_MIN, PAIR_MIN + 1, 3 << 20, SPLIT_MIN - 1, SPLIT_MIN, SPLIT_MIN + 1] {
+            let data = mixed(len);
+            let expected = reference(&data);
+            assert_eq!(ours(&data, false, &[]), expected, "len {len}");
+            assert_eq!(pool.install(|| ours(&data, true, &[])), expected, "len {len}, 2 threads");
+            assert_eq!(ours(&data, false, &[len / 2, 77]), expected, "len {len}, split");
         }
     }
 
