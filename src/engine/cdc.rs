@@ -243,6 +243,7 @@ pub fn chain_pair(
     while live_a && live_b {
         let (limit_a, mask_a) = wa.regime();
         let (limit_b, mask_b) = wb.regime();
+        // Never 0: a live walker's scan is below its current limit (`begin`, `settle`).
         let n = (limit_a - wa.scan).min(limit_b - wb.scan);
         let (mut pa, mut pb) = (wa.pattern, wb.pattern);
         let taken = scan_pair(
@@ -253,8 +254,8 @@ pub fn chain_pair(
         );
         wa.advance(taken, pa);
         wb.advance(taken, pb);
-        live_a = wa.settle(data, pa & mask_a == 0 && taken > 0, emit_a);
-        live_b = wb.settle(data, pb & mask_b == 0 && taken > 0, emit_b);
+        live_a = wa.settle(data, pa & mask_a == 0, emit_a);
+        live_b = wb.settle(data, pb & mask_b == 0, emit_b);
     }
     // One chain is done: the other goes on alone, from the start of its current chunk.
     let next_a = if live_a { chain(data, wa.pos, wa.stop, emit_a) } else { wa.pos };
@@ -263,12 +264,11 @@ pub fn chain_pair(
 }
 
 /// [`scan`] over two byte strings of one length at once: rolls both gear hashes until either
-/// reaches a pattern with no bit of its mask set; returns how many bytes each took. Kept out
+/// reaches a pattern with no bit of its mask set; returns how many bytes each took (all of
+/// them when neither did). Kept out
 /// of line so that its few registers hold both hashes, both masks and the table.
 #[inline(never)]
 fn scan_pair(a: &[u8], b: &[u8], patterns: [&mut u32; 2], masks: [u32; 2]) -> usize {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
     let [pa, pb] = patterns;
     let [ma, mb] = masks;
     let (mut x, mut y) = (*pa, *pb);

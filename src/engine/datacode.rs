@@ -49,36 +49,40 @@ impl DataHasher {
 
     /// Feeds the next bytes of the stream.
     pub fn update(&mut self, data: &[u8]) {
-        self.update_alongside(data, || ());
+        self.feed(data, None::<fn()>);
     }
 
     /// Feeds the next bytes of the stream and runs `alongside` (other work on the same bytes)
-    /// on the pool at the same time: beside the sequential chaining of a mid-sized buffer, or
-    /// beside the stitching of a large one, after its parallel phase.
+    /// on the pool at the same time: beside the chunking of a mid-sized buffer, or beside the
+    /// stitching of a large one, after its parallel phase.
     pub fn update_alongside<R: Send>(&mut self, data: &[u8], alongside: impl FnOnce() -> R + Send) -> R {
+        self.feed(data, Some(alongside)).expect("feed runs the work it is given")
+    }
+
+    /// [`update`](Self::update) and [`update_alongside`](Self::update_alongside): joins the
+    /// pool only when there is other work to run beside the chunking.
+    fn feed<R: Send>(&mut self, data: &[u8], alongside: Option<impl FnOnce() -> R + Send>) -> Option<R> {
         let Some(start) = self.finish_tail(data) else {
-            return alongside(); // still no end in sight: the whole tail waits for more data
+            return alongside.map(|work| work()); // the whole buffer went into the open chunk
         };
         let rest = &data[start..];
         let threads = if self.parallel { rayon::current_num_threads() } else { 1 };
-        if threads > 1 && rest.len() >= SPLIT_MIN {
-            // Every thread chains segments; then the stitching runs beside `alongside`.
-            let speculated = speculate(rest, threads, SETTLE);
-            let (tail_start, out) = rayon::join(|| self.settle(rest, &speculated), alongside);
-            self.tail.extend_from_slice(&rest[tail_start..]);
-            return out;
-        }
-        // One thread chunks (two chains in lockstep when the buffer is worth splitting),
-        // beside `alongside` on another thread when there is one.
-        let mut chunk = || {
-            if rest.len() >= PAIR_MIN {
-                self.settle(rest, &speculate(rest, 1, SETTLE))
-            } else {
-                self.chain_sequential(rest)
-            }
+        // Every thread chains segments of a large buffer first; one thread chunks the others
+        // (two chains in lockstep when the buffer is worth splitting).
+        let speculated = (threads > 1 && rest.len() >= SPLIT_MIN).then(|| speculate(rest, threads, SETTLE));
+        let mut chunk = || match &speculated {
+            Some(speculated) => self.settle(rest, speculated),
+            None if rest.len() >= PAIR_MIN => self.settle(rest, &speculate(rest, 1, SETTLE)),
+            None => self.chain_sequential(rest),
         };
-        let (tail_start, out) =
-            if threads > 1 { rayon::join(chunk, alongside) } else { (chunk(), alongside()) };
+        let (tail_start, out) = match alongside {
+            Some(work) if threads > 1 => {
+                let (tail_start, out) = rayon::join(chunk, work);
+                (tail_start, Some(out))
+            }
+            Some(work) => (chunk(), Some(work())),
+            None => (chunk(), None),
+        };
         self.tail.extend_from_slice(&rest[tail_start..]);
         out
     }
