@@ -4,10 +4,10 @@ where an image has one, its pixel code, recomputed from the planes the server de
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass, field
 
+from . import spreadsheet
 from .compute import BATCH, compute
 from .connection import is_connection_error
 from .filesets import plan
@@ -201,7 +201,7 @@ def summary(verdicts: list[ImageVerdict]) -> str:
 
 def to_csv(verdicts: list[ImageVerdict]) -> bytes:
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = spreadsheet.Writer(buf)
     writer.writerow(CSV_COLUMNS)
     for v in verdicts:
         writer.writerow(
