@@ -1,5 +1,6 @@
 """Every status the helper reports, as enums: the exit statuses of ``python -m omero_iscc``
-(mirroring the ``omero-iscc`` worker's), what happened to each image, and Verify's verdicts.
+(0 to 3 mirror the ``omero-iscc`` worker's; 4 is the helper's own), what happened to each
+image, and Verify's verdicts.
 
 The image and verdict statuses are ``str`` enums, so they read and compare as the plain words
 that reports, CSV files and logs carry.
@@ -22,6 +23,10 @@ class ExitStatus(enum.IntEnum):
     #: The run did not complete: the worker's output was closed, or another scheduler holds
     #: the lock. Nothing is wrong with the data; run again later.
     INCOMPLETE = 3
+    #: The OMERO server could not be reached, or the connection was lost and not regained:
+    #: nothing is wrong with the images (none is counted as failed); run again when the
+    #: server answers. The worker never returns it (it does not talk to OMERO).
+    NO_SERVER = 4
 
 
 class _Word(str, enum.Enum):
