@@ -15,7 +15,7 @@
 
 Exit status (``statuses.ExitStatus``, 0 to 3 as the worker's): 0 when nothing failed, 1 when
 an image (or a check) failed, 2 on configuration errors (the server refusing the login
-included), 3 when another scheduler already holds the lock (nothing was done), 4 when the
+included), 3 when another scheduler already holds the lock (nothing was done), 5 when the
 OMERO server cannot be reached (no image is counted as failed).
 """
 

@@ -12,10 +12,12 @@ set.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -274,23 +276,63 @@ def load(
 
 @dataclass
 class ScriptSettings:
+    """What the OMERO scripts (and ``omero iscc``) take from the configuration file."""
+
     worker: str | None = None
     repository: str | None = None
     chunk_size: int = 1 << 20
     allowed_roots: tuple = ()
+    #: Where the scripts' one-per-host slot is kept (``state_dir``); ``None``: no slot (only
+    #: for settings made by hand, as tests do; :func:`script_settings` always sets it).
+    state_dir: str | None = None
+    #: Seconds a script waits for the slot before it gives up and says so.
+    script_wait: float = 300.0
+    #: Seconds a script may run, from ``started``; the worker is given what is left.
+    script_time_budget: float = 2700.0
+    #: Files larger than this are not hashed (``None``: no ceiling).
+    max_file_size: int | None = None
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def time_left(self) -> float:
+        """Seconds left of the script's time budget (at least one: a run given none would
+        hash nothing and say so)."""
+        return max(1.0, self.started + self.script_time_budget - time.monotonic())
+
+    def slot(self, name: str):
+        """``with settings.slot("ISCC_Annotate.py"):`` one omero-iscc script hashing per host
+        at a time (``state.script_slot``); waits up to ``script_wait`` seconds."""
+        if self.state_dir is None:
+            return contextlib.nullcontext(0.0)
+        from .state import script_slot
+
+        return script_slot(self.state_dir, name, self.script_wait)
+
+
+def _number(data: dict, key: str, default, minimum):
+    value = data.get(key, default)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        return default
+    return value
 
 
 def script_settings(path: str = DEFAULT_CONFIG_FILE) -> ScriptSettings:
-    """What the OMERO scripts take from the configuration file, if it is there and readable:
-    the worker's path, a repository root override and the stream chunk size."""
+    """What the OMERO scripts take from the configuration file, if it is there and readable
+    (the defaults otherwise): the worker's path, a repository root override, the stream chunk
+    size, allowed roots, and the budgets and slot of a script run."""
     try:
         data = from_file(path)
     except ConfigError:
-        return ScriptSettings()
+        data = {}
     chunk = data.get("chunk_size")
+    state_dir = data.get("state_dir")
+    ceiling = data.get("max_file_size")
     return ScriptSettings(
         worker=data.get("worker") or None,
         repository=data.get("repository") or None,
         chunk_size=chunk if isinstance(chunk, int) and chunk >= 4096 else 1 << 20,
         allowed_roots=tuple(p for p in data.get("allowed_roots") or [] if isinstance(p, str) and os.path.isabs(p)),
+        state_dir=state_dir if isinstance(state_dir, str) and os.path.isabs(state_dir) else default_state_dir(),
+        script_wait=float(_number(data, "script_wait", 300.0, 0)),
+        script_time_budget=float(_number(data, "script_time_budget", 2700.0, 1)),
+        max_file_size=ceiling if isinstance(ceiling, int) and not isinstance(ceiling, bool) and ceiling > 0 else None,
     )

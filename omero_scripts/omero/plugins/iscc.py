@@ -26,7 +26,7 @@ the scheduler, through this CLI's session:
     omero iscc scripts install --upload   (the OMERO.scripts, as iscc/NAME.py)
 
 Exit status: 0 when everything succeeded, 1 when an image (or a check) failed, 2 for input
-errors, 3 when another scheduler holds the lock, 4 when the OMERO server cannot be reached.
+errors, 3 when another scheduler holds the lock, 5 when the OMERO server cannot be reached.
 """
 
 OBJECT_TYPES = ["Project", "Dataset", "Image", "Screen", "Plate", "Fileset"]
