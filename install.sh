@@ -126,6 +126,8 @@ for opt in wheel binary; do
 done
 is_root=0
 [ "$(id -u)" = 0 ] && is_root=1
+dry=()
+[ "$dry_run" = 0 ] || dry=(--dry-run)
 [ -n "$prefix" ] || [ "$is_root" = 0 ] || prefix=/usr/local
 
 # --- running things as the OMERO account ------------------------------------------------
@@ -292,11 +294,11 @@ if [ "$uninstall" = 1 ]; then
         case "$kind" in
             scripts-copy)
                 as_user "$extra" -I -m omero_iscc scripts install --uninstall --omero-dir "$path" \
-                    $([ "$dry_run" = 1 ] && echo --dry-run) | sed 's/^/    /'
+                    ${dry[@]+"${dry[@]}"} | sed 's/^/    /'
                 [ "${PIPESTATUS[0]}" = 0 ] || kept=1 ;;
             scripts-upload)
                 as_user "$(dirname "$extra")/omero" iscc scripts install --upload --uninstall \
-                    $([ "$dry_run" = 1 ] && echo --dry-run) | sed 's/^/    /'
+                    ${dry[@]+"${dry[@]}"} | sed 's/^/    /'
                 [ "${PIPESTATUS[0]}" = 0 ] || kept=1 ;;
             pip)
                 note "pip uninstall omero-iscc from $path's environment, as $owner"
@@ -627,7 +629,7 @@ else
     if [ "$dry_run" = 1 ] && [ "$same" = 0 ]; then
         note "would run as $user: $python -I -m omero_iscc scripts install --omero-dir $omero_dir"
     else
-        as_user "$python" -I -m omero_iscc scripts install --omero-dir "$omero_dir" $([ "$dry_run" = 1 ] && echo --dry-run) |
+        as_user "$python" -I -m omero_iscc scripts install --omero-dir "$omero_dir" ${dry[@]+"${dry[@]}"} |
             sed 's/^/    /'
         [ "${PIPESTATUS[0]}" = 0 ] || die "copying the scripts failed"
     fi

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by tests/run.sh: what the platform wheel's build and its install test need, made
 # once per user in the cache (OMERO_ISCC_CACHE, from tests/setup/env.sh):
 #
