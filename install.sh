@@ -202,52 +202,6 @@ static_elf() {
 }
 sha() { sha256sum -- "$1" | cut -d' ' -f1; }
 
-# --- where things are (nothing runs yet) --------------------------------------------------
-if [ -z "$omero_dir" ] && command -v omero >/dev/null 2>&1; then
-    omero_cli=$(command -v omero)
-    guess=$(cd "$(dirname "$omero_cli")/.." && pwd)
-    for d in "$guess/OMERO.server" "$guess/../OMERO.server" "$guess"; do
-        if [ -d "$d/lib/scripts" ]; then omero_dir=$(cd "$d" && pwd); break; fi
-    done
-    [ -n "$python" ] || python="$(dirname "$omero_cli")/python"
-fi
-if [ -n "$omero_dir" ]; then
-    [ -d "$omero_dir/lib/scripts" ] || die "$omero_dir does not look like OMERO.server (no lib/scripts)"
-    if [ -z "$python" ]; then
-        for p in "$omero_dir/../venv3/bin/python" "$omero_dir/../venv/bin/python"; do
-            if [ -x "$p" ]; then python=$(cd "$(dirname "$p")" && pwd)/python; break; fi
-        done
-    fi
-    [ -n "$python" ] && [ -x "$python" ] || die "cannot find the OMERO server's Python: use --python"
-fi
-[ -z "$python" ] || check_path --python "$python"
-if { [ -n "$schedule" ] || [ "$systemd" = 1 ] || [ "$upload" = 1 ]; } && [ -z "$python" ]; then
-    die "no OMERO.server found (--omero-dir, OMERODIR or omero on PATH): scheduling and --upload need the server's Python"
-fi
-omero_parts=0
-[ -n "$python" ] && omero_parts=1
-
-# The OMERO account: --user, else who owns OMERO.server (links resolved: /opt/omero/server/
-# OMERO.server is usually a link to a versioned directory), else who owns the Python.
-if [ "$omero_parts" = 1 ] && [ -z "$user" ]; then
-    owned=${omero_dir:-$(dirname "$(dirname "$python")")}
-    user=$(stat -L -c %U -- "$(readlink -f -- "$owned")")
-    [ "$user" != root ] || [ "$uninstall" = 1 ] ||
-        die "$owned belongs to root: name the account OMERO runs as with --user (the scheduler and pip never run as root)"
-fi
-if [ -n "$user" ]; then
-    uid=$(id -u -- "$user" 2>/dev/null) || die "--user: no account called $user"
-    gid=$(id -g -- "$user")
-    [ "$uid" != 0 ] || die "--user $user is root: the scheduler and pip run as the account OMERO runs as, never as root"
-    user_home=$(getent passwd "$user" | cut -d: -f6)
-    user_home=${user_home:-/}
-    if [ "$is_root" = 0 ] && [ "$uid" != "$(id -u)" ]; then
-        die "run install.sh as root, or as $user (the account OMERO runs as): it runs pip and owns the scheduler"
-    fi
-fi
-setpriv=$(command -v setpriv 2>/dev/null || true)
-[ "$is_root" = 0 ] || [ -n "$setpriv" ] || die "setpriv (util-linux) is needed to run pip and the scheduler's checks as $user"
-
 version=$(sed -n 's/^version = "\(.*\)".*/\1/p' "$here/omero_scripts/pyproject.toml" | head -n1)
 cron_file="$cron_dir/omero-iscc"
 service="$systemd_dir/omero-iscc.service"
@@ -257,6 +211,8 @@ config="$config_dir/config.json"
 manifest="$config_dir/install-manifest"
 prefix_worker=""
 [ -z "$prefix" ] || prefix_worker="$prefix/bin/omero-iscc"
+setpriv=$(command -v setpriv 2>/dev/null || true)
+[ "$is_root" = 0 ] || [ -n "$setpriv" ] || die "setpriv (util-linux) is needed to run pip and the scheduler's checks as the OMERO account"
 
 # systemctl runs only for a unit directory that systemd reads (as systemd-analyze lists them).
 systemd_reads_dir() {
@@ -265,9 +221,11 @@ systemd_reads_dir() {
 }
 
 # --- uninstall, from the manifest ---------------------------------------------------------
-# Each line of the manifest names what one run installed: `file PATH SHA256`, `dir PATH`,
-# `config PATH`, `unit PATH SHA256`, `pip PYTHON USER`, `scripts-copy OMERO_DIR USER`,
-# `scripts-upload PYTHON USER`. Uninstalling removes a file only while it is what was installed
+# Each line of the manifest names what a run installed: `file PATH SHA256`, `dir PATH`,
+# `config PATH`, `unit PATH SHA256`, `pip PYTHON - USER`, `scripts-copy OMERO_DIR PYTHON USER`,
+# `scripts-upload - PYTHON USER`. It alone says what goes: uninstalling looks for no server and
+# trusts no option but --config-dir (the manifest is root's, in a directory only root may
+# write). Uninstalling removes a file only while it is what was installed
 # (an edited one is kept and named), a directory only when empty, and nothing else.
 if [ "$uninstall" = 1 ]; then
     step "removing omero-iscc as recorded in $manifest (annotations stay on the server)"
@@ -354,6 +312,52 @@ if [ "$uninstall" = 1 ]; then
     [ "$kept" = 0 ] || note "some things were kept (above): remove them by hand if they are no longer wanted"
     exit "$kept"
 fi
+
+# --- where things are (nothing runs yet) --------------------------------------------------
+if [ -z "$omero_dir" ] && command -v omero >/dev/null 2>&1; then
+    omero_cli=$(command -v omero)
+    guess=$(cd "$(dirname "$omero_cli")/.." && pwd)
+    for d in "$guess/OMERO.server" "$guess/../OMERO.server" "$guess"; do
+        if [ -d "$d/lib/scripts" ]; then omero_dir=$(cd "$d" && pwd); break; fi
+    done
+    [ -n "$python" ] || python="$(dirname "$omero_cli")/python"
+fi
+if [ -n "$omero_dir" ]; then
+    [ -d "$omero_dir/lib/scripts" ] || die "$omero_dir does not look like OMERO.server (no lib/scripts)"
+    if [ -z "$python" ]; then
+        for p in "$omero_dir/../venv3/bin/python" "$omero_dir/../venv/bin/python"; do
+            if [ -x "$p" ]; then python=$(cd "$(dirname "$p")" && pwd)/python; break; fi
+        done
+    fi
+    [ -n "$python" ] && [ -x "$python" ] || die "cannot find the OMERO server's Python: use --python"
+fi
+[ -z "$python" ] || check_path --python "$python"
+if { [ -n "$schedule" ] || [ "$systemd" = 1 ] || [ "$upload" = 1 ]; } && [ -z "$python" ]; then
+    die "no OMERO.server found (--omero-dir, OMERODIR or omero on PATH): scheduling and --upload need the server's Python"
+fi
+omero_parts=0
+[ -n "$python" ] && omero_parts=1
+
+# The OMERO account: --user, else who owns OMERO.server (links resolved: /opt/omero/server/
+# OMERO.server is usually a link to a versioned directory), else who owns the Python.
+if [ "$omero_parts" = 1 ] && [ -z "$user" ]; then
+    owned=${omero_dir:-$(dirname "$(dirname "$python")")}
+    user=$(stat -L -c %U -- "$(readlink -f -- "$owned")")
+    [ "$user" != root ] || [ "$uninstall" = 1 ] ||
+        die "$owned belongs to root: name the account OMERO runs as with --user (the scheduler and pip never run as root)"
+fi
+if [ -n "$user" ]; then
+    uid=$(id -u -- "$user" 2>/dev/null) || die "--user: no account called $user"
+    gid=$(id -g -- "$user")
+    [ "$uid" != 0 ] || die "--user $user is root: the scheduler and pip run as the account OMERO runs as, never as root"
+    user_home=$(getent passwd "$user" | cut -d: -f6)
+    user_home=${user_home:-/}
+    if [ "$is_root" = 0 ] && [ "$uid" != "$(id -u)" ]; then
+        die "run install.sh as root, or as $user (the account OMERO runs as): it runs pip and owns the scheduler"
+    fi
+fi
+
+
 
 # --- 1. checks: nothing has changed yet ---------------------------------------------------
 step "checking (nothing is changed before every check has passed)"
