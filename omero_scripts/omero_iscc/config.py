@@ -274,6 +274,30 @@ def load(
     return validate(Config(**values, source=source))
 
 
+@dataclass(frozen=True)
+class WorkerLimits:
+    """What one job's worker runs may take: until ``deadline`` (``time.monotonic()``; each
+    run is given what is left of it), and files of at most ``max_file_size`` bytes."""
+
+    deadline: float | None = None
+    max_file_size: int | None = None
+
+    def time_budget(self) -> float | None:
+        """Seconds left for a run starting now (at least one), or ``None``: no budget."""
+        return None if self.deadline is None else max(1.0, self.deadline - time.monotonic())
+
+    def worker_kwargs(self) -> dict:
+        """The worker functions' keyword arguments for a run starting now."""
+        return {"time_budget": self.time_budget(), "max_file_size": self.max_file_size}
+
+
+def worker_limits(limits: WorkerLimits | None) -> dict:
+    """The keyword arguments that give one worker run its share of a job's limits."""
+    # TODO(lead): once worker.py's run_groups, sum_streams and run_pixels take time_budget and
+    # max_file_size (the edges branch), return `limits.worker_kwargs() if limits else {}`.
+    return {}
+
+
 @dataclass
 class ScriptSettings:
     """What the OMERO scripts (and ``omero iscc``) take from the configuration file."""
@@ -297,6 +321,10 @@ class ScriptSettings:
         """Seconds left of the script's time budget (at least one: a run given none would
         hash nothing and say so)."""
         return max(1.0, self.started + self.script_time_budget - time.monotonic())
+
+    def limits(self) -> WorkerLimits:
+        """The worker's limits for this script: what is left of its budget, its size ceiling."""
+        return WorkerLimits(self.started + self.script_time_budget, self.max_file_size)
 
     def slot(self, name: str):
         """``with settings.slot("ISCC_Annotate.py"):`` one omero-iscc script hashing per host

@@ -27,7 +27,7 @@ from typing import Callable
 
 from . import state as state_mod
 from .annotate import annotate, annotate_pixels
-from .config import Config
+from .config import Config, WorkerLimits
 from .connection import is_connection_error
 from .layout import IsccRecord, PixelRecord
 from .statuses import ExitStatus, ImageStatus
@@ -82,6 +82,8 @@ class Scheduler:
         self.detach = True
         #: time.monotonic() after which no new image is started (a script's time budget).
         self.deadline: float | None = None
+        #: The same for the poll in hand (``time_budget``): set when each poll starts.
+        self.poll_deadline: float | None = None
         #: Reconnections before a poll gives up (None: the default of the mode; a script,
         #: whose session is its own, has nothing to reconnect to: 0).
         self.max_reconnects: int | None = None
@@ -129,7 +131,14 @@ class Scheduler:
         )
 
     def _should_stop(self) -> bool:
-        return self.stop_event.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
+        now = time.monotonic()
+        return self.stop_event.is_set() or any(d is not None and now > d for d in (self.deadline, self.poll_deadline))
+
+    def limits(self) -> WorkerLimits:
+        """The worker's limits now: until the nearer of the script's and the poll's deadlines,
+        files up to ``max_file_size``."""
+        deadlines = [d for d in (self.deadline, self.poll_deadline) if d is not None]
+        return WorkerLimits(min(deadlines) if deadlines else None, self.cfg.max_file_size)
 
     def _next_batch(self) -> tuple[list[int], int]:
         """Up to ``batch_size`` images without an ISCC, by ascending id, leaving out those
@@ -153,6 +162,8 @@ class Scheduler:
 
     def poll_once(self) -> PollResult:
         """One batch per code; see :meth:`_poll_code`."""
+        if self.cfg.time_budget is not None:
+            self.poll_deadline = time.monotonic() + self.cfg.time_budget
         total = PollResult()
         annotated = 0
         for code in self.cfg.codes:
@@ -180,6 +191,7 @@ class Scheduler:
                 on_annotated=self._annotated,
                 should_stop=self._should_stop,
                 detach=self.detach,
+                limits=self.limits(),
             )
         root = self.cfg.repository or self.omero.repository_root()
         return annotate(
@@ -194,6 +206,7 @@ class Scheduler:
             should_stop=self._should_stop,
             detach=self.detach,
             allowed_roots=tuple(self.cfg.allowed_roots),
+            limits=self.limits(),
         )
 
     def _poll_code(self) -> PollResult:
