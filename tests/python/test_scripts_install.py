@@ -32,7 +32,7 @@ def server(tmp_path) -> Path:
 
 
 def test_copy_installs_each_script_once_and_uninstall_keeps_what_is_not_ours(server, capsys):
-    target = server / "lib" / "scripts" / "iscc"
+    target = server.resolve() / "lib" / "scripts" / "iscc"  # reported through the link, resolved
     assert BUNDLED == [
         "ISCC_Annotate.py",
         "ISCC_Annotate_New_Images.py",
@@ -67,7 +67,7 @@ def test_copy_installs_each_script_once_and_uninstall_keeps_what_is_not_ours(ser
 
 
 def test_a_link_or_a_foreign_folder_is_refused_and_a_planted_link_is_replaced_not_followed(server, tmp_path, capsys):
-    target = server / "lib" / "scripts" / "iscc"
+    target = server.resolve() / "lib" / "scripts" / "iscc"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     target.symlink_to(elsewhere)
