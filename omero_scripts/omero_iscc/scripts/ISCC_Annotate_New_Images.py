@@ -45,9 +45,10 @@ def poll(omero_access, batch_size, config_file=None):
             result = scheduler.poll_once()
         finally:
             scheduler.close()
+    lost = "; the session to OMERO was lost: run again later" if result.unreachable else ""
     return (
         f"{result.annotated} annotated, {result.failed} failed, of {result.seen} image(s) "
-        f"without an ISCC (batch size {batch_size})"
+        f"without an ISCC (batch size {batch_size}){lost}"
     )
 
 
