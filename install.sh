@@ -473,6 +473,7 @@ else
     cp -r -- "$here/omero_scripts/make_wheel.py" "$here/omero_scripts/pyproject.toml" "$here/omero_scripts/omero_iscc" \
         "$here/omero_scripts/omero" "$stage/src/"
     find "$stage/src" -name __pycache__ -prune -exec rm -rf {} +
+    [ ! -f "$here/LICENSE" ] || cp -- "$here/LICENSE" "$stage/src/"
 fi
 if [ -f "$stage/omero-iscc" ]; then
     chmod 755 "$stage/omero-iscc"

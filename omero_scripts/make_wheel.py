@@ -44,6 +44,14 @@ WORKER = "omero-iscc"
 EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+def _license() -> bytes | None:
+    """The repository's LICENSE (beside this folder), or the sdist's copy (in it)."""
+    for path in (HERE.parent / "LICENSE", HERE / "LICENSE"):
+        if path.is_file():
+            return path.read_bytes()
+    return None
+
+
 class BuildError(Exception):
     """The wheel cannot be built as asked."""
 
@@ -78,15 +86,17 @@ def _sources() -> dict[str, bytes]:
     return files
 
 
-def _metadata(project: dict) -> bytes:
+def _metadata(project: dict, license_file: bool = False) -> bytes:
     lines = [
-        "Metadata-Version: 2.1",
+        "Metadata-Version: 2.4" if license_file else "Metadata-Version: 2.1",
         f"Name: {project['name']}",
         f"Version: {project['version']}",
         f"Summary: {project['summary']}",
         f"License: {project['license']}",
         f"Requires-Python: {project['requires_python']}",
-    ] + [f"Requires-Dist: {d}" for d in project["deps"]]
+    ]
+    lines += ["License-File: LICENSE"] if license_file else []
+    lines += [f"Requires-Dist: {d}" for d in project["deps"]]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -132,7 +142,10 @@ def build(outdir: Path, worker: Path | None = None) -> Path:
     else:
         tags = ["py3-none-any"]
         purelib = "true"
-    files[f"{info}/METADATA"] = _metadata(project)
+    license_text = _license()
+    if license_text is not None:
+        files[f"{info}/licenses/LICENSE"] = license_text
+    files[f"{info}/METADATA"] = _metadata(project, license_text is not None)
     files[f"{info}/WHEEL"] = (
         "Wheel-Version: 1.0\nGenerator: omero-iscc make_wheel\n"
         f"Root-Is-Purelib: {purelib}\n" + "".join(f"Tag: {t}\n" for t in tags)
@@ -156,8 +169,11 @@ def sdist(outdir: Path) -> Path:
     ``PKG-INFO``; builds the same pure-Python wheel."""
     project = _project()
     base = f"{project['name'].replace('-', '_')}-{project['version']}"
-    members = {"PKG-INFO": _metadata(project)}
+    license_text = _license()
+    members = {"PKG-INFO": _metadata(project, license_text is not None)}
     members.update({n: (HERE / n).read_bytes() for n in ("pyproject.toml", "make_wheel.py")})
+    if license_text is not None:
+        members["LICENSE"] = license_text
     members.update(_sources())
     outdir.mkdir(parents=True, exist_ok=True)
     path = outdir / f"{base}.tar.gz"
