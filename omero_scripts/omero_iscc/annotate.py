@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .compute import BATCH, compute
-from .config import WorkerLimits
+from .config import WorkerLimits, worker_limits
 from .connection import is_connection_error
 from .filesets import Unit, plan
 from .gateway import NotPermitted, Omero
@@ -118,7 +118,7 @@ def annotate(
             chunk_size=chunk_size,
             detach=detach,
             allowed_roots=allowed_roots,
-            limits=limits,
+            **worker_limits(limits),
         )
         done, failed = [], []
         for unit in batch:

@@ -9,7 +9,6 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .config import WorkerLimits, worker_limits
 from .connection import is_connection_error
 from .filesets import Unit, resolve_files
 from .gateway import Omero
@@ -86,11 +85,10 @@ def _stream(
     chunk_size: int,
     repository_error: str | None = None,
     detach: bool = False,
-    limits: WorkerLimits | None = None,
 ) -> UnitResult:
     streams = [omero.read_file(f.id, chunk_size) for f in unit.files]
     try:
-        results = sum_streams(worker, streams, wide, checksums, detach=detach, **worker_limits(limits))
+        results = sum_streams(worker, streams, wide, checksums, detach=detach)
     except WorkerError as exc:
         if is_connection_error(exc):
             raise
@@ -121,7 +119,6 @@ def _hash_in_repository(
     out: dict[str, UnitResult],
     detach: bool = False,
     allowed_roots: tuple[str, ...] = (),
-    limits: WorkerLimits | None = None,
 ) -> dict[str, str]:
     """One worker run over the units' repository paths; returns the units to stream instead,
     with why the repository could not serve them."""
@@ -138,7 +135,6 @@ def _hash_in_repository(
                 checksums=checksums,
                 detach=detach,
                 allowed_roots=allowed_roots,
-                **worker_limits(limits),
             )
         )
     except WorkerError as exc:
@@ -177,7 +173,6 @@ def compute(
     chunk_size: int = 1 << 20,
     detach: bool = False,
     allowed_roots: tuple[str, ...] = (),
-    limits: WorkerLimits | None = None,
 ) -> dict[str, UnitResult]:
     """Hashes every unit (the caller chooses the batch: one worker run serves them all); one
     unit's failure never stops the others.
@@ -193,13 +188,13 @@ def compute(
     root, _why = repository_mode(root)
     in_repository, streamed = route([u for u in units if u.key not in out], root)
     repository_errors = _hash_in_repository(
-        in_repository, worker, root or "", wide, checksums, out, detach, allowed_roots, limits
+        in_repository, worker, root or "", wide, checksums, out, detach, allowed_roots
     )
     streamed += [u for u in in_repository if u.key in repository_errors]
     for unit in streamed:
         try:
             out[unit.key] = _stream(
-                omero, unit, worker, wide, checksums, chunk_size, repository_errors.get(unit.key), detach, limits
+                omero, unit, worker, wide, checksums, chunk_size, repository_errors.get(unit.key), detach
             )
         except Exception as exc:  # noqa: BLE001 - an OMERO or I/O error on one unit must not stop the batch
             if is_connection_error(exc):

@@ -286,15 +286,15 @@ class WorkerLimits:
         """Seconds left for a run starting now (at least one), or ``None``: no budget."""
         return None if self.deadline is None else max(1.0, self.deadline - time.monotonic())
 
-    def worker_kwargs(self) -> dict:
-        """The worker functions' keyword arguments for a run starting now."""
-        return {"time_budget": self.time_budget(), "max_file_size": self.max_file_size}
-
 
 def worker_limits(limits: WorkerLimits | None) -> dict:
-    """The keyword arguments that give one worker run its share of a job's limits."""
-    # TODO(lead): once worker.py's run_groups, sum_streams and run_pixels take time_budget and
-    # max_file_size (the edges branch), return `limits.worker_kwargs() if limits else {}`.
+    """The keyword arguments of ``compute`` and ``run_pixels`` that give the worker run about
+    to start its share of a job's limits (what is left of the time budget, the size ceiling)."""
+    # TODO(lead, merging the edges branch, whose compute() and run_pixels() take
+    # `limits: worker.Limits`): return
+    #     {"limits": Limits(time_budget=limits.time_budget(), max_file_size=limits.max_file_size)}
+    #     if limits is not None else {}
+    # with `from .worker import Limits` (worker.py imports nothing of config: no cycle).
     return {}
 
 

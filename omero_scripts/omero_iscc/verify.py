@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from . import spreadsheet
 from .compute import BATCH, compute
-from .config import WorkerLimits
+from .config import WorkerLimits, worker_limits
 from .connection import is_connection_error
 from .filesets import plan
 from .gateway import Omero
@@ -95,7 +95,7 @@ def verify(
                 checksums=hashers,
                 chunk_size=chunk_size,
                 allowed_roots=allowed_roots,
-                limits=limits,
+                **worker_limits(limits),
             )
             for unit in batch:
                 result = results[unit.key]

@@ -351,3 +351,39 @@ def test_input_errors_of_every_command_are_exit_2_not_tracebacks(tmp_path, capsy
     assert main(["--config", str(empty), "--state-dir", str(tmp_path / "s"), "status"]) == 2
     assert "writable by others" in capsys.readouterr().err
     assert issubclass(state_mod.StateDirError, InputError)
+
+
+# -- budgets --------------------------------------------------------------------------------------
+def test_a_poll_stops_taking_images_once_its_time_budget_is_spent(tmp_path, worker):
+    from fake_server import FakeServer
+
+    from omero_iscc.scheduler import Scheduler
+
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    for k in range(3):
+        d = f"u/2026-12/01/{k}/"
+        p = repo / d / "f.tif"
+        p.parent.mkdir(parents=True)
+        p.write_bytes(os.urandom(3000 + k))
+        server.add_fileset([server.original_file(str(p), d)], d)
+
+    def run(budget):
+        cfg = Config(worker=worker, state_dir=str(tmp_path / f"s{budget}"), time_budget=budget)
+        sched = Scheduler(cfg, lambda c: (None, server.access(0)), sleep=lambda s: None)
+        result = sched.poll_once()
+        limits = sched.limits()
+        sched.close()
+        return result, limits
+
+    spent, limits = run(1e-9)
+    assert (spent.annotated, spent.stopped) == (0, True), "a poll past its budget started an image"
+    assert limits.deadline is not None and limits.time_budget() == 1.0  # the worker is given at least 1 s
+    done, _ = run(None)
+    assert done.annotated == 3 and not done.stopped
+
+
+def test_a_scripts_worker_limits_count_from_the_scripts_start():
+    settings = ScriptSettings(script_time_budget=100, max_file_size=1 << 30, started=time.monotonic() - 40)
+    limits = settings.limits()
+    assert 59 <= limits.time_budget() <= 60 and limits.max_file_size == 1 << 30
