@@ -95,22 +95,28 @@ def files(root: Path) -> list[str]:
     return [p for p in tree(root) if (root / p).is_file() or (root / p).is_symlink()]
 
 
-def test_installed_offline_beside_omero_py_it_works_without_rust_and_uninstalls_cleanly(wheel, tmp_path, samples):
+def server_environment(tmp_path: Path) -> tuple[Path, dict]:
+    """A fresh environment as an OMERO server has it (this test's Python, omero-py of the
+    release for it, from local wheels only), and an environment for commands with no Rust
+    toolchain reachable: PATH is the environment's and the system's, and that is checked."""
     venv = tmp_path / "venv"
     subprocess.run([base_python(), "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    # A server's environment: omero-py of the release for this Python, from local wheels only.
     pin = "omero-py==5.21.3" if sys.version_info < (3, 10) else "omero-py==5.23.0"
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--no-cache-dir"]
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index", "--no-cache-dir"]
     subprocess.run([*pip, "--find-links", str(wheelhouse()), pin], check=True)
-    before = tree(venv)
-
-    # No Rust toolchain: PATH is the environment's and the system's, and the proof is asked.
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
     for tool in ("cargo", "rustc", "rustup"):
         assert shutil.which(tool, path=env["PATH"]) is None, f"{tool} is on the stripped PATH"
     probe = subprocess.run(["sh", "-c", "command -v cargo || command -v rustc"], env=env, check=False)
     assert probe.returncode != 0, "a Rust toolchain is reachable from the install test"
+    return venv, env
+
+
+def test_installed_offline_beside_omero_py_it_works_without_rust_and_uninstalls_cleanly(wheel, tmp_path, samples):
+    venv, env = server_environment(tmp_path)
+    python = venv / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--no-cache-dir"]
+    before = tree(venv)
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), env=env, cwd=tmp_path, capture_output=True, text=True, check=check)
