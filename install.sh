@@ -255,8 +255,13 @@ if [ "$uninstall" = 1 ]; then
                     ${dry[@]+"${dry[@]}"} | sed 's/^/    /'
                 [ "${PIPESTATUS[0]}" = 0 ] || kept=1 ;;
             scripts-upload)
+                if ! as_user "$(dirname "$extra")/omero" sessions key >/dev/null 2>&1 </dev/null; then
+                    note "kept: the uploaded scripts iscc/ISCC_*.py (no omero session of $owner to delete them with: log in as $owner, then run --uninstall again)"
+                    kept=1
+                    continue
+                fi
                 as_user "$(dirname "$extra")/omero" iscc scripts install --upload --uninstall \
-                    ${dry[@]+"${dry[@]}"} | sed 's/^/    /'
+                    ${dry[@]+"${dry[@]}"} </dev/null | sed 's/^/    /'
                 [ "${PIPESTATUS[0]}" = 0 ] || kept=1 ;;
             pip)
                 note "pip uninstall omero-iscc from $path's environment, as $owner"
@@ -627,7 +632,7 @@ if { [ -n "$schedule" ] || [ "$systemd" = 1 ]; } && [ "$dry_run" = 0 ]; then
 fi
 if [ "$upload" = 1 ]; then
     step "the scripts, uploaded as iscc/ISCC_*.py through $user's omero session"
-    run_as_user "$(dirname "$python")/omero" iscc scripts install --upload || die "uploading the scripts failed"
+    run_as_user "$(dirname "$python")/omero" iscc scripts install --upload </dev/null || die "uploading the scripts failed"
     record "scripts-upload - $python $user"
 else
     step "the scripts into $omero_dir/lib/scripts/iscc, as $user"
