@@ -202,7 +202,7 @@ static_elf() {
 }
 sha() { sha256sum -- "$1" | cut -d' ' -f1; }
 
-version=$(sed -n 's/^version = "\(.*\)".*/\1/p' "$here/omero_scripts/pyproject.toml" | head -n1)
+version=$(awk -F'"' '/^version = /{print $2; exit}' "$here/omero_scripts/pyproject.toml")
 cron_file="$cron_dir/omero-iscc"
 service="$systemd_dir/omero-iscc.service"
 timer="$systemd_dir/omero-iscc.timer"
@@ -217,7 +217,7 @@ setpriv=$(command -v setpriv 2>/dev/null || true)
 # systemctl runs only for a unit directory that systemd reads (as systemd-analyze lists them).
 systemd_reads_dir() {
     command -v systemctl >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 || return 1
-    systemd-analyze unit-paths 2>/dev/null | grep -qxF -- "$(readlink -f -- "$systemd_dir")"
+    systemd-analyze unit-paths 2>/dev/null | grep -xF -- "$(readlink -f -- "$systemd_dir")" >/dev/null
 }
 
 # --- uninstall, from the manifest ---------------------------------------------------------
@@ -289,7 +289,7 @@ if [ "$uninstall" = 1 ]; then
                     if [ -z "$(ls -A -- "$path")" ] || { [ "$dry_run" = 1 ] && [ "$path" != "$config_dir" ]; }; then
                         note "remove: $path/"; run rmdir -- "$path" || kept=1
                     elif [ "$path" != "$config_dir" ]; then
-                        note "kept: $path/ (not empty: $(ls -A -- "$path" | head -n5 | tr '\n' ' '))"
+                        note "kept: $path/ (not empty: $(ls -A -- "$path" | sed -n '1,5p' | tr '\n' ' '))"
                     fi
                 fi ;;
         esac
@@ -386,7 +386,10 @@ if [ "$omero_parts" = 1 ]; then
         # its environment's configuration, the site directories and the .pth files in them
         # (each line of one can run code at start-up), the worker's directory.
         venv_cfg="$(dirname "$(dirname "$python")")/pyvenv.cfg"
-        pth=$(echo "$site_dirs" | head -n2 | sort -u | while read -r d; do find "$d" -maxdepth 1 -name '*.pth' 2>/dev/null; done)
+        # (sed, not head: head leaves early and, under pipefail, a writer killed by SIGPIPE
+        # would fail the run now and then)
+        pth=$(printf '%s\n' "$site_dirs" | sed -n '1,2p' | sort -u |
+            while read -r d; do find "$d" -maxdepth 1 -name '*.pth' 2>/dev/null; done)
         for p in "$python" $site_dirs $([ -e "$venv_cfg" ] && echo "$venv_cfg") $pth; do
             bad=$(unsafe_path "$p")
             [ -z "$bad" ] || problems+=("the scheduler would run $p, but $bad may be written by another account than root and $user (owner uid $(stat -L -c %u -- "$bad"), mode $(stat -L -c %a -- "$bad")): chown or chmod go-w it")
