@@ -5,14 +5,17 @@
 #      and format) and vermin (everything that runs in the OMERO server's Python imports on 3.9);
 #   2. the Rust unit and integration tests (which compare against iscc-sum, iscc-core and
 #      pathspec on real files);
-#   3. the Python tests of the OMERO scripts, the helper package, the scheduler and install.sh,
-#      on Python 3.11 with omero-py 5.23 and on Python 3.9 with omero-py 5.21.3.
+#   3. the platform wheel, built by maturin offline (bindings = bin: the static worker inside);
+#   4. the Python tests of the OMERO scripts, the helper package, the scheduler, install.sh and
+#      the wheel (installed into fresh environments with no Rust on PATH), on Python 3.11 with
+#      omero-py 5.23 and on Python 3.9 with omero-py 5.21.3.
 # A lint failure fails the run like a test. Extra arguments go to both pytest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/setup/env.sh
 source tests/setup/tools.sh
 source tests/setup/slurm.sh
+source tests/setup/wheel.sh
 
 echo "== lint"
 cargo fmt --check
@@ -26,6 +29,12 @@ cargo machete
 echo "== cargo test (release build of the static binary first)"
 cargo build --release --locked
 cargo test --release --locked
+
+echo "== the platform wheel (maturin, offline)"
+rm -rf target/wheels
+"$OMERO_ISCC_WHEEL_TOOLS/bin/maturin" build --release --locked --offline --quiet --out target/wheels
+OMERO_ISCC_WHEEL=$(ls "$PWD"/target/wheels/omero_iscc-*.whl)
+export OMERO_ISCC_WHEEL
 
 export OMERO_ISCC_WORKER="$PWD/target/x86_64-unknown-linux-gnu/release/omero-iscc"
 # Ice 3.6 imports the deprecated imp module; that warning is not ours.

@@ -143,7 +143,12 @@ def _hash_in_repository(
         return {}
     to_stream: dict[str, str] = {}
     for result in results:
-        unit = by_key[result.id]
+        unit = by_key.pop(result.id, None)
+        if unit is None:
+            # A record that names no unit of this run (no id, or one it was not given) fails
+            # alone: the unit it stood for is reported below as having no record.
+            log.warning("the worker returned a record for no unit of this run (id %r): %s", result.id, result.error)
+            continue
         if result.ok:
             out[unit.key] = UnitResult(
                 unit, record=unit_record(unit, result, result.files, INPUT_REPOSITORY), files=result.files
@@ -153,6 +158,8 @@ def _hash_in_repository(
             to_stream[unit.key] = result.error or result.error_kind or ""
         else:
             out[unit.key] = UnitResult(unit, problem=Problem.UNREADABLE, message=result.error)
+    for unit in by_key.values():
+        out[unit.key] = UnitResult(unit, problem=Problem.WORKER, message="the worker returned no record for it")
     return to_stream
 
 

@@ -95,7 +95,9 @@ def _run_script(conn, name: str, inputs: dict):
     svc = conn.getScriptService()
     script_id = svc.getScriptID(f"/iscc/{name}")
     if script_id <= 0:
-        script_id = svc.uploadOfficialScript(f"/iscc/{name}", (TOP / "omero_scripts" / name).read_text())
+        script_id = svc.uploadOfficialScript(
+            f"/iscc/{name}", (TOP / "omero_scripts" / "omero_iscc" / "scripts" / name).read_text()
+        )
     wrapped = {}
     for k, v in inputs.items():
         if isinstance(v, bool):
