@@ -56,3 +56,5 @@ class Problem(_Word):
     MISSING_FILE = "missing_file"
     UNREADABLE = "unreadable"
     WORKER = "worker"
+    #: The worker's time budget ran out before the unit was hashed: hash it in a later run.
+    BUDGET = "budget"
