@@ -214,3 +214,47 @@ fn low_priority_never_raises_a_lower_one() {
     child.wait().unwrap();
     assert!(seen.iter().all(|(nice, _, _)| *nice == 15), "{seen:?}");
 }
+
+// A file that changes size between the check of its recorded size and its read (replaced by
+// a file of another size) loses its code: no record carries a code of another size than the
+// one its group line gives.
+#[test]
+fn a_file_that_changes_size_after_the_check_loses_its_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_path_buf();
+    fs::write(d.join("f.tif"), pseudo_random(3000, 1)).unwrap();
+    // The swapper is a process of its own: its renames then land anywhere in the worker's run.
+    fs::write(d.join("a"), pseudo_random(3000, 1)).unwrap();
+    fs::write(d.join("b"), pseudo_random(3001, 2)).unwrap();
+    let swap = "import os, shutil\nwhile True:\n    for src in ('a', 'b'):\n        shutil.copyfile(src, '.staged')\n        os.rename('.staged', 'f.tif')\n";
+    let mut swapper = Command::new(python()).args(["-c", swap]).current_dir(&d).spawn().unwrap();
+    // The file comes last in its group, after others: the sizes are checked when the group
+    // starts, so the swap has the reading of the others to land in.
+    let mut files: Vec<String> = (0..40).map(|i| format!("\"o{i}\"")).collect();
+    for i in 0..40 {
+        fs::write(d.join(format!("o{i}")), pseudo_random(20_000, 100 + i)).unwrap();
+    }
+    files.push("{\"path\": \"f.tif\", \"size\": 3000}".into());
+    let lines = format!("{{\"id\": \"g\", \"files\": [{}]}}\n", files.join(", ")).repeat(50);
+    let (mut codes, mut refused) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (codes == 0 || refused == 0 || codes + refused < 200) && Instant::now() < deadline {
+        let out = run_in(&d, &["sum", "--json", "--root", ".", "--groups", "-"], lines.as_bytes());
+        for record in json_lines(&out) {
+            let file = &record["files"][40];
+            match error_kind(file) {
+                "<no error>" => {
+                    assert_eq!(file["filesize"], 3000, "{record}");
+                    assert_eq!(record["filesize"], 40 * 20_000 + 3000, "{record}");
+                    codes += 1;
+                }
+                // Changed between the batch's sizing and its read: refused all the same.
+                "size_mismatch" | "changed_while_reading" => refused += 1,
+                other => panic!("{other}: {record}"),
+            }
+        }
+    }
+    swapper.kill().unwrap();
+    swapper.wait().unwrap();
+    assert!(codes > 0 && refused > 0, "{codes} codes, {refused} refusals: the race did not run");
+}
