@@ -152,8 +152,8 @@ def _hash_in_repository(
             out[unit.key] = UnitResult(
                 unit, record=unit_record(unit, result, result.files, INPUT_REPOSITORY), files=result.files
             )
-        elif result.error_kind == "budget":
-            out[unit.key] = UnitResult(unit, problem=Problem.BUDGET, message=result.error)
+        elif result.error_kind in (Problem.BUDGET, Problem.SIZE_MISMATCH):
+            out[unit.key] = UnitResult(unit, problem=Problem(result.error_kind), message=result.error)
         elif result.error_kind in STREAMABLE:
             log.info("%s: %s; reading through the RawFileStore", unit.key, result.error)
             to_stream[unit.key] = result.error or result.error_kind or ""
