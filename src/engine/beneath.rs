@@ -64,11 +64,13 @@ impl Roots {
         let Some((root, rel)) = self.locate(path) else {
             return Err(outside("it lies outside every root"));
         };
-        if rel.as_os_str().is_empty() {
-            // The root itself: a directory.
-            return Err(Failure::io(&io::Error::from_raw_os_error(libc::EISDIR)));
-        }
-        match open_beneath(root, rel, flags) {
+        // The root itself (a walk of the whole root) is its descriptor's directory, reopened.
+        let opened = if rel.as_os_str().is_empty() {
+            open_at(Some(root), Path::new("."), flags)
+        } else {
+            open_beneath(root, rel, flags)
+        };
+        match opened {
             Ok(fd) => Ok(File::from(fd)),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV)) => Err(outside(
                 "a symbolic link appeared in its path after the path was checked (it may lead out of the root)",
