@@ -121,10 +121,11 @@ def _hash_in_repository(
     detach: bool = False,
     allowed_roots: tuple[str, ...] = (),
     limits: Limits | None = None,
+    recorded_sizes: bool = True,
 ) -> dict[str, str]:
-    """One worker run over the units' repository paths (each file with the size OMERO
-    recorded, which the worker checks before reading it); returns the units to stream
-    instead, with why the repository could not serve them."""
+    """One worker run over the units' repository paths (with ``recorded_sizes``, each file
+    with the size OMERO recorded, which the worker checks before reading it); returns the
+    units to stream instead, with why the repository could not serve them."""
     if not units:
         return {}
     by_key = {u.key: u for u in units}
@@ -133,7 +134,7 @@ def _hash_in_repository(
             run_groups(
                 worker,
                 root,
-                [(u.key, [(f.repo_path, f.size) for f in u.files]) for u in units],
+                [(u.key, [(f.repo_path, f.size if recorded_sizes else None) for f in u.files]) for u in units],
                 wide=wide,
                 checksums=checksums,
                 detach=detach,
@@ -173,10 +174,12 @@ def compute(
     detach: bool = False,
     allowed_roots: tuple[str, ...] = (),
     limits: Limits | None = None,
+    recorded_sizes: bool = True,
 ) -> dict[str, UnitResult]:
     """Hashes every unit (the caller chooses the batch: one worker run serves them all); one
     unit's failure never stops the others. ``limits``: what the worker may take of the host
-    (default: low priority, half the cores, no budget).
+    (default: low priority, half the cores, no budget). ``recorded_sizes``: a file whose size
+    is not the one OMERO recorded is not hashed (the unit's problem is ``size_mismatch``).
 
     Three jobs, in order: the files of each unit (``filesets.resolve_files``), where each unit
     is read (``route``), and the hashing itself.
@@ -189,7 +192,7 @@ def compute(
     root, _why = repository_mode(root)
     in_repository, streamed = route([u for u in units if u.key not in out], root)
     repository_errors = _hash_in_repository(
-        in_repository, worker, root or "", wide, checksums, out, detach, allowed_roots, limits
+        in_repository, worker, root or "", wide, checksums, out, detach, allowed_roots, limits, recorded_sizes
     )
     streamed += [u for u in in_repository if u.key in repository_errors]
     for unit in streamed:

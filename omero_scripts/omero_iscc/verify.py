@@ -14,7 +14,7 @@ from .filesets import plan
 from .gateway import Omero
 from .layout import PIXELS, newest_pixel_record, newest_record, parse_files_jsonl
 from .pixels import compute_pixels, pixels_infos
-from .statuses import Problem, Verdict
+from .statuses import Verdict
 
 OK, CHANGED, MISSING_FILE, NO_ANNOTATION = Verdict.OK, Verdict.CHANGED, Verdict.MISSING_FILE, Verdict.NO_ANNOTATION
 STATUSES = list(Verdict)
@@ -93,6 +93,9 @@ def verify(
                 checksums=hashers,
                 chunk_size=chunk_size,
                 allowed_roots=allowed_roots,
+                # Every file is read, whatever its recorded size: a changed one is CHANGED,
+                # and named.
+                recorded_sizes=False,
             )
             for unit in batch:
                 result = results[unit.key]
@@ -167,9 +170,7 @@ def _judge(image, unit, result, record) -> ImageVerdict:
     if record is not None:
         v.stored_iscc, v.stored_datahash = record.iscc, record.datahash or ""
     if not result.ok:
-        # A file of another size than OMERO recorded was changed since import (not read).
-        v.status = CHANGED if result.problem == Problem.SIZE_MISMATCH else MISSING_FILE
-        v.detail = result.message or ""
+        v.status, v.detail = MISSING_FILE, result.message or ""
         return v
     v.computed_iscc, v.computed_datahash = result.record.iscc, result.record.datahash or ""
     for source, computed in zip(unit.files, result.files):

@@ -135,35 +135,11 @@ def test_the_helper_sends_omeros_sizes_and_sorts_the_new_records(tmp_path, worke
     assert out["fileset:4"].problem == Problem.BUDGET
 
 
-class _Value:
-    def __init__(self, val):
-        self.val = val
-
-
-class _Image:
-    """The two accessors of an OMERO image that a verdict reads."""
-
-    def __init__(self, image_id: int, name: str) -> None:
-        self._id, self._name = _Value(image_id), _Value(name)
-
-    def getId(self):  # noqa: N802 - OMERO's accessor names
-        return self._id
-
-    def getName(self):  # noqa: N802
-        return self._name
-
-
-def test_verify_calls_a_file_of_another_size_changed(tmp_path, worker):
-    from omero_iscc.statuses import Verdict
-    from omero_iscc.verify import _judge
-
+def test_without_recorded_sizes_every_file_is_read(tmp_path, worker):
+    """Verify's way: a file of another size is hashed (and then found changed by its code)."""
     (tmp_path / "a.tif").write_bytes(b"a" * 1000)
-    units = [_unit("fileset:1", ("a.tif", 999)), _unit("fileset:2", ("gone.tif", 10))]
+    units = [_unit("fileset:1", ("a.tif", 999))]
     out: dict[str, UnitResult] = {}
-    streamed = _hash_in_repository(units, worker, str(tmp_path), False, [], out)
-    changed = _judge(_Image(1, "a"), units[0], out["fileset:1"], None)
-    assert (changed.status, changed.detail) == (Verdict.CHANGED, out["fileset:1"].message)
-    assert "999" in changed.detail
-    # Another failure keeps its verdict: a missing file (streamed through OMERO next) is not
-    # a changed one.
-    assert list(streamed) == ["fileset:2"]
+    _hash_in_repository(units, worker, str(tmp_path), False, [], out, recorded_sizes=False)
+    assert out["fileset:1"].ok
+    assert out["fileset:1"].files[0].filesize == 1000
