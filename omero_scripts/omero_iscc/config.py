@@ -25,6 +25,7 @@ from typing import Any
 
 from . import NAMESPACE, PIXELS_NAMESPACE
 from .errors import InputError
+from .worker import Limits
 
 DEFAULT_CONFIG_FILE = "/etc/omero-iscc/config.json"
 ENV_PREFIX = "OMERO_ISCC_"
@@ -290,12 +291,9 @@ class WorkerLimits:
 def worker_limits(limits: WorkerLimits | None) -> dict:
     """The keyword arguments of ``compute`` and ``run_pixels`` that give the worker run about
     to start its share of a job's limits (what is left of the time budget, the size ceiling)."""
-    # TODO(lead, merging the edges branch, whose compute() and run_pixels() take
-    # `limits: worker.Limits`): return
-    #     {"limits": Limits(time_budget=limits.time_budget(), max_file_size=limits.max_file_size)}
-    #     if limits is not None else {}
-    # with `from .worker import Limits` (worker.py imports nothing of config: no cycle).
-    return {}
+    if limits is None:
+        return {}
+    return {"limits": Limits(time_budget=limits.time_budget(), max_file_size=limits.max_file_size)}
 
 
 @dataclass

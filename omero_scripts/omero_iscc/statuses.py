@@ -64,3 +64,7 @@ class Problem(_Word):
     MISSING_FILE = "missing_file"
     UNREADABLE = "unreadable"
     WORKER = "worker"
+    #: The worker's time budget ran out before the unit was hashed: hash it in a later run.
+    BUDGET = "budget"
+    #: A file's size on disk is not the size OMERO recorded at import: it was not hashed.
+    SIZE_MISMATCH = "size_mismatch"

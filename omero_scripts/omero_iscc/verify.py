@@ -95,6 +95,9 @@ def verify(
                 checksums=hashers,
                 chunk_size=chunk_size,
                 allowed_roots=allowed_roots,
+                # Every file is read, whatever its recorded size: a changed one is CHANGED,
+                # and named.
+                recorded_sizes=False,
                 **worker_limits(limits),
             )
             for unit in batch:

@@ -8,7 +8,7 @@
 use crate::cli::SimilarArgs;
 use crate::engine::codes;
 use crate::exit::{Error, Status};
-use crate::pathcodec::{bytes_of, unescape_line, PathText};
+use crate::pathcodec::PathText;
 use crate::streams::{self, Inputs, Output};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -74,8 +74,8 @@ struct JsonRecord<'a> {
     /// `pixels` records name their image so.
     #[serde(borrow, default)]
     image: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    path: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    path: Option<PathText>,
     #[serde(borrow, default)]
     iscc: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -90,18 +90,17 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
     }
     if trimmed[0] == b'{' {
         let text = std::str::from_utf8(trimmed).map_err(|_| "not UTF-8".to_string())?;
-        let text = unescape_line(text);
-        let rec: JsonRecord = serde_json::from_str(&text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let rec: JsonRecord = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
         let iscc = rec.iscc.ok_or("no \"iscc\" (a failed record?)")?;
         let (by_id, name) = match (rec.id.or(rec.image), &rec.path) {
             (Some(raw), _) if raw.get() != "null" => {
-                let name = match serde_json::from_str::<String>(raw.get()) {
-                    Ok(s) => s.into_bytes(),
+                let name = match serde_json::from_str::<PathText>(raw.get()) {
+                    Ok(s) => s.0,
                     Err(_) => raw.get().as_bytes().to_vec(),
                 };
                 (true, name)
             }
-            (_, Some(p)) => (false, bytes_of(p)),
+            (_, Some(p)) => (false, p.0.clone()),
             _ => return Err("neither \"id\" (or \"image\") nor \"path\"".into()),
         };
         let (header, data, instance, wide) =

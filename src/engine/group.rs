@@ -78,7 +78,7 @@ pub fn hash_group(
         let read: Vec<Result<(), Failure>> = files[start..end]
             .par_iter()
             .zip(slices.into_par_iter())
-            .map(|(p, slot)| read_into(p, slot))
+            .map(|(p, slot)| read_into(p, slot, config))
             .collect();
         // Each file's own code, one file per task, while the group's hasher takes the batch up
         // to its first failed file as one buffer (split again by the parallel chunker).
@@ -154,9 +154,9 @@ fn small_size(path: &Path) -> Option<u64> {
 
 /// Reads a small file into its slot of the batch, with the checks of any read (a regular
 /// file, not changed since its size was taken).
-fn read_into(path: &Result<PathBuf, Failure>, slot: &mut [u8]) -> Result<(), Failure> {
+fn read_into(path: &Result<PathBuf, Failure>, slot: &mut [u8], config: &HashConfig) -> Result<(), Failure> {
     let path = path.as_ref().map_err(Clone::clone)?;
-    let (file, meta) = hash::open_regular(path)?;
+    let (file, meta) = hash::open_regular(path, config)?;
     source::read_whole(&file, &meta, slot)
 }
 

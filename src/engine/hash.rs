@@ -1,6 +1,8 @@
 //! One pass over a byte stream: Data-Code, Instance-Code (BLAKE3) and OMERO checksums fed
 //! from the same buffer, on parallel threads when the buffer is large.
 
+use crate::engine::beneath::{self, Roots};
+use crate::engine::budget::Budget;
 use crate::engine::checksum::{Algorithm, Checksum};
 use crate::engine::codes::Digests;
 use crate::engine::datacode::DataHasher;
@@ -10,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Buffers at least this large are split between threads.
 const PARALLEL_MIN: usize = 1 << 20;
@@ -25,6 +28,11 @@ pub struct HashConfig {
     pub mmap: bool,
     /// OMERO checksums to compute alongside.
     pub checksums: Vec<Algorithm>,
+    /// With `--root`: the roots files are opened beneath (see `beneath`); else files are
+    /// opened by name.
+    pub roots: Option<Arc<Roots>>,
+    /// The run's time budget and file size ceiling.
+    pub budget: Budget,
 }
 
 /// The running state of one record's stream.
@@ -98,20 +106,37 @@ pub fn update_all(hashers: &mut [&mut StreamHasher], bytes: &[u8]) {
     }
 }
 
-/// Opens `path` for hashing: regular files only. Anything else (FIFO, device, socket,
-/// directory) is refused before it is opened, so a FIFO cannot block the run.
-pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), Failure> {
-    let meta = std::fs::metadata(path).map_err(|e| Failure::io(&e))?;
-    refuse_non_regular(&meta)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| Failure::io(&e))?;
+/// Opens `path` for hashing: regular files only, beneath the run's roots when it has some,
+/// within its budget. Anything else (FIFO, device, socket, directory) is refused before it is
+/// opened, so a FIFO cannot block the run; a file over the size ceiling is refused before a
+/// byte of it is read.
+pub fn open_regular(path: &Path, config: &HashConfig) -> Result<(File, std::fs::Metadata), Failure> {
+    config.budget.check_time()?;
+    let file = match &config.roots {
+        Some(roots) => {
+            // Not by name through links: a link here appeared after the path was checked,
+            // and the open below refuses it.
+            let meta = std::fs::symlink_metadata(path).map_err(|e| Failure::io(&e))?;
+            if !meta.file_type().is_symlink() {
+                refuse_non_regular(&meta)?;
+            }
+            roots.open(path, beneath::READ_FLAGS)?
+        }
+        None => {
+            let meta = std::fs::metadata(path).map_err(|e| Failure::io(&e))?;
+            refuse_non_regular(&meta)?;
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path)
+                .map_err(|e| Failure::io(&e))?
+        }
+    };
     // The path may have been swapped between stat and open: judge what was opened.
     let meta = file.metadata().map_err(|e| Failure::io(&e))?;
     refuse_non_regular(&meta)?;
     refuse_generated(&file)?;
+    config.budget.check_size(meta.len())?;
     Ok((file, meta))
 }
 
@@ -164,8 +189,8 @@ fn refuse_non_regular(meta: &std::fs::Metadata) -> Result<(), Failure> {
 
 /// Hashes one regular file into the given streams.
 pub fn feed_path(path: &Path, config: &HashConfig, sink: &mut dyn FnMut(&[u8])) -> Result<u64, Failure> {
-    let (file, meta) = open_regular(path)?;
-    source::feed_file(&file, &meta, config.mmap, sink)
+    let (file, meta) = open_regular(path, config)?;
+    source::feed_file_until(&file, &meta, config.mmap, config.budget.deadline, sink)
 }
 
 /// Hashes one regular file.
@@ -186,6 +211,6 @@ pub fn hash_files(files: &[std::path::PathBuf], config: &HashConfig) -> Result<O
 /// Hashes a stream to its end.
 pub fn hash_reader(reader: &mut dyn Read, config: &HashConfig) -> Result<Outcome, Failure> {
     let mut hasher = StreamHasher::new(config);
-    source::feed_reader(reader, &mut |b| hasher.update(b)).map_err(|e| Failure::io(&e))?;
+    source::feed_reader(reader, config.budget.deadline, &mut |b| hasher.update(b))?;
     Ok(hasher.finish())
 }

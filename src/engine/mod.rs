@@ -4,6 +4,8 @@
 //!   parallel.
 //! - `hash`, `source`, `sigbus`: one pass over a file or stream feeding every hasher; files
 //!   mapped in windows, with recovery when a file shrinks under its mapping.
+//! - `beneath`, `budget`: files opened beneath their root through no symbolic link; a run's
+//!   time budget and file size ceiling.
 //! - `group`: many files as one stream (a group, a tree) on every core, each file's own code
 //!   alongside.
 //! - `checksum`: OMERO's import checksums, computed in the same pass.
@@ -13,6 +15,8 @@
 //! - `planes`, `pixelcode`: the framed plane stream of `pixels` and the pixel code (IMAGEWALK)
 //!   of each image in it.
 
+pub mod beneath;
+pub mod budget;
 pub mod cdc;
 pub mod checksum;
 pub mod codes;
