@@ -218,6 +218,11 @@ def worker(*args: str) -> None:
     subprocess.run([str(WORKER), *args], stdout=subprocess.DEVNULL, check=True)
 
 
+def stats_of(directory: Path) -> dict:
+    out = subprocess.run([str(WORKER), "index", "stats", str(directory)], capture_output=True, check=True).stdout
+    return json.loads(out)
+
+
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -251,7 +256,7 @@ def single_queries(systems: dict, inputs: dict, rounds: int, want: list[set[int]
                 t, got = timed(ask, inputs[name][k])
                 per[name].append(t)
                 found[name][k] = got
-    print(f"\n| system | one query: median (p99) | recall of the matches within the threshold |\n|---|---:|---:|")
+    print("\n| system | one query: median (p99) | recall of the matches within the threshold |\n|---|---:|---:|")
     for name in systems:
         print(f"| {name} | {ms(per[name])} | {recall(found[name], want)} |")
     ours = statistics.median(per["omero-iscc index"])
@@ -308,8 +313,10 @@ def main() -> None:
     for name, t in build.items():
         print(f"| {name} | {t:.1f} s |")
     single_queries(systems, inputs, args.rounds, want)
-    stats = json.loads(subprocess.run([str(WORKER), "index", "stats", str(ours_dir)], capture_output=True).stdout)
-    print(f"omero-iscc index: {stats['bytes_per_code']} bytes per code on disk, resident {ours.rss_kib() / 1024:.0f} MiB")
+    stats = stats_of(ours_dir)
+    print(
+        f"omero-iscc index: {stats['bytes_per_code']} bytes per code on disk, resident {ours.rss_kib() / 1024:.0f} MiB"
+    )
     ours.close()
 
     # A batch of queries, and adding codes, rounds taking turns.
@@ -324,7 +331,9 @@ def main() -> None:
         write_codes(add_file, head, new_data, new_inst, first)
         t = str(args.threshold)
         runs = {
-            "omero-iscc index: batch": lambda t=t: worker("index", "query", "--threshold", t, str(ours_dir), str(batch_file)),
+            "omero-iscc index: batch": lambda t=t: worker(
+                "index", "query", "--threshold", t, str(ours_dir), str(batch_file)
+            ),
             "omero-iscc index: add": lambda f=add_file: worker("index", "add", str(ours_dir), str(f)),
         }
         if not args.no_peers:
@@ -379,7 +388,7 @@ def big(args, head: bytes, size: int) -> None:
         add_file = args.workdir / "add-big.jsonl"
         write_codes(add_file, head, new_data, new_inst, 10**10 + r * args.batch)
         adds.append(timed(worker, "index", "add", str(directory), str(add_file))[0])
-    stats = json.loads(subprocess.run([str(WORKER), "index", "stats", str(directory)], capture_output=True).stdout)
+    stats = stats_of(directory)
     print(f"\n{size:,} codes, ours alone: build {t:.1f} s; one query {ms(per)}; recall {recall(found, want)}")
     print(
         f"batch of {args.batch:,} queries {statistics.median(batches):.3f} s ({min(batches):.3f}-{max(batches):.3f}); "

@@ -33,17 +33,53 @@ pub fn radii(budget: u32, blocks: usize) -> Vec<i32> {
     (0..blocks).map(|j| (base + usize::from(j < extra)) as i32 - 1).collect()
 }
 
-/// The radius to search in each of the 8 blocks for this probe (see the module doc).
-pub fn plan(probe: &Probe, threshold: u32) -> [i32; BLOCKS] {
+/// Relative costs of the table search, in units of one row read in sequence: a bucket probe
+/// (a directory entry, most often in cache) and a row read through a posting (a cache miss).
+const PROBE_COST: u64 = 8;
+const RANDOM_ROW_COST: u64 = 6;
+
+/// The radius to search in each of the 8 blocks for this probe, in a segment of `rows` codes
+/// (see the module doc).
+///
+/// For the 64-bit rule any radii with `Σ (r_j + 1) = threshold + 1` are exact; block 0's rows
+/// are read in sequence and the others' through postings, so the split that costs least is
+/// chosen: block 0 takes a larger share when the buckets are full.
+pub fn plan(probe: &Probe, threshold: u32, rows: u64) -> [i32; BLOCKS] {
     let mut out = [-1i32; BLOCKS];
-    let narrow = radii(threshold, 4);
-    out[..4].copy_from_slice(&narrow);
+    out[..4].copy_from_slice(&narrow_radii(threshold, rows));
     if probe.flags & flag::WIDE != 0 {
         for (j, r) in radii(limit(true, threshold), BLOCKS).into_iter().enumerate() {
             out[j] = out[j].max(r);
         }
     }
     out.map(|r| r.min(16))
+}
+
+/// The cheapest radii of blocks 0 to 3 for the 64-bit rule: block 0's radius `r0`, the rest
+/// of the budget split evenly over blocks 1 to 3.
+fn narrow_radii(threshold: u32, rows: u64) -> [i32; 4] {
+    let total = threshold as usize + 1;
+    let per_bucket = rows / BUCKETS as u64;
+    let cost = |r: i32, sequential: bool| {
+        let probes = masks(r.min(16)).len() as u64;
+        probes * PROBE_COST + probes * per_bucket * if sequential { 1 } else { RANDOM_ROW_COST }
+    };
+    let mut best = ([0i32; 4], u64::MAX);
+    // Block 0's share of the budget (its radius plus one), at most 17: a block has 16 bits.
+    for first in total.div_ceil(4)..=total.min(17) {
+        let rem = total - first;
+        let rest = if rem == 0 { vec![-1; 3] } else { radii(rem as u32 - 1, 3) };
+        let split = [first as i32 - 1, rest[0], rest[1], rest[2]];
+        if split.iter().any(|&r| r > 16) {
+            continue;
+        }
+        let c = cost(split[0], true) + split[1..].iter().map(|&r| cost(r, false)).sum::<u64>();
+        if c < best.1 {
+            best = (split, c);
+        }
+    }
+    assert!(best.1 < u64::MAX, "a threshold of at most 64 always has a split");
+    best.0
 }
 
 /// The XOR masks within each radius 0..=16, fewest bits first.
@@ -71,7 +107,7 @@ pub fn search(seg: &Segment, probe: &Probe, threshold: u32, out: &mut Vec<Hit>) 
     let start = out.len();
     let cols = Cols::of(seg);
     instance_hits(&cols, probe, threshold, out);
-    let radii = plan(probe, threshold);
+    let radii = plan(probe, threshold, seg.rows() as u64);
     if seg.has_tables() && table_cost(seg, &radii) < seg.rows() as u64 {
         table_hits(seg, &cols, probe, threshold, &radii, out);
     } else {
@@ -119,7 +155,17 @@ impl<'a> Cols<'a> {
         relate(probe, self.flags[row], self.hi[row], lo, self.ihi[row], ilo)
     }
 
-    /// Pushes `row` if it matches within the threshold.
+    /// Pushes `row` if it matches within the threshold, looking at its first 64 bits first:
+    /// a row further than `first` there cannot be within the threshold (see [`first_limit`]),
+    /// and only the rows that can are read further (each column is another cache miss).
+    #[inline(always)]
+    fn check_near(&self, probe: &Probe, threshold: u32, first: u32, row: usize, out: &mut Vec<Hit>) {
+        if (probe.hi ^ self.hi[row]).count_ones() <= first {
+            self.check(probe, threshold, row, out);
+        }
+    }
+
+    /// Pushes `row` if it matches: identical instance or within the threshold.
     #[inline(always)]
     fn check(&self, probe: &Probe, threshold: u32, row: usize, out: &mut Vec<Hit>) {
         if let Some(rel) = self.relate(probe, row) {
@@ -152,9 +198,20 @@ fn table_cost(seg: &Segment, radii: &[i32; BLOCKS]) -> u64 {
             let per_bucket = if j < 4 { rows } else { wide } / BUCKETS as u64;
             // A probe reads the directory (a cache miss); a row of block 0 is read in
             // sequence, a row of the other blocks through its posting (another miss).
-            probes * 8 + probes * per_bucket * if j == 0 { 1 } else { 6 }
+            probes * PROBE_COST + probes * per_bucket * if j == 0 { 1 } else { RANDOM_ROW_COST }
         })
         .sum()
+}
+
+/// The largest distance over the first 64 bits of a code that can match the probe: the
+/// threshold for a narrow probe, twice it for a wide one (a pair of wide codes within `2T`
+/// over 128 bits is within `2T` over their first 64).
+fn first_limit(probe: &Probe, threshold: u32) -> u32 {
+    if probe.flags & flag::WIDE != 0 {
+        limit(true, threshold)
+    } else {
+        threshold
+    }
 }
 
 fn table_hits(
@@ -165,6 +222,7 @@ fn table_hits(
     radii: &[i32; BLOCKS],
     out: &mut Vec<Hit>,
 ) {
+    let first = first_limit(probe, threshold);
     for (j, &r) in radii.iter().enumerate() {
         if r < 0 || (j >= 4 && seg.header.wide_rows == 0) {
             continue;
@@ -177,11 +235,11 @@ fn table_hits(
             let (a, b) = (directory[v] as usize, directory[v + 1] as usize);
             if j == 0 {
                 for row in a..b {
-                    cols.check(probe, threshold, row, out);
+                    cols.check_near(probe, threshold, first, row, out);
                 }
             } else {
                 for &row in &postings[a..b] {
-                    cols.check(probe, threshold, row as usize, out);
+                    cols.check_near(probe, threshold, first, row as usize, out);
                 }
             }
         }
@@ -191,7 +249,7 @@ fn table_hits(
 /// Every row, compared on its first 64 bits first (a pair within the threshold is within
 /// `2 × threshold` there at most).
 fn scan(cols: &Cols, probe: &Probe, threshold: u32, out: &mut Vec<Hit>) {
-    let first = if probe.flags & flag::WIDE != 0 { limit(true, threshold) } else { threshold };
+    let first = first_limit(probe, threshold);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU has AVX2 and POPCNT, checked just above.
@@ -242,4 +300,70 @@ pub fn check_tables(seg: &Segment) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn radii_add_up_to_the_budget_and_differ_by_one_at_most() {
+        for blocks in [4, 8] {
+            for budget in 0..=128u32 {
+                let r = radii(budget, blocks);
+                let total: i32 = r.iter().map(|&x| x + 1).sum();
+                assert_eq!(total, budget as i32 + 1, "budget {budget}, {blocks} blocks: {r:?}");
+                assert!(r.iter().max().unwrap() - r.iter().min().unwrap() <= 1);
+            }
+        }
+        assert_eq!(radii(12, 4), [3, 2, 2, 2]);
+        assert_eq!(radii(0, 4), [0, -1, -1, -1]);
+    }
+
+    #[test]
+    fn every_plan_spends_the_whole_budget() {
+        for rows in [0u64, 70_000, 1 << 20, 10_000_000, 1 << 32] {
+            for threshold in 0..=64u32 {
+                for flags in [0, flag::WIDE] {
+                    let probe = Probe { flags, hi: 0, lo: 0, ihi: 0, ilo: 0, exclude: None };
+                    let r = plan(&probe, threshold, rows);
+                    assert!(r.iter().all(|&x| (-1..=16).contains(&x)), "{r:?}");
+                    let narrow: i32 = r[..4].iter().map(|&x| x + 1).sum();
+                    assert!(narrow > threshold as i32, "rows {rows}, threshold {threshold}: {r:?}");
+                    if flags == flag::WIDE {
+                        let wide: i32 = r.iter().map(|&x| x + 1).sum();
+                        assert!(wide > 2 * threshold as i32, "rows {rows}, threshold {threshold}: {r:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_pair_within_the_budget_shares_a_block_within_its_radius() {
+        // The pigeonhole argument, checked on pairs whose differences are spread as evenly
+        // over the blocks as they can be (the hardest case) and packed into one block.
+        for budget in 0..=24u32 {
+            let r = radii(budget, 4);
+            for spread in [true, false] {
+                let mut x = 0u64;
+                for k in 0..budget.min(64) {
+                    let bit = if spread { (k % 4) * 16 + k / 4 } else { k };
+                    x |= 1 << (63 - bit);
+                }
+                let near = (0..4).any(|j| (block(x, 0, j).count_ones() as i32) <= r[j]);
+                assert!(near, "budget {budget}: {x:064b} escapes the radii {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn masks_are_every_value_within_the_radius() {
+        for r in [-1, 0, 1, 2, 3, 16] {
+            let m = masks(r);
+            let want = (0..=0xFFFFu32).filter(|v| (v.count_ones() as i32) <= r).count();
+            assert_eq!(m.len(), want);
+            assert!(m.iter().all(|v| v.count_ones() as i32 <= r));
+        }
+    }
 }

@@ -35,8 +35,9 @@ const FORMAT: &str = "omero-iscc-index";
 /// wait for `compact`, so that an update costs in proportion to its size.
 const MERGE_ROWS: u64 = 1 << 18;
 /// Environment variable that makes an update abort at a chosen point, for the crash tests:
-/// `segment-written` (new segment synced, manifest untouched) or `manifest-written`
-/// (`MANIFEST.tmp` synced, not yet renamed).
+/// `segment-written` (new segment synced, manifest untouched), `manifest-written`
+/// (`MANIFEST.tmp` synced, not yet renamed) or `manifest-switched` (renamed, the merged
+/// segments not yet deleted).
 pub const FAULT_ENV: &str = "OMERO_ISCC_INDEX_FAULT";
 
 /// Why an index cannot be read or updated.
@@ -514,6 +515,7 @@ impl Writer {
         manifest.next_seq = seq + 1;
         manifest.generation += 1;
         write_manifest(&dir, &manifest)?;
+        fault("manifest-switched");
         for name in retired {
             let p = dir.join(&name);
             fs::remove_file(&p).map_err(io_at(&p))?;
