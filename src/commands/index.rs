@@ -419,7 +419,10 @@ pub fn answer(index: &Index, number: usize, text: &[u8], threshold: u32) -> Answ
     let found = index.query(&probe, threshold);
     let matches = found
         .iter()
-        .filter(|f| q.visible.as_ref().is_none_or(|v| v.admits(&f.entry)))
+        .filter(|f| match &q.visible {
+            Some(v) => v.admits(&f.entry),
+            None => true,
+        })
         .map(match_line)
         .collect();
     AnswerLine { line: number, id: q.id, matches: Some(matches), error: None }

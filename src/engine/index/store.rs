@@ -198,7 +198,10 @@ impl Index {
 
     /// Whether row `row` of segment `s` is live.
     fn live(&self, s: usize, id: u64) -> bool {
-        self.tombs.get(&id).is_none_or(|&t| t <= self.segments[s].header.seq)
+        match self.tombs.get(&id) {
+            Some(&t) => t <= self.segments[s].header.seq,
+            None => true,
+        }
     }
 
     /// The entry of a row.
@@ -481,8 +484,8 @@ impl Writer {
             let removed: std::collections::HashSet<u64> = tombstones.iter().copied().collect();
             for s in merge_from..old.segments.len() {
                 let ids = old.segments[s].col::<u64>(Sec::Ids as usize);
-                for r in 0..old.segments[s].rows() {
-                    if old.live(s, ids[r]) && !removed.contains(&ids[r]) {
+                for (r, &id) in ids.iter().enumerate() {
+                    if old.live(s, id) && !removed.contains(&id) {
                         rows.push(old.entry(s, r));
                     }
                 }
