@@ -24,6 +24,7 @@ import argparse
 import base64
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -214,8 +215,13 @@ class IsccSearch:
         return {self.ids[m.iscc_id] for m in result.global_matches}
 
 
-def worker(*args: str) -> None:
+def worker(*args: str) -> float:
+    """Runs the worker; returns the CPU seconds (user + system) it used: on a machine shared
+    with other work, the figure that its load does not inflate."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([str(WORKER), *args], stdout=subprocess.DEVNULL, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def stats_of(directory: Path) -> dict:
@@ -381,19 +387,25 @@ def big(args, head: bytes, size: int) -> None:
     bq, bq_inst = make_queries(data, args.batch, args.threshold, 13)
     batch_file = args.workdir / "batch-big.jsonl"
     batch_file.write_text("".join(query_lines(head, bq, bq_inst)))
-    batches, adds = [], []
+    batches, adds, batch_cpu, add_cpu = [], [], [], []
     for r in range(args.rounds):
-        batches.append(timed(worker, "index", "query", str(directory), str(batch_file))[0])
+        wall, cpu = timed(worker, "index", "query", str(directory), str(batch_file))
+        batches.append(wall)
+        batch_cpu.append(cpu)
         new_data, new_inst = make_codes(args.batch, args.threshold, 200 + r)
         add_file = args.workdir / "add-big.jsonl"
         write_codes(add_file, head, new_data, new_inst, 10**10 + r * args.batch)
-        adds.append(timed(worker, "index", "add", str(directory), str(add_file))[0])
+        wall, cpu = timed(worker, "index", "add", str(directory), str(add_file))
+        adds.append(wall)
+        add_cpu.append(cpu)
     stats = stats_of(directory)
     print(f"\n{size:,} codes, ours alone: build {t:.1f} s; one query {ms(per)}; recall {recall(found, want)}")
     print(
         f"batch of {args.batch:,} queries {statistics.median(batches):.3f} s ({min(batches):.3f}-{max(batches):.3f}); "
-        f"add of {args.batch:,} codes {statistics.median(adds):.3f} s ({min(adds):.3f}-{max(adds):.3f})"
+        f"add of {args.batch:,} codes {statistics.median(adds):.3f} s ({min(adds):.3f}-{max(adds):.3f}); "
+        f"CPU time (user + system): batch {statistics.median(batch_cpu):.3f} s, add {statistics.median(add_cpu):.3f} s"
     )
+    print(f"one query: mean {statistics.mean(per) * 1e3:.3f} ms")
     print(
         f"{stats['bytes'] / 2**20:.0f} MiB on disk ({stats['bytes_per_code']} bytes per code, "
         f"{stats['segments']} segments after the adds); resident memory of the query process: {rss / 1024:.0f} MiB"
