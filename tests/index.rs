@@ -539,21 +539,18 @@ fn real_files_copied_edited_and_hashed_as_pixels() {
         let out = index(d, &["query", &dir], &query);
         let answers: Vec<AnswerLine> = typed(&out);
         let m = answers[0].matches.as_ref().unwrap();
-        let got: Vec<(u64, MatchKind)> = m.iter().map(|m| (m.id, m.kind)).collect();
-        assert_eq!(
-            got,
-            [(2, MatchKind::Identical), (3, MatchKind::Similar)],
-            "wide={wide}: {}",
-            stdout(&out)
-        );
-        // The distance is that of iscc-core's Data-Codes of the same files.
+        // The edited copy's distance is that of iscc-core's Data-Codes of the same files (a
+        // small edit can leave the first 64 bits alone: then it has the same data).
         let reference = iscc_core(d, &["a-original.tiff", "c-edited.tiff"]);
+        let key = if wide { "wide" } else { "narrow" };
         let data = |r: &serde_json::Value| {
-            omero_iscc::engine::codes::decode_sum(r[if wide { "wide" } else { "narrow" }].as_str().unwrap())
-                .unwrap()
-                .data
+            omero_iscc::engine::codes::decode_sum(r[key].as_str().unwrap()).unwrap().data
         };
         let expected = (data(&reference[0]) ^ data(&reference[1])).count_ones();
+        assert!(expected <= if wide { 24 } else { 12 }, "the edit moved the code too far: {expected}");
+        let kind = if expected == 0 { MatchKind::SameData } else { MatchKind::Similar };
+        let got: Vec<(u64, MatchKind)> = m.iter().map(|m| (m.id, m.kind)).collect();
+        assert_eq!(got, [(2, MatchKind::Identical), (3, kind)], "wide={wide}: {}", stdout(&out));
         assert_eq!(m[1].distance, expected);
         assert_eq!(m[1].bits, if wide { 128 } else { 64 });
         assert_eq!(m[1].iscc, reference[1][if wide { "wide" } else { "narrow" }].as_str().unwrap());
