@@ -36,6 +36,74 @@ pub enum Command {
     /// (or `{"abort": "why"}`). Each image gets a JSON line with its wide ISCC-SUM; a fault
     /// in one image's frames gives that image an error record and the next still get theirs.
     Pixels(PixelsArgs),
+    /// A persistent index of codes: identical and near-identical matches of a code, exactly.
+    ///
+    /// The index lives in a directory (see docs/index.md). Records are JSON Lines: `add`
+    /// reads {"id", "iscc", "datahash"?, "group", "owner", "code"?} (code: files or pixels),
+    /// `remove` reads {"id"}, `query` reads {"id"?, "iscc", "datahash"?, "code"?, "visible"?}
+    /// and answers each line with its matches.
+    Index(IndexArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    #[command(subcommand)]
+    pub command: IndexCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Add codes (an id already indexed is replaced), in one atomic update; creates the index.
+    Add(IndexUpdateArgs),
+    /// Remove codes by id, in one atomic update.
+    Remove(IndexUpdateArgs),
+    /// Answer each code line with its identical and near-identical codes.
+    Query(IndexQueryArgs),
+    /// Counts, size and segments of the index, as one JSON object.
+    Stats(IndexDirArgs),
+    /// Every indexed code as an `add` record, by id.
+    List(IndexDirArgs),
+    /// Merge all segments into one, dropping removed codes.
+    Compact(IndexDirArgs),
+    /// Replace the whole index with the codes read, in one atomic update.
+    Rebuild(IndexUpdateArgs),
+    /// Check every segment's checksum and tables.
+    Verify(IndexDirArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IndexDirArgs {
+    /// The index directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexUpdateArgs {
+    /// The index directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// JSON Lines records; `-` or nothing for standard input.
+    #[arg(value_name = "FILE")]
+    pub input: Option<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexQueryArgs {
+    /// The index directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// JSON Lines query records; `-` or nothing for standard input.
+    #[arg(value_name = "FILE")]
+    pub input: Option<OsString>,
+
+    /// Largest Data-Code Hamming distance, in bits of a 64-bit Data-Code, that matches
+    /// (doubled when both codes are wide, as for `similar`).
+    #[arg(long, default_value_t = 12, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub threshold: u32,
 }
 
 #[derive(Debug, Args)]

@@ -34,11 +34,8 @@ pub struct Entry {
 impl Entry {
     /// The ISCC-SUM as it was given.
     pub fn iscc(&self) -> String {
-        let unit = if self.wide { 16 } else { 8 };
-        let mut raw = self.header.to_vec();
-        raw.extend_from_slice(&self.data.to_be_bytes()[..unit]);
-        raw.extend_from_slice(&self.instance.to_be_bytes()[..unit]);
-        format!("ISCC:{}", iscc_lib::codec::encode_base32(&raw))
+        codes::DecodedSum { header: self.header, data: self.data, instance: self.instance, wide: self.wide }
+            .to_iscc()
     }
 }
 
@@ -53,18 +50,6 @@ pub struct Group {
 /// Decodes an ISCC-SUM into its header, Data-Code and Instance-Code bits, and width.
 pub fn decode(iscc: &str) -> Option<([u8; 2], u128, u128, bool)> {
     codes::decode_sum(iscc).map(|d| (d.header, d.data, d.instance, d.wide))
-}
-
-fn parse_hash(text: &str) -> Option<[u8; 32]> {
-    let hex = text.strip_prefix("1e20")?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (k, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * k..2 * k + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[derive(Deserialize)]
@@ -106,7 +91,9 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
         let (header, data, instance, wide) =
             decode(&iscc).ok_or_else(|| format!("not an ISCC-SUM: {iscc:?}"))?;
         let datahash = match rec.datahash {
-            Some(d) => Some(parse_hash(&d).ok_or_else(|| format!("not a BLAKE3 datahash: {d:?}"))?),
+            Some(d) => {
+                Some(codes::parse_datahash(&d).ok_or_else(|| format!("not a BLAKE3 datahash: {d:?}"))?)
+            }
             None => None,
         };
         return Ok(Some(Entry { by_id, wide, name: name.into(), header, data, instance, datahash }));

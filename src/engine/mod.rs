@@ -12,6 +12,7 @@
 //! - `codes`: digests to ISCC strings.
 //! - `walk`, `ignore`: directory walks in iscc-sum's order with its `.isccignore` rules.
 //! - `hamming`: near pairs of codes by Hamming distance.
+//! - `index`: a persistent index of codes, answering matches of one code exactly.
 //! - `planes`, `pixelcode`: the framed plane stream of `pixels` and the pixel code (IMAGEWALK)
 //!   of each image in it.
 
@@ -25,6 +26,7 @@ pub mod group;
 pub mod hamming;
 pub mod hash;
 pub mod ignore;
+pub mod index;
 pub mod minhash;
 pub mod pixelcode;
 pub mod planes;
