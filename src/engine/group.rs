@@ -1,13 +1,20 @@
 //! Many files as one stream (a `--groups` group, a `--tree`), on every core.
 //!
-//! The stream's code is over the files' bytes concatenated in order, so its Data-Code cannot be
-//! cut per file. Small files are therefore read in batches (in parallel), and each batch is
-//! handed to the stream's hasher as one large buffer, which the parallel chunker and BLAKE3
-//! split across the pool; meanwhile each file's own code is computed on the other threads, one
-//! file per task. A large file is mapped in windows and fed to its own hasher and the group's
-//! at once, as a single file is. Every file is read once, and a failure names the file.
+//! The stream's code is over the files' bytes concatenated in order. Small files are read in
+//! batches (in parallel, each straight into its place in one buffer). Large files are mapped
+//! in windows, as a single file is. Every file is read once, and a failure names the file.
+//!
+//! When each file's own code is asked for too (a group), the Data-Code is chunked once for
+//! both: each file is chunked alone, and the group's chain adopts a file's chunks from the
+//! first cut they share (`concat`, where the reason is proved). Small files are chunked one
+//! file per task, beside the group's BLAKE3 over the whole batch; the group's chain then walks
+//! the joins between them. A large file's first bytes tell where the chains meet, and
+//! one Data-Code hasher takes the file from there, beside the file's BLAKE3 and the group's.
+//! BLAKE3 cannot be shared: a file inside the concatenation has other chunk counters.
 
-use crate::engine::hash::{self, HashConfig, Outcome, StreamHasher};
+use crate::engine::concat::{self, FileChain, Join, Sharing};
+use crate::engine::datacode::DataHasher;
+use crate::engine::hash::{self, HashConfig, InstanceHasher, Outcome, StreamHasher};
 use crate::engine::source::{self, MMAP_MIN};
 use crate::error::Failure;
 use rayon::prelude::*;
@@ -24,6 +31,16 @@ pub struct GroupOutcome {
     pub group: Result<Outcome, Failure>,
     /// Per file, when `per_file`; else empty.
     pub files: Vec<Result<Outcome, Failure>>,
+    /// How often the group's Data-Code shared its files' chunks (when `per_file`).
+    pub sharing: Sharing,
+}
+
+/// Hashes regular files as one stream, in order (a tree); a failure names the file it
+/// happened on.
+pub fn hash_files(files: &[PathBuf], config: &HashConfig) -> Result<Outcome, Failure> {
+    let resolved: Vec<Result<PathBuf, Failure>> = files.iter().cloned().map(Ok).collect();
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    hash_group(&resolved, &names, config, false).group
 }
 
 /// Hashes `files` (already resolved, or why not; `names` name them in failures) as one stream,
@@ -34,17 +51,21 @@ pub fn hash_group(
     config: &HashConfig,
     per_file: bool,
 ) -> GroupOutcome {
+    let mut sharing = Sharing::default();
     if per_file && files.len() == 1 {
         // One file: its code is the group's (hashing it twice would double the work of the
         // commonest OMERO fileset).
         let own = files[0].clone().and_then(|p| hash::hash_path(&p, config));
-        return GroupOutcome { group: own.clone().map_err(|f| f.at_name(&names[0])), files: vec![own] };
+        return GroupOutcome {
+            group: own.clone().map_err(|f| f.at_name(&names[0])),
+            files: vec![own],
+            sharing,
+        };
     }
     let mut group = StreamHasher::new(config);
     let mut failure: Option<Failure> = None;
     let mut outcomes: Vec<Result<Outcome, Failure>> =
         Vec::with_capacity(if per_file { files.len() } else { 0 });
-    let sequential = HashConfig { parallel: false, ..config.clone() };
     let mut buffer: Vec<u8> = Vec::new(); // reused batch after batch: no new pages to fault in
     let mut start = 0;
     while start < files.len() {
@@ -54,7 +75,8 @@ pub fn hash_group(
         let sizes = batch_sizes(files, start);
         if sizes.is_empty() {
             // One large file (or one that failed to resolve): fed to its hasher and the group's.
-            let fed = feed_one(&files[start], config, &mut group, failure.is_none(), per_file);
+            let to_group = failure.is_none();
+            let fed = feed_one(&files[start], config, &mut group, to_group, per_file, &mut sharing);
             if let Err(f) = &fed {
                 failure.get_or_insert_with(|| f.clone().at_name(&names[start]));
             }
@@ -80,51 +102,77 @@ pub fn hash_group(
             .zip(slices.into_par_iter())
             .map(|(p, slot)| read_into(p, slot))
             .collect();
-        // Each file's own code, one file per task, while the group's hasher takes the batch up
-        // to its first failed file as one buffer (split again by the parallel chunker).
+        // The group takes the batch up to its first failed file.
         let first_failed = read.iter().position(Result::is_err);
         let valid = first_failed.map_or(buffer.len(), |k| sizes[..k].iter().sum::<u64>() as usize);
-        let bounds: Vec<usize> = std::iter::once(0)
-            .chain(sizes.iter().scan(0usize, |at, &s| {
-                *at += s as usize;
-                Some(*at)
-            }))
-            .collect();
         let feed_group = failure.is_none();
-        let (own, ()) = rayon::join(
-            || {
-                if !per_file {
-                    return Vec::new();
-                }
-                read.par_iter()
-                    .enumerate()
-                    .map(|(k, r)| {
-                        r.clone().map(|()| {
-                            let mut h = StreamHasher::new(&sequential);
-                            h.update(&buffer[bounds[k]..bounds[k + 1]]);
-                            h.finish()
-                        })
-                    })
-                    .collect()
-            },
-            || {
-                if feed_group {
-                    group.update(&buffer[..valid]);
-                }
-            },
-        );
+        if per_file {
+            let bounds: Vec<usize> = std::iter::once(0)
+                .chain(sizes.iter().scan(0usize, |at, &s| {
+                    *at += s as usize;
+                    Some(*at)
+                }))
+                .collect();
+            let own = hash_batch(
+                &buffer,
+                &bounds,
+                &read,
+                &buffer[..valid],
+                feed_group.then_some(&mut group),
+                config,
+            );
+            if feed_group {
+                let chains: Vec<&FileChain> =
+                    own.iter().map_while(|r| r.as_ref().ok().map(|(_, c)| c)).collect();
+                debug_assert_eq!(chains.len(), first_failed.unwrap_or(own.len()));
+                sharing += concat::chain_files(group.parts_mut().0, &buffer[..valid], &chains);
+            }
+            outcomes.extend(own.into_iter().map(|r| r.map(|(outcome, _)| outcome)));
+        } else if feed_group {
+            group.update(&buffer[..valid]);
+        }
         if let Some(k) = first_failed {
             let f = read[k].clone().expect_err("the first failure");
             failure.get_or_insert_with(|| f.at_name(&names[start + k]));
         }
-        outcomes.extend(own);
         start = end;
     }
     let group = match failure {
         Some(f) => Err(f),
         None => Ok(group.finish()),
     };
-    GroupOutcome { group, files: outcomes }
+    GroupOutcome { group, files: outcomes, sharing }
+}
+
+/// Each file of a batch on its own, one file per task: its BLAKE3 and its chain of chunks,
+/// kept for the group's. Beside them, the group's BLAKE3 (and checksums) over `to_group`, the
+/// batch up to its first failed file, when `group` is given.
+fn hash_batch(
+    buffer: &[u8],
+    bounds: &[usize],
+    read: &[Result<(), Failure>],
+    to_group: &[u8],
+    group: Option<&mut StreamHasher>,
+    config: &HashConfig,
+) -> Vec<Result<(Outcome, FileChain), Failure>> {
+    let own = || {
+        read.par_iter()
+            .enumerate()
+            .map(|(k, r)| {
+                r.clone().map(|()| {
+                    let bytes = &buffer[bounds[k]..bounds[k + 1]];
+                    let mut rest = InstanceHasher::new(config);
+                    rest.update(bytes);
+                    let chain = FileChain::new(bytes, bounds[k]);
+                    (rest.finish(chain.digest()), chain)
+                })
+            })
+            .collect()
+    };
+    match group {
+        Some(group) => rayon::join(own, || group.parts_mut().1.update(to_group)).0,
+        None => own(),
+    }
 }
 
 /// The sizes of the small files of the batch that starts at `start`, up to the limits; empty
@@ -160,13 +208,15 @@ fn read_into(path: &Result<PathBuf, Failure>, slot: &mut [u8]) -> Result<(), Fai
     source::read_whole(&file, &meta, slot)
 }
 
-/// Feeds one file to its own hasher (when `per_file`) and to the group's (while `to_group`).
+/// Feeds one large file to its own hasher (when `per_file`) and to the group's (while
+/// `to_group`).
 fn feed_one(
     path: &Result<PathBuf, Failure>,
     config: &HashConfig,
     group: &mut StreamHasher,
     to_group: bool,
     per_file: bool,
+    sharing: &mut Sharing,
 ) -> Result<Option<Outcome>, Failure> {
     let path = path.as_ref().map_err(Clone::clone)?;
     if !per_file {
@@ -175,13 +225,71 @@ fn feed_one(
         }
         return Ok(None);
     }
-    let mut own = StreamHasher::new(config);
-    hash::feed_path(path, config, &mut |b| {
-        if to_group {
-            hash::update_all(&mut [&mut own, group], b)
-        } else {
-            own.update(b)
+    if !to_group {
+        return hash::hash_path(path, config).map(Some);
+    }
+    let mut file = LargeFile::Start;
+    hash::feed_path(path, config, &mut |b| file.update(b, group, config))?;
+    Ok(Some(file.finish(group, config, sharing)))
+}
+
+/// A large file of a group, fed window by window with the group.
+enum LargeFile {
+    /// Nothing fed yet.
+    Start,
+    /// The file's chain and the group's met at `join.at`: `rest` chains the file from there
+    /// for both codes.
+    Joined { join: Join, rest: DataHasher, own: InstanceHasher, size: u64 },
+    /// They did not meet near the file's start: each code is chunked on its own.
+    Apart { own: StreamHasher, size: u64 },
+}
+
+impl LargeFile {
+    fn update(&mut self, bytes: &[u8], group: &mut StreamHasher, config: &HashConfig) {
+        let mut skip = 0;
+        if let LargeFile::Start = self {
+            *self = match concat::join_file(group.parts_mut().0, bytes) {
+                Some(join) => {
+                    skip = join.at;
+                    let (rest, own) = (DataHasher::new(config.parallel), InstanceHasher::new(config));
+                    LargeFile::Joined { join, rest, own, size: 0 }
+                }
+                None => LargeFile::Apart { own: StreamHasher::new(config), size: 0 },
+            };
         }
-    })?;
-    Ok(Some(own.finish()))
+        match self {
+            LargeFile::Start => unreachable!("set just above"),
+            LargeFile::Joined { rest, own, size, .. } => {
+                *size += bytes.len() as u64;
+                let group_rest = group.parts_mut().1;
+                hash::update_with(rest, &bytes[skip..], &mut [own, group_rest], bytes, config.parallel);
+            }
+            LargeFile::Apart { own, size } => {
+                *size += bytes.len() as u64;
+                hash::update_all(&mut [own, group], bytes);
+            }
+        }
+    }
+
+    fn finish(self, group: &mut StreamHasher, config: &HashConfig, sharing: &mut Sharing) -> Outcome {
+        match self {
+            LargeFile::Start => {
+                // An empty stream: nothing for the group.
+                sharing.empty += 1;
+                StreamHasher::new(config).finish()
+            }
+            LargeFile::Joined { join, rest, own, size } => {
+                sharing.met += 1;
+                sharing.walked += join.at as u64;
+                sharing.bytes += size;
+                own.finish(concat::finish_join(join, rest, group.parts_mut().0))
+            }
+            LargeFile::Apart { own, size } => {
+                sharing.apart += 1;
+                sharing.walked += size;
+                sharing.bytes += size;
+                own.finish()
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! - `hash`, `source`, `sigbus`: one pass over a file or stream feeding every hasher; files
 //!   mapped in windows, with recovery when a file shrinks under its mapping.
 //! - `group`: many files as one stream (a group, a tree) on every core, each file's own code
-//!   alongside.
+//!   alongside; `concat`: the group's Data-Code and its files' from one chunking.
 //! - `checksum`: OMERO's import checksums, computed in the same pass.
 //! - `codes`: digests to ISCC strings.
 //! - `walk`, `ignore`: directory walks in iscc-sum's order with its `.isccignore` rules.
@@ -16,6 +16,7 @@
 pub mod cdc;
 pub mod checksum;
 pub mod codes;
+pub mod concat;
 pub mod datacode;
 pub mod group;
 pub mod hamming;
