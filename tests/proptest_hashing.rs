@@ -31,6 +31,18 @@ fn piece(scale: usize) -> impl Strategy<Value = Piece> {
     ]
 }
 
+/// Pieces for groups of large files whose codes a lost or extra chunk still changes: long
+/// runs and short periods (few distinct chunks), and a little noise. (In a file of a
+/// thousand distinct chunks, a lost chunk is the minimum of one of the 64 lanes in about 6 %
+/// of cases: the code would nearly always stay the same.)
+fn sparse_piece() -> impl Strategy<Value = Piece> {
+    prop_oneof![
+        (any::<u8>(), 1..1_500_000usize).prop_map(|(b, n)| Piece::Run(b, n)),
+        (prop::collection::vec(any::<u8>(), 1..80), 1..60_000usize).prop_map(|(p, n)| Piece::Period(p, n)),
+        (any::<u64>(), 1..12_000usize).prop_map(|(s, n)| Piece::Noise(s, n)),
+    ]
+}
+
 fn build(pieces: &[Piece]) -> Vec<u8> {
     let mut data = Vec::new();
     for p in pieces {
@@ -163,6 +175,11 @@ proptest! {
         prop_assert_eq!(codes.filesize, data.len() as u64);
         prop_assert_eq!(codes.datahash, format!("1e20{}", blake3::hash(&data).to_hex()));
     }
+}
+
+proptest! {
+    // Each case is small: many of them, to come upon the rarer joins.
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// A group's Data-Code from its files' own chains (`concat::chain_files`), the files
     /// handed over in batches of any size, equals iscc-lib's code of the concatenation; each
@@ -199,7 +216,7 @@ proptest! {
     /// chain in their first bytes; 1-8 threads. Every code of every file and of the group.
     #[test]
     fn group_hasher_equals_iscc_lib_per_file_and_concatenated(
-        pieces in prop::collection::vec(piece(600_000), 1..8),
+        pieces in prop::collection::vec(sparse_piece(), 1..8),
         cuts in prop::collection::vec((any::<prop::sample::Index>(), 0usize..1200), 0..10),
         threads in 1usize..=8,
         mmap in any::<bool>(),

@@ -418,19 +418,90 @@ mod tests {
         }
     }
 
+    /// The group's chain joins a large file in its first bytes (here all of them, or a prefix
+    /// as of a first window). The files are a few chunks long, so that a chunk lost or added
+    /// changes the MinHash.
     #[test]
     fn a_large_file_joins_within_its_first_bytes() {
-        let before = pseudo_random(5_000, 3);
-        let file = pseudo_random(300_000, 4);
-        let mut group = DataHasher::new(false);
-        group.update(&before);
-        let join = join_file(&mut group, &file).expect("random data meets at once");
-        assert!(join.at < 8192, "met at {}", join.at);
-        let mut rest = DataHasher::new(false);
-        rest.update(&file[join.at..]);
-        let own = finish_join(join, rest, &mut group);
-        assert_eq!(code(&own), reference(&file));
-        assert_eq!(code(&group.finalize()), reference(&[before, file].concat()));
+        let (mut heads, mut misses) = (0, 0);
+        for seed in 0..60u64 {
+            let before = pseudo_random(300 + (seed as usize * 211) % 9000, seed);
+            let file = pseudo_random(2000 + (seed as usize * 7919) % 20_000, seed + 100);
+            for first in [file.len(), file.len().min(4000)] {
+                let mut group = DataHasher::new(false);
+                group.update(&before);
+                let open = group.open_chunk().to_vec();
+                let Some(join) = join_file(&mut group, &file[..first]) else {
+                    // No shared cut in so few chunks: the group is left as it was.
+                    assert_eq!(group.open_chunk(), &open[..]);
+                    misses += 1;
+                    continue;
+                };
+                assert!(join.at < first, "met at {}", join.at);
+                heads += usize::from(!join.own_head.is_empty());
+                let mut rest = DataHasher::new(false);
+                rest.update(&file[join.at..first]);
+                rest.update(&file[first..]);
+                let own = finish_join(join, rest, &mut group);
+                assert_eq!(code(&own), reference(&file), "seed {seed}");
+                assert_eq!(code(&group.finalize()), reference(&[&before[..], &file].concat()), "seed {seed}");
+            }
+        }
+        assert!(heads > 10 && misses < 10, "own first chunks {heads} times, no join {misses} times");
+    }
+
+    /// Data-Code inputs whose chains meet late: a periodic stretch keeps the group's chain and
+    /// the file's apart until it ends.
+    fn periodic_pair(seed: u64) -> (Vec<u8>, Vec<u8>) {
+        let a = pseudo_random(3000 + (seed as usize * 7919) % 9000, seed);
+        let period = pseudo_random(300 + (seed as usize * 104_729) % 3000, seed + 1000);
+        let mut b: Vec<u8> = period.iter().cycle().take(30_000).copied().collect();
+        b.extend(pseudo_random(2000, seed + 2000));
+        (a, b)
+    }
+
+    /// The group adopts a file's chunks from a late index: within the chunks folded apart
+    /// (`SETTLE`), just past them, far past them, or never.
+    #[test]
+    fn late_meets_adopt_exactly_the_shared_chunks() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..300u64 {
+            let (a, b) = periodic_pair(seed);
+            let data = [&a[..], &b].concat();
+            let own = OwnChain::new(&b, a.len());
+            seen.insert(match own.walk(&data, 0, &mut Vec::new()) {
+                Walk::Met { shared, .. } => shared.min(SETTLE + 2) as i64,
+                _ => -1,
+            });
+            let files = vec![a, b];
+            let (group, own, _) = batched(&files, 2);
+            assert_eq!(group, reference(&data), "seed {seed}");
+            assert_eq!(own[1], reference(&files[1]), "seed {seed}");
+        }
+        let want = [-1, SETTLE as i64 - 1, SETTLE as i64, SETTLE as i64 + 1, SETTLE as i64 + 2];
+        assert!(want.iter().all(|k| seen.contains(k)), "met at {seen:?}");
+    }
+
+    /// The group's chain lands on a start inside a file's run of equal chunks, not at the
+    /// run's first. Runs of byte 70 are cut every 277 bytes, but a chunk that enters the run
+    /// from other bytes can settle on a gear state that never matches, be forced at 8192,
+    /// and end in phase with the file's run by chance (found by search: about one join in
+    /// 2,500 of this shape). The rest of the run is then the file's and the group's.
+    #[test]
+    fn a_meet_inside_a_run_adopts_the_rest_of_the_run() {
+        let a = pseudo_random(5543, 697);
+        let mut b = pseudo_random(113, 1697);
+        b.extend([70u8; 40_000]);
+        b.extend(pseudo_random(3000, 2697));
+        let data = [&a[..], &b].concat();
+        let own = OwnChain::new(&b, a.len());
+        let met = own.walk(&data, 0, &mut Vec::new());
+        assert!(matches!(met, Walk::Met { run: Some(_), .. }), "{met:?}");
+        let files = vec![a, b];
+        let (group, own, sharing) = batched(&files, 2);
+        assert_eq!(group, reference(&data));
+        assert_eq!(own[1], reference(&files[1]));
+        assert_eq!(sharing.met, 2);
     }
 
     /// The walk stops at the first shared start, never later: every group start before the
