@@ -51,91 +51,95 @@ pub fn hash_group(
     config: &HashConfig,
     per_file: bool,
 ) -> GroupOutcome {
-    let mut sharing = Sharing::default();
-    if per_file && files.len() == 1 {
+    if !per_file {
+        let group = hash_concatenation(files, names, config);
+        return GroupOutcome { group, files: Vec::new(), sharing: Sharing::default() };
+    }
+    if files.len() == 1 {
         // One file: its code is the group's (hashing it twice would double the work of the
         // commonest OMERO fileset).
         let own = files[0].clone().and_then(|p| hash::hash_path(&p, config));
-        return GroupOutcome {
-            group: own.clone().map_err(|f| f.at_name(&names[0])),
-            files: vec![own],
-            sharing,
-        };
+        let group = own.clone().map_err(|f| f.at_name(&names[0]));
+        return GroupOutcome { group, files: vec![own], sharing: Sharing::default() };
     }
     let mut group = StreamHasher::new(config);
+    let mut sharing = Sharing::default();
     let mut failure: Option<Failure> = None;
-    let mut outcomes: Vec<Result<Outcome, Failure>> =
-        Vec::with_capacity(if per_file { files.len() } else { 0 });
-    let mut buffer: Vec<u8> = Vec::new(); // reused batch after batch: no new pages to fault in
+    let mut outcomes: Vec<Result<Outcome, Failure>> = Vec::with_capacity(files.len());
+    // Two batch buffers, reused: one being read and hashed file by file while the group
+    // takes the other (`Pending`).
+    let mut spare: Vec<u8> = Vec::new();
+    let mut pending: Option<Pending> = None;
     let mut start = 0;
     while start < files.len() {
-        if failure.is_some() && !per_file {
-            break; // the group has failed and no file's own code is asked for
-        }
         let sizes = batch_sizes(files, start);
         if sizes.is_empty() {
-            // One large file (or one that failed to resolve): fed to its hasher and the group's.
+            // One large file (or one that failed to resolve): the group must have taken what
+            // came before it.
+            if let Some(batch) = pending.take() {
+                sharing += batch.feed(&mut group);
+                spare = batch.buffer;
+            }
             let to_group = failure.is_none();
-            let fed = feed_one(&files[start], config, &mut group, to_group, per_file, &mut sharing);
+            let fed = feed_large(&files[start], config, &mut group, to_group, &mut sharing);
             if let Err(f) = &fed {
                 failure.get_or_insert_with(|| f.clone().at_name(&names[start]));
             }
-            if per_file {
-                outcomes.push(fed.map(|own| own.expect("per_file hashes the file on its own")));
-            }
+            outcomes.push(fed);
             start += 1;
             continue;
         }
         let end = start + sizes.len();
-        // Read the batch in parallel, each file straight into its place in one buffer.
+        let bounds = offsets(&sizes);
+        let mut buffer = std::mem::take(&mut spare);
         buffer.clear();
-        buffer.resize(sizes.iter().sum::<u64>() as usize, 0);
-        let mut slices = Vec::with_capacity(sizes.len());
-        let mut rest = buffer.as_mut_slice();
-        for &size in &sizes {
-            let (head, tail) = rest.split_at_mut(size as usize);
-            slices.push(head);
-            rest = tail;
+        buffer.resize(bounds[sizes.len()], 0);
+        // Each file read into its place and hashed on its own, one file per task; beside
+        // them, the group takes the batch before.
+        let (own, fed) = rayon::join(
+            || {
+                files[start..end]
+                    .par_iter()
+                    .zip(slots(&mut buffer, &sizes).into_par_iter())
+                    .zip(&bounds[..sizes.len()])
+                    .map(|((path, slot), &at)| {
+                        read_into(path, slot)?;
+                        let mut rest = InstanceHasher::new(config);
+                        rest.update(slot);
+                        let chain = FileChain::new(slot, at);
+                        Ok((rest.finish(chain.digest()), chain))
+                    })
+                    .collect::<Vec<Result<(Outcome, FileChain), Failure>>>()
+            },
+            || pending.take().map(|batch| (batch.feed(&mut group), batch.buffer)),
+        );
+        if let Some((shared, buffer)) = fed {
+            sharing += shared;
+            spare = buffer;
         }
-        let read: Vec<Result<(), Failure>> = files[start..end]
-            .par_iter()
-            .zip(slices.into_par_iter())
-            .map(|(p, slot)| read_into(p, slot))
-            .collect();
-        // The group takes the batch up to its first failed file.
-        let first_failed = read.iter().position(Result::is_err);
-        let valid = first_failed.map_or(buffer.len(), |k| sizes[..k].iter().sum::<u64>() as usize);
-        let feed_group = failure.is_none();
-        if per_file {
-            let bounds: Vec<usize> = std::iter::once(0)
-                .chain(sizes.iter().scan(0usize, |at, &s| {
-                    *at += s as usize;
-                    Some(*at)
-                }))
-                .collect();
-            let own = hash_batch(
-                &buffer,
-                &bounds,
-                &read,
-                &buffer[..valid],
-                feed_group.then_some(&mut group),
-                config,
-            );
-            if feed_group {
-                let chains: Vec<&FileChain> =
-                    own.iter().map_while(|r| r.as_ref().ok().map(|(_, c)| c)).collect();
-                debug_assert_eq!(chains.len(), first_failed.unwrap_or(own.len()));
-                sharing += concat::chain_files(group.parts_mut().0, &buffer[..valid], &chains);
+        let first_failed = own.iter().position(Result::is_err);
+        let mut chains = Vec::with_capacity(own.len());
+        for (k, result) in own.into_iter().enumerate() {
+            outcomes.push(result.map(|(outcome, chain)| {
+                chains.push(chain);
+                outcome
+            }));
+            if Some(k) == first_failed {
+                let f = outcomes[start + k].clone().expect_err("the first failure");
+                failure.get_or_insert_with(|| f.at_name(&names[start + k]));
             }
-            outcomes.extend(own.into_iter().map(|r| r.map(|(outcome, _)| outcome)));
-        } else if feed_group {
-            group.update(&buffer[..valid]);
         }
-        if let Some(k) = first_failed {
-            let f = read[k].clone().expect_err("the first failure");
-            failure.get_or_insert_with(|| f.at_name(&names[start + k]));
+        if failure.is_none() {
+            // The group takes this batch beside the next one (or after the last).
+            pending = Some(Pending { buffer, chains });
+        } else {
+            // The group has failed: only the files' own codes go on.
+            spare = buffer;
         }
         start = end;
+    }
+    if let Some(batch) = pending.take() {
+        sharing += batch.feed(&mut group);
     }
     let group = match failure {
         Some(f) => Err(f),
@@ -144,35 +148,79 @@ pub fn hash_group(
     GroupOutcome { group, files: outcomes, sharing }
 }
 
-/// Each file of a batch on its own, one file per task: its BLAKE3 and its chain of chunks,
-/// kept for the group's. Beside them, the group's BLAKE3 (and checksums) over `to_group`, the
-/// batch up to its first failed file, when `group` is given.
-fn hash_batch(
-    buffer: &[u8],
-    bounds: &[usize],
-    read: &[Result<(), Failure>],
-    to_group: &[u8],
-    group: Option<&mut StreamHasher>,
-    config: &HashConfig,
-) -> Vec<Result<(Outcome, FileChain), Failure>> {
-    let own = || {
-        read.par_iter()
-            .enumerate()
-            .map(|(k, r)| {
-                r.clone().map(|()| {
-                    let bytes = &buffer[bounds[k]..bounds[k + 1]];
-                    let mut rest = InstanceHasher::new(config);
-                    rest.update(bytes);
-                    let chain = FileChain::new(bytes, bounds[k]);
-                    (rest.finish(chain.digest()), chain)
-                })
-            })
-            .collect()
-    };
-    match group {
-        Some(group) => rayon::join(own, || group.parts_mut().1.update(to_group)).0,
-        None => own(),
+/// A batch of small files whose own codes are done, for the group to take.
+struct Pending {
+    buffer: Vec<u8>,
+    chains: Vec<FileChain>,
+}
+
+impl Pending {
+    /// The group's part of the batch: BLAKE3 and checksums over its bytes, then its chain
+    /// through the files' chains.
+    fn feed(&self, group: &mut StreamHasher) -> Sharing {
+        let (data, rest) = group.parts_mut();
+        rest.update(&self.buffer);
+        let chains: Vec<&FileChain> = self.chains.iter().collect();
+        concat::chain_files(data, &self.buffer, &chains)
     }
+}
+
+/// The concatenation's code alone (a tree): batches of small files read in parallel and
+/// handed to the group's hasher whole, which the parallel chunker and BLAKE3 split again.
+fn hash_concatenation(
+    files: &[Result<PathBuf, Failure>],
+    names: &[String],
+    config: &HashConfig,
+) -> Result<Outcome, Failure> {
+    let mut group = StreamHasher::new(config);
+    let mut buffer: Vec<u8> = Vec::new(); // reused batch after batch: no new pages to fault in
+    let mut start = 0;
+    while start < files.len() {
+        let sizes = batch_sizes(files, start);
+        if sizes.is_empty() {
+            let path = files[start].as_ref().map_err(|f| f.clone().at_name(&names[start]))?;
+            hash::feed_path(path, config, &mut |b| group.update(b)).map_err(|f| f.at_name(&names[start]))?;
+            start += 1;
+            continue;
+        }
+        let end = start + sizes.len();
+        buffer.clear();
+        buffer.resize(sizes.iter().sum::<u64>() as usize, 0);
+        let read: Vec<Result<(), Failure>> = files[start..end]
+            .par_iter()
+            .zip(slots(&mut buffer, &sizes).into_par_iter())
+            .map(|(p, slot)| read_into(p, slot))
+            .collect();
+        if let Some(k) = read.iter().position(Result::is_err) {
+            return Err(read[k].clone().expect_err("a failure").at_name(&names[start + k]));
+        }
+        group.update(&buffer);
+        start = end;
+    }
+    Ok(group.finish())
+}
+
+/// Where each file of a batch starts, and the batch's end.
+fn offsets(sizes: &[u64]) -> Vec<usize> {
+    let mut at = 0;
+    let mut bounds = vec![0];
+    for &size in sizes {
+        at += size as usize;
+        bounds.push(at);
+    }
+    bounds
+}
+
+/// `buffer` cut into one slot per file.
+fn slots<'a>(buffer: &'a mut [u8], sizes: &[u64]) -> Vec<&'a mut [u8]> {
+    let mut slots = Vec::with_capacity(sizes.len());
+    let mut rest = buffer;
+    for &size in sizes {
+        let (head, tail) = rest.split_at_mut(size as usize);
+        slots.push(head);
+        rest = tail;
+    }
+    slots
 }
 
 /// The sizes of the small files of the batch that starts at `start`, up to the limits; empty
@@ -208,29 +256,21 @@ fn read_into(path: &Result<PathBuf, Failure>, slot: &mut [u8]) -> Result<(), Fai
     source::read_whole(&file, &meta, slot)
 }
 
-/// Feeds one large file to its own hasher (when `per_file`) and to the group's (while
-/// `to_group`).
-fn feed_one(
+/// Feeds one large file to its own hasher and to the group's (while `to_group`).
+fn feed_large(
     path: &Result<PathBuf, Failure>,
     config: &HashConfig,
     group: &mut StreamHasher,
     to_group: bool,
-    per_file: bool,
     sharing: &mut Sharing,
-) -> Result<Option<Outcome>, Failure> {
+) -> Result<Outcome, Failure> {
     let path = path.as_ref().map_err(Clone::clone)?;
-    if !per_file {
-        if to_group {
-            hash::feed_path(path, config, &mut |b| group.update(b))?;
-        }
-        return Ok(None);
-    }
     if !to_group {
-        return hash::hash_path(path, config).map(Some);
+        return hash::hash_path(path, config);
     }
     let mut file = LargeFile::Start;
     hash::feed_path(path, config, &mut |b| file.update(b, group, config))?;
-    Ok(Some(file.finish(group, config, sharing)))
+    Ok(file.finish(group, config, sharing))
 }
 
 /// A large file of a group, fed window by window with the group.
