@@ -24,7 +24,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sum import WORKER, big_file, interleaved, load, machine, make_inputs, parser, refuse_if_busy, table  # noqa: E402
+from bench_sum import (  # noqa: E402
+    WORKER,
+    big_file,
+    interleaved,
+    load,
+    machine,
+    make_inputs,
+    parser,
+    refuse_if_busy,
+    table,
+)
 
 GROUP_TARGET = 1.3  # a group's time over `sum`'s on the same files
 
@@ -50,23 +60,31 @@ SINGLE = "omero-iscc sum, one 1 GiB file"
 
 
 def versus_sum(title: str, rows: list[dict], base: str, size: int) -> None:
-    """Each command's time over `base`'s (the same round's), and its byte rate, also as a share
-    of the single 1 GiB file's rate measured in the same rounds."""
-    ref = next(r for r in rows if r["label"] == base)["walls"]
+    """Each command's time over `base`'s (the same round's), its CPU time over `base`'s (user +
+    system: steadier than wall time when other jobs share the cores), its byte rate, also as a
+    share of the single 1 GiB file's rate measured in the same rounds, and its peak memory."""
+    ref = next(r for r in rows if r["label"] == base)
     single_rate = 1 / next(r for r in rows if r["label"] == SINGLE)["wall"]
     print(f"\n{title}")
-    print(f"| {'command':48} | {'wall (median)':>13} | {'GiB/s':>6} | {'vs one file':>11} | {'time / sum: median (range)':>26} |")
-    print(f"|{'-' * 50}|{'-' * 15}:|{'-' * 7}:|{'-' * 12}:|{'-' * 27}:|")
+    print(
+        f"| {'command':44} | {'wall (median)':>13} | {'GiB/s':>5} | {'vs one file':>11} "
+        f"| {'time / sum: median (range)':>26} | {'CPU / sum':>9} | {'peak RSS':>9} |"
+    )
+    print(f"|{'-' * 46}|{'-' * 15}:|{'-' * 6}:|{'-' * 12}:|{'-' * 27}:|{'-' * 10}:|{'-' * 10}:|")
     for r in rows:
         rate = ((1 << 30) if r["label"] == SINGLE else size) / r["wall"] / 2**30
-        ratio = "-"
+        ratio = cpu = "-"
         if r["label"] not in (base, SINGLE):
-            ratios = [o / b for o, b in zip(r["walls"], ref)]
+            ratios = [o / b for o, b in zip(r["walls"], ref["walls"])]
             ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
-        print(f"| {r['label']:48} | {r['wall']:11.3f} s | {rate:6.2f} | {rate / single_rate:11.0%} | {ratio:>26} |")
+            cpu = f"{statistics.median([o / b for o, b in zip(r['cpus'], ref['cpus'])]):.2f}"
+        print(
+            f"| {r['label']:44} | {r['wall']:11.3f} s | {rate:5.2f} | {rate / single_rate:11.0%} "
+            f"| {ratio:>26} | {cpu:>9} | {r['rss'] / 1024:5.1f} MiB |"
+        )
     for r in rows:
         if "--groups" in r["label"]:
-            ratios = [o / b for o, b in zip(r["walls"], ref)]
+            ratios = [o / b for o, b in zip(r["walls"], ref["walls"])]
             met = "met" if statistics.median(ratios) <= GROUP_TARGET else "NOT met"
             print(f"{r['label']}: {statistics.median(ratios):.2f}x the time of sum (target {GROUP_TARGET}x: {met})")
 
@@ -101,7 +119,7 @@ def main() -> None:
             ("omero-iscc sum --tree", [w, "sum", "--tree", "."]),
         ]
         if before:
-            commands.append(("before: omero-iscc sum --json --groups", [before, "sum", "--json", "--groups", str(groups)]))
+            commands.append(("before: sum --json --groups", [before, "sum", "--json", "--groups", str(groups)]))
         rows = interleaved(commands, args.runs, cwd=directory)
         versus_sum(f"{title} ({size / 2**20:.0f} MiB)", rows, "omero-iscc sum (each file)", size)
 

@@ -19,6 +19,7 @@ import zlib
 from array import array
 from pathlib import Path
 
+
 def planes(source: bytes, side: int) -> list[array]:
     plane_bytes = side * side * 2
     out = []
