@@ -6,11 +6,12 @@
 //!
 //! When each file's own code is asked for too (a group), the Data-Code is chunked once for
 //! both: each file is chunked alone, and the group's chain adopts a file's chunks from the
-//! first cut they share (`concat`, where the reason is proved). Small files are chunked one
-//! file per task, beside the group's BLAKE3 over the whole batch; the group's chain then walks
-//! the joins between them. A large file's first bytes tell where the chains meet, and
-//! one Data-Code hasher takes the file from there, beside the file's BLAKE3 and the group's.
-//! BLAKE3 cannot be shared: a file inside the concatenation has other chunk counters.
+//! first cut they share (`concat`, where the reason is proved). Small files are read and
+//! hashed one file per task; beside them, the group takes the batch before (its BLAKE3 over
+//! the batch, then its chain through the joins). A large file's first bytes tell where the
+//! chains meet, and one Data-Code hasher takes the file from there, beside the file's BLAKE3
+//! and the group's. BLAKE3 cannot be shared: a file inside the concatenation has other chunk
+//! counters.
 
 use crate::engine::concat::{self, FileChain, Join, Sharing};
 use crate::engine::datacode::DataHasher;
