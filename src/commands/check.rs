@@ -7,6 +7,7 @@
 use crate::cli::CheckArgs;
 use crate::engine::checksum::Algorithm;
 use crate::engine::codes;
+use crate::engine::group;
 use crate::engine::hash::{self, HashConfig, Outcome};
 use crate::error::ErrorKind;
 use crate::exit::{Error, Status};
@@ -258,7 +259,7 @@ fn verify(e: &Expected, resolver: &Resolver, parallel: bool) -> Verdict {
     let path = resolver.resolve(Path::new(OsStr::from_bytes(&e.path)));
     let outcome = path.and_then(|p| {
         if tree {
-            hash::hash_files(&inputs::tree_files(&p, resolver)?, &config)
+            group::hash_files(&inputs::tree_files(&p, resolver)?, &config)
         } else {
             hash::hash_path(&p, &config)
         }

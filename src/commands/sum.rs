@@ -166,7 +166,7 @@ pub fn run_job(job: &Job, config: &HashConfig) -> Record {
         }
         Job::Tree { display, files } => {
             let (count, result) = match files {
-                Ok(files) => (files.len(), hash::hash_files(files, config)),
+                Ok(files) => (files.len(), group::hash_files(files, config)),
                 Err(f) => (0, Err(f.clone())),
             };
             Record::Tree { path: display.clone(), files: count, result }

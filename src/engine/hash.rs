@@ -38,10 +38,17 @@ pub struct HashConfig {
 /// The running state of one record's stream.
 pub struct StreamHasher {
     data: DataHasher,
+    rest: InstanceHasher,
+    parallel: bool,
+}
+
+/// Everything of a stream's pass but its Data-Code: BLAKE3 (the Instance-Code), the size and
+/// the OMERO checksums. Kept apart so that a group's files can share their Data-Code's
+/// chunking with the group's while each stream keeps its own BLAKE3 (`group`).
+pub struct InstanceHasher {
     instance: blake3::Hasher,
     size: u64,
     checksums: Vec<Checksum>,
-    parallel: bool,
 }
 
 /// What a finished stream yields.
@@ -55,43 +62,76 @@ impl StreamHasher {
     pub fn new(config: &HashConfig) -> Self {
         StreamHasher {
             data: DataHasher::new(config.parallel),
-            instance: blake3::Hasher::new(),
-            size: 0,
-            checksums: config.checksums.iter().map(|&a| Checksum::new(a)).collect(),
+            rest: InstanceHasher::new(config),
             parallel: config.parallel,
         }
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
-        self.size += bytes.len() as u64;
-        let (data, instance, checksums) = (&mut self.data, &mut self.instance, &mut self.checksums);
-        let rest = |instance: &mut blake3::Hasher, checksums: &mut Vec<Checksum>| {
-            if bytes.len() >= BLAKE3_RAYON_MIN && rayon::current_num_threads() > 1 {
-                instance.update_rayon(bytes);
-            } else {
-                instance.update(bytes);
-            }
-            for c in checksums.iter_mut() {
-                c.update(bytes);
-            }
-        };
-        if self.parallel && bytes.len() >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
-            // BLAKE3 and the checksums run beside the Data-Code's sequential stitching.
-            data.update_alongside(bytes, || rest(instance, checksums));
-        } else {
-            data.update(bytes);
-            rest(instance, checksums);
-        }
+        update_with(&mut self.data, bytes, &mut [&mut self.rest], bytes, self.parallel);
+    }
+
+    /// The Data-Code's hasher and the rest, for a caller that feeds them different bytes.
+    pub fn parts_mut(&mut self) -> (&mut DataHasher, &mut InstanceHasher) {
+        (&mut self.data, &mut self.rest)
     }
 
     pub fn finish(self) -> Outcome {
-        let digests = Digests {
-            data: self.data.finalize(),
-            instance: *self.instance.finalize().as_bytes(),
-            filesize: self.size,
-        };
+        self.rest.finish(self.data.finalize())
+    }
+}
+
+impl InstanceHasher {
+    pub fn new(config: &HashConfig) -> Self {
+        InstanceHasher {
+            instance: blake3::Hasher::new(),
+            size: 0,
+            checksums: config.checksums.iter().map(|&a| Checksum::new(a)).collect(),
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.size += bytes.len() as u64;
+        if bytes.len() >= BLAKE3_RAYON_MIN && rayon::current_num_threads() > 1 {
+            self.instance.update_rayon(bytes);
+        } else {
+            self.instance.update(bytes);
+        }
+        for c in self.checksums.iter_mut() {
+            c.update(bytes);
+        }
+    }
+
+    /// The stream's outcome, with the Data-Code's digest computed elsewhere.
+    pub fn finish(self, data: [u8; 32]) -> Outcome {
+        let digests = Digests { data, instance: *self.instance.finalize().as_bytes(), filesize: self.size };
         let checksums = self.checksums.into_iter().map(|c| (c.algorithm(), c.finish())).collect();
         Outcome { digests, checksums }
+    }
+}
+
+/// One step of a pass: `data_bytes` to the Data-Code's hasher, `bytes` (the same bytes, or a
+/// longer stretch ending with them) to each of `rest`. On a large buffer, BLAKE3 and the
+/// checksums run beside the Data-Code's sequential stitching.
+pub fn update_with(
+    data: &mut DataHasher,
+    data_bytes: &[u8],
+    rest: &mut [&mut InstanceHasher],
+    bytes: &[u8],
+    parallel: bool,
+) {
+    let threads = rayon::current_num_threads();
+    let update_rest = || match rest {
+        [a, b] if parallel && threads > 1 && bytes.len() >= PARALLEL_MIN => {
+            rayon::join(|| a.update(bytes), || b.update(bytes));
+        }
+        rest => rest.iter_mut().for_each(|r| r.update(bytes)),
+    };
+    if parallel && bytes.len() >= PARALLEL_MIN && threads > 1 {
+        data.update_alongside(data_bytes, update_rest);
+    } else {
+        data.update(data_bytes);
+        update_rest();
     }
 }
 
@@ -198,14 +238,6 @@ pub fn hash_path(path: &Path, config: &HashConfig) -> Result<Outcome, Failure> {
     let mut hasher = StreamHasher::new(config);
     feed_path(path, config, &mut |b| hasher.update(b))?;
     Ok(hasher.finish())
-}
-
-/// Hashes regular files as one stream, in order (a tree, or a group's concatenation); a
-/// failure names the file it happened on.
-pub fn hash_files(files: &[std::path::PathBuf], config: &HashConfig) -> Result<Outcome, Failure> {
-    let resolved: Vec<Result<std::path::PathBuf, Failure>> = files.iter().cloned().map(Ok).collect();
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    crate::engine::group::hash_group(&resolved, &names, config, false).group
 }
 
 /// Hashes a stream to its end.

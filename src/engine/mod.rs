@@ -7,7 +7,7 @@
 //! - `beneath`, `budget`: files opened beneath their root through no symbolic link; a run's
 //!   time budget and file size ceiling.
 //! - `group`: many files as one stream (a group, a tree) on every core, each file's own code
-//!   alongside.
+//!   alongside; `concat`: the group's Data-Code and its files' from one chunking.
 //! - `checksum`: OMERO's import checksums, computed in the same pass.
 //! - `codes`: digests to ISCC strings.
 //! - `walk`, `ignore`: directory walks in iscc-sum's order with its `.isccignore` rules.
@@ -21,6 +21,7 @@ pub mod budget;
 pub mod cdc;
 pub mod checksum;
 pub mod codes;
+pub mod concat;
 pub mod datacode;
 pub mod group;
 pub mod hamming;
