@@ -1,5 +1,6 @@
 """Fixtures of the Python tests: the real worker binary, real sample files laid out as an
-OMERO ManagedRepository, and the in-memory OMERO stand-in (fake_omero.py)."""
+OMERO ManagedRepository, and the stand-in OMERO server on the wire (tests/standin/: each test
+builds its world, the helper talks to it through omero-py over Ice)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 TOP = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(TOP / "omero_scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(TOP / "tests"))
 
 from fake_server import FakeServer  # noqa: E402
 
@@ -24,6 +26,16 @@ NS = "org.iscc.omero.sum"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "omero: needs a live OMERO server (OMERO_ISCC_TEST_HOST etc.)")
+
+
+@pytest.fixture(autouse=True)
+def _close_standin_clients():
+    """After each test, the clients it opened into stand-in worlds are closed (each is an Ice
+    communicator with its threads) and the worlds' sessions forgotten."""
+    yield
+    from standin import world
+
+    world.close_all()
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
-import fake_pixels
 import pytest
 from conftest import reference
 from fake_server import FakeServer
+from standin import pixels as fake_pixels
 from test_annotate import load_script
 from test_pixels import by_label, pixel_anns
 
