@@ -538,6 +538,7 @@ class Evaluator:
         self.session = session
         self.values = values
         self.cap = cap
+        self._sets: dict = {}  # id(In) -> its constant values (a parameter, literals, an uncorrelated subquery)
 
     # ---- parameters
     def bind(self, query: Query) -> None:
@@ -618,18 +619,31 @@ class Evaluator:
             left = _key(self.value(cond.expr, row))
             if left is None:
                 return False
-            if isinstance(cond.items, Query):
-                found = any(_key(r[0]) == left for r in self.run(cond.items, outer=row).rows)
-            elif isinstance(cond.items, Param):
-                found = left in {_key(v) for v in self.values[cond.items.name]}
-            else:
-                found = left in {_key(self.value(item, row)) for item in cond.items}
-            return found != cond.negated
+            return (left in self._members(cond, row)) != cond.negated
         if isinstance(cond, Exists):
             return bool(self.run(cond.query, outer=row, limit=1).rows)
         if isinstance(cond, IsNull):
             return (self.value(cond.expr, row) is None) != cond.negated
         raise NotEvaluated(type(cond).__name__)
+
+    def _members(self, cond: In, row: dict) -> set:
+        """The values ``in (...)`` tests against; computed once when they do not depend on the
+        row (a parameter, literals, a subquery that refers to no outer alias)."""
+        cached = self._sets.get(id(cond))
+        if cached is not None:
+            return cached
+        items = cond.items
+        if isinstance(items, Query):
+            values = {_key(r[0]) for r in self.run(items, outer=row).rows}
+            constant = not _query_aliases(items)
+        elif isinstance(items, Param):
+            values, constant = {_key(v) for v in self.values[items.name]}, True
+        else:
+            values = {_key(self.value(item, row)) for item in items}
+            constant = not any(isinstance(i, Path) for i in items)
+        if constant:
+            self._sets[id(cond)] = values
+        return values
 
     # ---- rows
     def run(self, query: Query, outer: dict | None = None, limit: int | None = None, offset: int = 0) -> Result:

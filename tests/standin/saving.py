@@ -41,7 +41,8 @@ def save(world, session, group: int, objects: list) -> list:
     world.event = world._new_event()
     for step in plan:
         step()
-    return [convert.build(world, view, world.get(cls, oid)) for cls, oid in made]
+    builder = convert.Builder(world, view)
+    return [builder.build(world.get(cls, oid)) for cls, oid in made]
 
 
 def _plan(world, view, user, group: int, obj, plan: list, seen: dict) -> tuple[str, int]:
@@ -54,7 +55,9 @@ def _plan(world, view, user, group: int, obj, plan: list, seen: dict) -> tuple[s
     cls = type(obj).ice_staticId().rsplit("::", 1)[1]
     if obj.getId() is not None:
         found = world.get(cls, obj.getId().val)
-        if found is None or not world.readable(view, found):
+        # A referenced object is looked up whatever its group; a link across groups is then
+        # refused as MIXED GROUP.
+        if found is None or not world.readable(view.session.with_context(-1), found):
             raise Refused(server_error(omero.ValidationException, f"No row with the given identifier exists: {cls}:{obj.getId().val}"))
         if obj.isLoaded() and _changed(world, view, found, obj):
             raise Refused(server_error(omero.ApiUsageException, "the stand-in does not update existing objects"))
@@ -124,7 +127,7 @@ def _check_link(world, view, user, group: int, cls: str, values: dict) -> None:
     for end in (parent, child):
         if end is None:
             raise Refused(server_error(omero.ValidationException, f"{cls}: a linked object does not exist"))
-        if not world.readable(view, end):
+        if not world.readable(view.session.with_context(-1), end):
             raise Refused(server_error(omero.SecurityViolation, f"Cannot read {end.cls}:Id_{end.id}"))
     if parent.id in world.fail_save_for and parent.cls == "Image":
         raise Refused(server_error(omero.SecurityViolation, f"saving a link to Image {parent.id} refused (injected fault)"))

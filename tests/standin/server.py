@@ -39,6 +39,7 @@ import omero.rtypes
 
 from . import services
 from .sessions import Session, default_group
+from .world import USER_GROUP
 
 #: How long a test client waits for an answer before giving up (ms): no call hangs a test.
 INVOCATION_TIMEOUT_MS = 120000
@@ -154,12 +155,15 @@ class Server:
             found = self.sessions.get(user) if user == password else None
             if found is not None:
                 world, session = found
-                session.check(world, _Current(None))
+                try:
+                    session.check(world, _Current(None))
+                except services.Refused as refused:
+                    raise Glacier2.PermissionDeniedException(refused.exc.message) from None
             else:
                 world, who = self._world_for(user, password)
                 if world is None or who is None:
                     raise Glacier2.PermissionDeniedException("Password check failed")
-                if who.disabled:
+                if who.disabled or USER_GROUP not in who.groups:
                     raise Glacier2.PermissionDeniedException(f"User {user} is not active")
                 wanted = current.ctx.get("omero.group")
                 group = default_group(world, who)

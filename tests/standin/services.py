@@ -213,11 +213,8 @@ class QueryService(Servant, omero.api.IQuery):
         tree = nodes.get(query.select[0].alias, {}) if query.select else nodes[query.alias]
         if query.select and query.select[0].props:
             tree = {}
-        memo: dict = {}
-        out = []
-        for (obj,) in result.rows:
-            out.append(None if obj is None else convert.build(self.world, session, obj, tree, result.fetches, memo))
-        return out
+        builder = convert.Builder(self.world, session, result.fetches)
+        return [None if obj is None else builder.build(obj, tree) for (obj,) in result.rows]
 
     def findAllByQuery(self, text, params, current=None):  # noqa: N802 - OMERO's API
         query, session, result = self._run(text, params, current)
@@ -232,16 +229,14 @@ class QueryService(Servant, omero.api.IQuery):
 
     def projection(self, text, params, current=None):
         query, session, result = self._run(text, params, current)
-        out = []
-        for values in result.rows:
-            out.append([self._rtype(query, session, e, v) for e, v in zip(query.select, values)])
-        return out
+        builder = convert.Builder(self.world, session)
+        return [[self._rtype(builder, e, v) for e, v in zip(query.select, values)] for values in result.rows]
 
-    def _rtype(self, query, session, expr, value):
+    def _rtype(self, builder, expr, value):
         if value is None:
             return None
         if hasattr(value, "cls"):
-            return robject(convert.build(self.world, session, value))
+            return robject(builder.build(value))
         if isinstance(expr, hql.Path) and expr.steps:
             last = expr.steps[-1]
             if last.kind == "id":
@@ -361,6 +356,29 @@ class AdminService(Servant, omero.api.IAdmin):
         gid = next(self.world.ids)
         self.world.add_group(gid, group.getName().val, perms)
         return gid
+
+    def createRestrictedSystemUserWithPassword(self, exp, privileges, password, current=None):  # noqa: N802
+        # A restricted (light) administrator: in the system group, with only these privileges.
+        self._need("ModifyUser")
+        uid = next(self.world.ids)
+        names = {p.getValue().val for p in privileges}
+        user = self.world.add_user(uid, exp.getOmeName().val, set(), admin=True, privileges=names)
+        user.password = password.val if password is not None else None
+        return uid
+
+    def addGroups(self, exp, groups, current=None):  # noqa: N802
+        self._need("ModifyGroupMembership")
+        self.world.users[exp.getId().val].groups.update(g.getId().val for g in groups)
+
+    def removeGroups(self, exp, groups, current=None):  # noqa: N802
+        # Removing a user from the system group "user" disables them (ome Roles: "user" is
+        # the group of active users).
+        self._need("ModifyGroupMembership")
+        self.world.users[exp.getId().val].groups.difference_update(g.getId().val for g in groups)
+
+    def addGroupOwners(self, group, owners, current=None):  # noqa: N802
+        self._need("ModifyGroupMembership")
+        self.world.groups[group.getId().val].leaders.update(e.getId().val for e in owners)
 
     def createExperimenterWithPassword(self, exp, password, default_group, groups, current=None):  # noqa: N802
         self._need("ModifyUser")

@@ -153,6 +153,7 @@ def sudo(server, world, caller: Session, principal, ttl: int, tti: int = 0) -> S
     """``ISession.createSessionWithTimeout(s)``: a session of ``principal.name`` in the group
     named ``principal.group``, living ``ttl`` ms."""
     from .services import Refused, server_error
+    from .world import USER_GROUP
 
     me = world.users[caller.user]
     target = next((u for u in world.users.values() if u.name == principal.name), None)
@@ -166,7 +167,7 @@ def sudo(server, world, caller: Session, principal, ttl: int, tti: int = 0) -> S
                                    f"{principal.name} needs the Sudo privilege"))  # fmt: skip
     if target is None:
         raise Refused(server_error(omero.ApiUsageException, f"No such experimenter: {principal.name}"))
-    if target.disabled or 99001 not in target.groups:
+    if target.disabled or USER_GROUP not in target.groups:
         raise Refused(server_error(omero.SecurityViolation, f"User {principal.name} is not active"))
     if principal.group and group is None:
         raise Refused(server_error(omero.ApiUsageException, f"No such group: {principal.group}"))

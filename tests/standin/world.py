@@ -34,6 +34,7 @@ import secrets
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 
 from . import model
 
@@ -559,21 +560,16 @@ class FakeServer:
             and self.anns[link.v["child"]].v.get("ns") == namespace
         ]
 
-    def _by_image(self, keep) -> dict:
-        out: dict = {}
-        for link in sorted(self._links(), key=lambda lk: lk.v["child"]):
-            ann = self.anns.get(link.v["child"])
-            if ann is not None and ann.cls == "MapAnnotation" and keep(ann.v.get("ns")):
-                out.setdefault(link.v["parent"], []).append(self.model_map_annotation(ann.id))
-        return out
+    def _by_image(self, keep) -> _ByImage:
+        return _ByImage(self, keep)
 
     @property
-    def annotations(self) -> dict:
+    def annotations(self) -> _ByImage:
         """Image id -> its ISCC MapAnnotations (model objects), whoever may see them."""
         return self._by_image(lambda ns: ns == NS)
 
     @property
-    def other_annotations(self) -> dict:
+    def other_annotations(self) -> _ByImage:
         return self._by_image(lambda ns: ns != NS)
 
     @property
@@ -634,6 +630,46 @@ class FakeServer:
         from .convert import bare
 
         return bare(self, self.anns[aid])
+
+
+class _ByImage(Mapping):
+    """Image id -> its MapAnnotations (model objects) in the namespaces ``keep`` accepts,
+    built only for the images asked for."""
+
+    def __init__(self, world: FakeServer, keep) -> None:
+        self.world, self.keep = world, keep
+
+    def _anns(self, link):
+        ann = self.world.anns.get(link.v["child"])
+        return ann if ann is not None and ann.cls == "MapAnnotation" and self.keep(ann.v.get("ns")) else None
+
+    def _index(self) -> dict:
+        out: dict = {}
+        for link in self.world.table("ImageAnnotationLink").values():
+            ann = self._anns(link)
+            if ann is not None:
+                out.setdefault(link.v["parent"], []).append(ann.id)
+        return out
+
+    def __getitem__(self, image_id: int) -> list:
+        links = self.world.index("ImageAnnotationLink", "parent").get(image_id, ())
+        anns = sorted(a.id for a in (self._anns(link) for link in links) if a is not None)
+        if not anns:
+            raise KeyError(image_id)
+        return [self.world.model_map_annotation(a) for a in anns]
+
+    def __contains__(self, image_id: object) -> bool:
+        index = self.world.index("ImageAnnotationLink", "parent")
+        return any(self._anns(link) is not None for link in index.get(image_id, ()))
+
+    def __iter__(self):
+        return iter(sorted(self._index()))
+
+    def __len__(self) -> int:
+        return len(self._index())
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self.items()) == other if isinstance(other, dict) else NotImplemented
 
 
 def _granted(triple: str, right: str) -> bool:
