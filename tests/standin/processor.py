@@ -100,6 +100,7 @@ def run_script(
         env["ICE_CONFIG"] = config
         with open(os.path.join(directory, "out"), "w+") as out, open(os.path.join(directory, "err"), "w+") as err:
             proc = subprocess.Popen([sys.executable, "script"], cwd=directory, env=env, stdout=out, stderr=err)
+            session.process = proc
             began = time.monotonic()
             while proc.poll() is None:
                 if cancel_after is not None and time.monotonic() - began > cancel_after:

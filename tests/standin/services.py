@@ -694,6 +694,11 @@ class ServiceFactory(Servant, omero.api.ServiceFactory):
     def getSessionService(self, current=None):  # noqa: N802
         return self._service("ISession", SessionService, omero.api.ISessionPrx)
 
+    def getScriptService(self, current=None):  # noqa: N802
+        from .scriptservice import ScriptService
+
+        return self._service("IScript", ScriptService, omero.api.IScriptPrx)
+
     def sharedResources(self, current=None):  # noqa: N802
         return self._service("SharedResources", SharedResources, omero.grid.SharedResourcesPrx)
 

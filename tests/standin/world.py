@@ -140,9 +140,9 @@ def close_all() -> None:
 
     for world in list(WORLDS):
         world.close_clients()
-        if server._server is not None:
+        if server._server is not None and not world.keep:
             server._server.forget_world(world)
-    WORLDS.clear()
+            WORLDS.discard(world)
 
 
 class FakeServer:
@@ -173,6 +173,7 @@ class FakeServer:
         self.calls_by_service: dict[str, int] = {}
         self.queries: list = []
         self.drops: dict = {}
+        self.events: dict = {}
         self.fail_save_for: set = set()
         self.written = {"map_annotations": 0, "rows": 0, "links": 0}
         self.pixels: dict[int, Obj] = {}
@@ -182,6 +183,12 @@ class FakeServer:
         self.clock_offset = 0.0
         self.sessions: dict = {}
         self.clients: list = []
+        #: Kept registered across tests (a module's world).
+        self.keep = False
+        #: Official scripts: path -> (id, text); where the Processor's Python finds the helper.
+        self.scripts: dict = {}
+        self.processor_path: list = []
+        self.processor_pythonpath: list = []
         self.event = self._new_event()
         WORLDS.add(self)
         self.groups[USER_GROUP] = Group(USER_GROUP, "user", "rwr---")
@@ -354,10 +361,18 @@ class FakeServer:
         self.calls[method] = self.calls.get(method, 0) + 1
         key = f"{service}.{method}"
         self.calls_by_service[key] = self.calls_by_service.get(key, 0) + 1
+        action = self.events.pop((method, self.calls[method]), None)
+        if action is not None:
+            action()
         if self.drops.get(method) == self.calls[method]:
             del self.drops[method]
             return True
         return False
+
+    def before_call(self, method: str, calls: int, action) -> None:
+        """Runs ``action()`` just before the ``calls``-th next call of ``method`` (something
+        another user does on the server meanwhile)."""
+        self.events[(method, self.calls.get(method, 0) + calls)] = action
 
     def drop_connection_after(self, method: str, calls: int) -> None:
         """The ``calls``-th next call of ``method`` loses its connection (the server closes it)."""
@@ -489,6 +504,26 @@ class FakeServer:
             self.files[fid].owner, self.files[fid].group = owner, group_id
             self.new("PixelsOriginalFileMap", owner, group_id, parent=fid, child=pixels.id)
         return iid
+
+    def import_file(self, path: str, owner: int, group: int, pixels: tuple | None = None) -> int:
+        """What ``omero import`` leaves on a server, made directly: the file copied into the
+        ManagedRepository under the owner's directory (``%user%_%userId%/...``), its
+        OriginalFile (with SHA1), a Fileset and an Image; ``pixels``: (sizes, pixel type, bytes
+        per pixel, data) as the server would decode them."""
+        import shutil
+
+        user = self.users[owner]
+        rel = f"{user.name}_{owner}/{time.strftime('%Y-%m/%d/%H-%M-%S')}.{next(self.ids)}/"
+        dest = os.path.join(self.root, rel, os.path.basename(path))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copyfile(path, dest)
+        fid = self.original_file(dest, rel)
+        [image] = self.add_fileset([fid], rel, group_id=group, owner=owner, names=[os.path.basename(path)])
+        if pixels is not None:
+            from .pixels import add_pixels
+
+            add_pixels(self, image, *pixels)
+        return image
 
     def add_annotation(self, image_id: int, pairs: list, namespace: str, owner: int | None = None) -> int:
         """A MapAnnotation in the image's group linked to it (owned by the image's owner unless
