@@ -247,7 +247,9 @@ def test_verify_and_duplicates_as_each_role(scene, worker):
     assert result.message.startswith("1 group(s) of identical images (2 images)"), result.message
 
 
-def test_the_cli_plugin_logs_in_and_annotates_verifies_and_finds_duplicates(live, scene, worker, tmp_path, monkeypatch):
+def test_the_cli_plugin_logs_in_and_annotates_verifies_and_finds_duplicates(
+    live, scene, worker, tmp_path, monkeypatch, capsys
+):
     from omero.cli import CLI
 
     monkeypatch.setenv("OMERO_SESSIONDIR", str(tmp_path / "sessions"))
@@ -255,16 +257,20 @@ def test_the_cli_plugin_logs_in_and_annotates_verifies_and_finds_duplicates(live
     cfg.write_text(json.dumps({"worker": worker, "state_dir": str(tmp_path / "state")}))
     cli = CLI()
     cli.loadplugins()
-    cli.invoke(["login", "-s", live.host, "-p", str(live.port), "-u", scene.actor[1], "-w", scene.actor[2]], strict=True)
+    cli.invoke(
+        ["login", "-s", live.host, "-p", str(live.port), "-u", scene.actor[1], "-w", scene.actor[2]], strict=True
+    )
     try:
+        capsys.readouterr()
         for command, expect in [
-            (["iscc", "annotate", f"Dataset:{scene.dataset}", "--json"], None),
-            (["iscc", "verify", f"Dataset:{scene.dataset}", "--json"], None),
+            (["iscc", "annotate", f"Dataset:{scene.dataset}"], f"Image:{scene.copies[0]}"),
+            (["iscc", "verify", f"Dataset:{scene.dataset}"], "3 OK"),
             (["iscc", "duplicates", f"Dataset:{scene.dataset}"], "1 group(s) of identical images (2 images)"),
         ]:
             cli.rv = 0
             cli.invoke([*command, "--config", str(cfg)], strict=False)
-            assert cli.rv == 0, command
+            out = capsys.readouterr().out
+            assert cli.rv == 0 and expect in out, (command, out)
     finally:
         cli.invoke(["logout"], strict=False)
 
@@ -323,7 +329,12 @@ def _scheduler_config(live: Live, tmp_path: Path, worker: str, **extra) -> Path:
 def _helper(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(TOP / "omero_scripts"))
     return subprocess.run(
-        [sys.executable, "-m", "omero_iscc", *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+        [sys.executable, "-m", "omero_iscc", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
     )
 
 

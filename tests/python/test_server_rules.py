@@ -88,7 +88,9 @@ def test_a_paged_collection_fetch_costs_every_row_and_a_long_list_fails_in_the_d
         with pytest.raises(omero.InternalException, match="out-of-range integer as a 2-byte value: 4000"):
             query.projection(hql, g.BlitzOmero._params(**values), {"omero.group": "-1"})
     ids = list(range(10**6, 10**6 + 32767))
-    assert query.projection(g.Q_EXISTING.format(kind="Image"), g.BlitzOmero._params(ids=ids), {"omero.group": "-1"}) == []
+    assert (
+        query.projection(g.Q_EXISTING.format(kind="Image"), g.BlitzOmero._params(ids=ids), {"omero.group": "-1"}) == []
+    )
 
 
 def test_3000_single_file_images_are_saved_in_a_few_calls_and_6000_load_in_bounded_rows(tmp_path, worker):

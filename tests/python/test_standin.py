@@ -78,10 +78,15 @@ def test_a_collection_join_returns_a_row_per_element_unless_distinct(server):
 def test_index_of_a_list_element_is_its_import_position(server):
     [image] = _fileset(server, n_files=3, n_images=1)
     fileset = server.images_[image].fileset
-    rows = server.access(2).conn.getQueryService().projection(
-        "select index(e), e.originalFile.name from Fileset f join f.usedFiles e where f.id = :id order by index(e) desc",
-        _params(id=fileset),
-        CTX,
+    rows = (
+        server.access(2)
+        .conn.getQueryService()
+        .projection(
+            "select index(e), e.originalFile.name from Fileset f join f.usedFiles e where f.id = :id"
+            " order by index(e) desc",
+            _params(id=fileset),
+            CTX,
+        )
     )
     assert [(r[0].val, r[1].val) for r in rows] == [(2, "f2"), (1, "f1"), (0, "f0")]
 
@@ -231,7 +236,9 @@ def test_a_delete_given_up_after_five_seconds_is_rolled_back(server):
 # -- pixels ------------------------------------------------------------------------------------------------
 def test_pixels_refusals_and_the_maximum_plane_size_from_the_config(server):
     [image] = _fileset(server)
-    pid = pixels.add_pixels(server, image, (8, 4, 1, 1, 1), "uint8", 1, bytes(range(32)), tile_limited=True, tile=(4, 2))
+    pid = pixels.add_pixels(
+        server, image, (8, 4, 1, 1, 1), "uint8", 1, bytes(range(32)), tile_limited=True, tile=(4, 2)
+    )
     server.max_plane = (6, 6)
     conn = server.access(2).conn
     assert conn.getMaxPlaneSize() == (6, 6)

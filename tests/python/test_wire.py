@@ -26,7 +26,9 @@ def _images(server: FakeServer, repo: Path, n: int, group: int = 1, owner: int =
     out = []
     for k in range(n):
         rel = f"{prefix}/{k}/"
-        out += server.add_fileset([server.original_file(_file(repo, rel + "a.tif"), rel)], rel, group_id=group, owner=owner)
+        out += server.add_fileset(
+            [server.original_file(_file(repo, rel + "a.tif"), rel)], rel, group_id=group, owner=owner
+        )
     return out
 
 

@@ -28,7 +28,7 @@ from . import model
 _RESTRICTIONS = ("link", "edit", "delete", "annotate")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _plan(cls: str) -> tuple:
     """Per class: (scalars, value lists, references, collections) as (name, field) pairs."""
     kinds: dict[str, list] = {"scalar": [], "values": [], "ref": [], "coll": []}
@@ -38,12 +38,12 @@ def _plan(cls: str) -> tuple:
     return tuple(tuple(kinds[k]) for k in ("scalar", "values", "ref", "coll"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _perm1(perms: str) -> int:
     return omero.model.PermissionsI(perms)._perm1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _template(cls: str) -> tuple[type, dict]:
     """A loaded, empty instance's attributes: new objects are copies (the generated
     constructors set every field through a checking ``__setattr__``, slowly)."""

@@ -402,7 +402,7 @@ def _resolve(query: Query, path: Path, joining: bool = False) -> None:
     kind = "entity"
     for n, prop in enumerate(path.props):
         last = n == len(path.props) - 1
-        if kind == "permissions" or kind == "scalar":
+        if kind in ("permissions", "scalar"):
             raise HqlError(f"could not resolve property: {prop}")
         if cls == "NamedValue":
             if prop not in ("name", "value"):
@@ -678,18 +678,17 @@ class Evaluator:
             if j.fetch and not j.collection:
                 refs.add(".".join((j.path.alias, *j.path.props)))
         out = []
-        produced = 0
         wanted = None if limit is None else offset + limit
-        for row in rows():
-            produced += 1
+        seen_elements: set = set()
+        for produced, row in enumerate(rows(), start=1):
             for j in query.joins:
                 if j.fetch and j.collection and j.alias in row:
                     owner = row[j.path.alias]
                     key = (j.path.alias, j.path.props[-1])
-                    per = fetches.setdefault(key, {}).setdefault(_ident(owner), [])
                     element = row[j.alias]
-                    if element is not None and all(e is not element for e in per):
-                        per.append(element)
+                    if element is not None and (key, _ident(owner), element.index) not in seen_elements:
+                        seen_elements.add((key, _ident(owner), element.index))
+                        fetches.setdefault(key, {}).setdefault(_ident(owner), []).append(element)
             out.append(row)
             if lazy and wanted is not None and produced >= wanted:
                 break
@@ -850,8 +849,10 @@ def _ident(obj) -> int:
 
 
 def _is_entity(expr) -> bool:
-    return isinstance(expr, Path) and expr.kind in ("entity", "element") and not (
-        expr.kind == "element" and expr.cls == "NamedValue"
+    return (
+        isinstance(expr, Path)
+        and expr.kind in ("entity", "element")
+        and not (expr.kind == "element" and expr.cls == "NamedValue")
     )
 
 

@@ -77,7 +77,7 @@ def is_subclass(name: str, of: str) -> bool:
     return issubclass(model_class(name), model_class(of))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def root(name: str) -> str:
     """The top of a class's hierarchy below IObject (``MapAnnotation`` -> ``Annotation``): the
     classes that share one id sequence and one table in the server's database."""
@@ -89,7 +89,7 @@ def root(name: str) -> str:
         cls = parents[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def definitions() -> dict[str, tuple[str, str]]:
     """Slice type id -> (the generated code that defines it and its operations, the whole file
     it is in), for every generated module omero-py and Ice ship."""
@@ -113,7 +113,7 @@ def _definition(klass: type) -> tuple[str, str]:
     return definitions().get(klass.ice_staticId(), ("", ""))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _slice_members(name: str) -> dict[str, str]:
     """Slice member name -> type name of the class and its model ancestors."""
     cls = model_class(name)
@@ -127,7 +127,7 @@ def _slice_members(name: str) -> dict[str, str]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sequences(name: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for klass in model_class(name).__mro__:
@@ -136,7 +136,7 @@ def _sequences(name: str) -> dict[str, str]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fields(name: str) -> dict[str, Field]:
     """The HQL properties of a model class: ``_field_info`` names, typed from the Slice. An
     abstract class whose ``I`` module omero-py ships broken (``AnnotationI``) is read from its
@@ -147,7 +147,9 @@ def fields(name: str) -> dict[str, Field]:
         info = implementation(name)._field_info
         props = [(p, getattr(info, p).wrapper) for p in info._fields]
     except (ImportError, NameError, AttributeError):
-        props = [(m[:-3] if m.endswith("Seq") else m, None) for m in members if not m.endswith(("Loaded", "CountPerOwner"))]
+        props = [
+            (m[:-3] if m.endswith("Seq") else m, None) for m in members if not m.endswith(("Loaded", "CountPerOwner"))
+        ]
         props = [(p, w) for p, w in props if p != "version"] + [("details", None)]
     out = {"id": Field("id", "id", wrapper=omero.rtypes.rlong)}
     if "version" in members:
@@ -193,7 +195,7 @@ def field(name: str, prop: str) -> Field:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def subclasses(name: str) -> tuple[str, ...]:
     out = []
     for type_id in definitions():
@@ -204,7 +206,7 @@ def subclasses(name: str) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def details_fields() -> dict[str, Field]:
     """The properties of ``details`` (owner, group, creationEvent, updateEvent, permissions,
     externalInfo), from the Slice definition of ``Details``."""
@@ -218,7 +220,7 @@ def details_fields() -> dict[str, Field]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def back_pointer(owner: str, collection: str) -> str:
     """The property of a collection's element class that points back to the owner:
     ``Fileset.usedFiles`` -> ``FilesetEntry.fileset``, ``Image.datasetLinks`` ->

@@ -36,9 +36,7 @@ def add_pixels(server, image_id: int, sizes: tuple, pixel_type: str, bytes_per_p
     existing = server.pixels.get(image_id)
     if existing is not None:
         server.remove("Pixels", existing.id)
-    pixels = server.new(
-        "Pixels", image.owner, image.group, image=image_id, sizeX=x, sizeY=y, sizeZ=z, sizeC=c, sizeT=t
-    )
+    pixels = server.new("Pixels", image.owner, image.group, image=image_id, sizeX=x, sizeY=y, sizeZ=z, sizeC=c, sizeT=t)
     pixels.pixelsType = server.enum("PixelsType", pixel_type)
     fmt = kw.pop("format", "OMETiff")
     image.format = server.enum("Format", fmt) if fmt else None
@@ -134,7 +132,10 @@ class Reader:
         tw, th = self.tile_size()
         if self.pixels.__dict__.get("tile_limited") and (w > tw or h > th):
             raise Refused(
-                server_error(omero.ApiUsageException, f"java.lang.IllegalArgumentException: region {w}x{h} exceeds the tile size {tw}x{th}")
+                server_error(
+                    omero.ApiUsageException,
+                    f"java.lang.IllegalArgumentException: region {w}x{h} exceeds the tile size {tw}x{th}",
+                )
             )
         bpp = self.bytes_per_pixel
         row = size_x * bpp

@@ -58,7 +58,11 @@ def _plan(world, view, user, group: int, obj, plan: list, seen: dict) -> tuple[s
         # A referenced object is looked up whatever its group; a link across groups is then
         # refused as MIXED GROUP.
         if found is None or not world.readable(view.session.with_context(-1), found):
-            raise Refused(server_error(omero.ValidationException, f"No row with the given identifier exists: {cls}:{obj.getId().val}"))
+            raise Refused(
+                server_error(
+                    omero.ValidationException, f"No row with the given identifier exists: {cls}:{obj.getId().val}"
+                )
+            )
         if obj.isLoaded() and _changed(world, view, found, obj):
             raise Refused(server_error(omero.ApiUsageException, "the stand-in does not update existing objects"))
         seen[id(obj)] = (found.cls, found.id)
@@ -70,7 +74,9 @@ def _plan(world, view, user, group: int, obj, plan: list, seen: dict) -> tuple[s
     details = obj.getDetails()
     if details is not None and details.getOwner() is not None and details.getOwner().getId().val != user.id:
         if not (user.admin and "Chown" in user.privileges):
-            raise Refused(server_error(omero.SecurityViolation, "only administrators may set the owner of a new object"))
+            raise Refused(
+                server_error(omero.SecurityViolation, "only administrators may set the owner of a new object")
+            )
         owner = details.getOwner().getId().val
     if details is not None and details.getGroup() is not None and details.getGroup().getId().val != group:
         raise Refused(server_error(omero.SecurityViolation, "details.group differs from the call's group"))
@@ -130,7 +136,9 @@ def _check_link(world, view, user, group: int, cls: str, values: dict) -> None:
         if not world.readable(view.session.with_context(-1), end):
             raise Refused(server_error(omero.SecurityViolation, f"Cannot read {end.cls}:Id_{end.id}"))
     if parent.id in world.fail_save_for and parent.cls == "Image":
-        raise Refused(server_error(omero.SecurityViolation, f"saving a link to Image {parent.id} refused (injected fault)"))
+        raise Refused(
+            server_error(omero.SecurityViolation, f"saving a link to Image {parent.id} refused (injected fault)")
+        )
     for scope in ("link", "annotate"):
         if not world.allowed(user.id, parent, scope):
             raise Refused(server_error(omero.SecurityViolation, f"Cannot link to {parent.cls}:Id_{parent.id}"))

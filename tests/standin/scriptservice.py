@@ -10,6 +10,7 @@ the stand-in's Processor uses ``world.processor_path`` (prepended to ``PATH``) a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -23,7 +24,7 @@ import omero.grid
 from omero.rtypes import rint
 
 from .processor import run_script
-from .services import Refused, Servant, serves, server_error
+from .services import Refused, Servant, server_error, serves
 
 
 @serves(omero.api.IScript)
@@ -99,10 +100,8 @@ class ScriptProcess(Servant, omero.grid.ScriptProcess):
             os.unlink(script)
             self.done.set()
             for cb in list(self.callbacks):
-                try:
+                with contextlib.suppress(Exception):  # a client gone misses its callback
                     cb.begin_processFinished(self.run.returncode if self.run else -1)
-                except Exception:  # noqa: BLE001 - a client gone misses its callback
-                    pass
 
     def poll(self, current=None):
         return rint(self.run.returncode) if self.done.is_set() and self.run else None

@@ -18,6 +18,7 @@ the one given there) and the user by name; joining is ``createSession(uuid, uuid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -248,10 +249,8 @@ class Server:
         return self.adapter.add(servant, identity)
 
     def remove(self, identity) -> None:
-        try:
+        with contextlib.suppress(Ice.NotRegisteredException):
             self.adapter.remove(identity)
-        except Ice.NotRegisteredException:
-            pass
 
     def client_config(self) -> str:
         """An Ice configuration file every test client reads (``ICE_CONFIG``): no call waits

@@ -34,7 +34,7 @@ from . import pixels as pixels_mod
 _OPERATION = re.compile(r"(\w+)\._op_(\w+) = IcePy\.Operation\('(\w+)', [^,]+, [^,]+, (True|False)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def operations(iface: type) -> dict[str, bool]:
     """Operation name -> whether it is AMD, for a generated interface and its bases (read from
     the generated code: ``IcePy.Operation(name, mode, mode, amd, ...)``)."""
@@ -254,7 +254,9 @@ class QueryService(Servant, omero.api.IQuery):
     def get(self, cls, oid, current=None):
         found = self.find(cls, oid, current=current)
         if found is None:
-            raise Refused(server_error(omero.ValidationException, f"No row with the given identifier exists: {cls}:{oid}"))
+            raise Refused(
+                server_error(omero.ValidationException, f"No row with the given identifier exists: {cls}:{oid}")
+            )
         return found
 
     def find(self, cls, oid, current=None):
@@ -569,7 +571,9 @@ class SharedResources(Servant, omero.grid.SharedResources):
             d.setPath(rstring(path))
             descs.append(d)
             servant = ManagedRepository if kind == "managed" else ScriptRepository
-            prx = self.session.servant(self.server, f"repo-{kind}", lambda s=servant: s(self.server, self.world, self.session))
+            prx = self.session.servant(
+                self.server, f"repo-{kind}", lambda s=servant: s(self.server, self.world, self.session)
+            )
             proxies.append(omero.grid.RepositoryPrx.uncheckedCast(prx))
         return omero.grid.RepositoryMap(descs, proxies)
 

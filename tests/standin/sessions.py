@@ -57,10 +57,14 @@ class Session:
         if current.con is not None and current.con.toString() not in self.connections:
             raise Ice.ObjectNotExistException()  # Glacier2 routes only the session's own connections
         now = world.now()
-        for why, limit, since in (("timeToLive", self.ttl_ms, self.started), ("timeToIdle", self.tti_ms, self.last_access)):
+        for why, limit, since in (
+            ("timeToLive", self.ttl_ms, self.started),
+            ("timeToIdle", self.tti_ms, self.last_access),
+        ):
             if limit and (now - since) * 1000 > limit:
+                started, last = _stamp(self.started), _stamp(self.last_access)
                 reason = (
-                    f"Session (started={_stamp(self.started)}, hits={self.hits}, last access={_stamp(self.last_access)})"
+                    f"Session (started={started}, hits={self.hits}, last access={last})"
                     f" exceeded {why} ({limit}) by {int((now - since) * 1000 - limit)} ms"
                 )
                 raise Refused(server_error(omero.SessionTimeoutException, reason))

@@ -27,6 +27,7 @@ Permission rules, each from the server's source:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -576,10 +577,8 @@ class FakeServer:
 
     def close_clients(self) -> None:
         for client in self.clients:
-            try:
+            with contextlib.suppress(Exception):  # a client already closed or broken is fine here
                 client.closeSession()
-            except Exception:  # noqa: BLE001 - a client already closed or broken is fine here
-                pass
         self.clients.clear()
 
     # -- assertions' helpers ------------------------------------------------------------------------
