@@ -45,6 +45,26 @@ def test_an_administrator_annotates_another_users_image_in_a_session_of_its_owne
     assert server.calls["createSessionWithTimeout"] == 1, "one sudo session per owner and group"
 
 
+def test_a_sudo_session_is_renewed_before_its_time_to_live_ends(tmp_path, worker, monkeypatch):
+    # The ttl of createSessionWithTimeout is the sudo session's whole lifetime: a session kept
+    # for a long run dies under it (SessionTimeoutException), keep-alives or not.
+    import time
+
+    from omero_iscc import gateway
+
+    monkeypatch.setattr(gateway, "SUDO_TTL_MS", 2000)
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    first, second = _images(server, repo, 2)
+    omero = server.access(0)
+    assert annotate(omero, [first], worker, str(repo), NS).count(ImageStatus.ANNOTATED) == 1
+    time.sleep(1.1)  # past half the lifetime on the helper's clock...
+    server.advance(1.5)  # ...and past all of it on the server's
+    report = annotate(omero, [second], worker, str(repo), NS)
+    assert report.count(ImageStatus.ANNOTATED) == 1, report.message()
+    assert server.calls["createSessionWithTimeout"] == 2 and server.owner_of_iscc(second) == (2, 2)
+
+
 def test_a_slow_delete_is_waited_for_to_the_end(tmp_path, worker):
     # Delete2 answers through its Handle; omero-py's deleteObjects(wait=True) gives up after
     # 10 x 500 ms and closes the handle, which cancels (rolls back) the request.
@@ -74,6 +94,19 @@ def test_a_refused_delete_leaves_that_annotation_and_deletes_the_others(tmp_path
     assert theirs in server.anns, "the colleague's stays: the member may not delete it"
     by_image = {o.image_id: o.message for o in report.outcomes}
     assert str(theirs) in by_image[a] and not by_image[b]
+
+
+def test_a_restricted_admin_without_delete_owned_retires_an_old_annotation_as_its_owner(tmp_path, worker):
+    # A restricted administrator may delete others' objects only with DeleteOwned; with Sudo
+    # the owner's own session deletes what the owner owns.
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    server.add_user(5, "facility", set(), admin=True, privileges={"Sudo", "WriteOwned"})
+    [image] = _images(server, repo, 1)
+    old = server.add_annotation(image, [["iscc:sum", "ISCC:KUAX"]], NS)  # the owner's
+    report = annotate(server.access(5), [image], worker, str(repo), NS, replace=True)
+    assert report.count(ImageStatus.ANNOTATED) == 1 and not report.outcomes[0].message, report.outcomes
+    assert old not in server.anns and len(server.iscc_anns(image)) == 1
 
 
 @pytest.mark.parametrize("target", ["read_only", "gone"])
