@@ -39,7 +39,7 @@ def test_an_administrator_annotates_another_users_image_in_a_session_of_its_owne
     repo = tmp_path / "repo"
     server = FakeServer(root=str(repo))
     images = _images(server, repo, 3)
-    report = annotate(server.access(0), images, worker, str(repo), NS)
+    report = annotate(server.access(0), images, worker, str(repo), NS, units_per_run=1)  # three saves
     assert report.count(ImageStatus.ANNOTATED) == 3, report.message()
     assert all(server.owner_of_iscc(i) == (2, 2) for i in images)
     assert server.calls["createSessionWithTimeout"] == 1, "one sudo session per owner and group"
