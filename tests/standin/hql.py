@@ -526,7 +526,6 @@ class Result:
     rows: list  # per result row: tuple of values (objects, Elements, plain values)
     db_rows: int  # rows the database sent
     fetches: dict  # (alias of the parent, property) -> {parent id: [elements in row order]}
-    fetched_refs: set  # dotted paths fetched as references ("i.fileset", "e.originalFile.hasher")
 
 
 class Evaluator:
@@ -673,10 +672,6 @@ class Evaluator:
                     yield from self._join(query, 0, row, bound, pending)
 
         fetches: dict = {}
-        refs: set = set()
-        for j in query.joins:
-            if j.fetch and not j.collection:
-                refs.add(".".join((j.path.alias, *j.path.props)))
         out = []
         wanted = None if limit is None else offset + limit
         seen_elements: set = set()
@@ -712,7 +707,7 @@ class Evaluator:
             selected = page
         else:
             db_rows = sql_rows
-        return Result(selected, db_rows, fetches, refs)
+        return Result(selected, db_rows, fetches)
 
     def _join(self, query: Query, n: int, row: dict, bound: set, pending: list):
         if n == len(query.joins):

@@ -18,6 +18,7 @@ the one given there) and the user by name; joining is ``createSession(uuid, uuid
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import pathlib
@@ -305,6 +306,7 @@ def ensure_server() -> Server:
         if _server is None:
             _server = Server()
             os.environ["ICE_CONFIG"] = _server.client_config()
+            atexit.register(_server.shutdown)
     return _server
 
 

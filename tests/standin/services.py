@@ -173,24 +173,23 @@ def _unwrap_params(params) -> tuple[dict, int | None, int]:
     return values, limit, offset
 
 
-def fetch_plan(query: hql.Query) -> tuple[dict, dict]:
-    """Per alias, the tree of properties fetched beneath it (``convert.build``'s ``tree``)."""
+def fetch_plan(query: hql.Query) -> dict:
+    """Per alias, the tree of properties fetched beneath it (``convert.Builder.build``'s
+    ``tree``): a fetched reference is ``prop -> subtree``, a fetched collection ``prop ->
+    ("coll", (alias, prop), subtree)``."""
     nodes: dict[str, dict] = {query.alias: {}}
     for n, join in enumerate(query.joins):
-        parent = nodes.setdefault(join.path.alias, {})
-        node = parent
-        props = list(join.path.props)
-        for prop in props[:-1]:
+        node = nodes.setdefault(join.path.alias, {})
+        *through, last = join.path.props
+        for prop in through:  # details.owner: the details node, then the owner
             node = node.setdefault(prop, {})
         child: dict = {}
-        if join.fetch:
-            if join.collection:
-                node[props[-1]] = ("coll", (join.path.alias, props[-1]), child)
-            else:
-                node[props[-1]] = node.get(props[-1], child) if not isinstance(node.get(props[-1]), tuple) else child
-                child = node[props[-1]]
+        if join.fetch and join.collection:
+            node[last] = ("coll", (join.path.alias, last), child)
+        elif join.fetch:
+            child = node.setdefault(last, {})
         nodes[join.alias or f"#{n}"] = child
-    return nodes, {}
+    return nodes
 
 
 @serves(omero.api.IQuery)
@@ -209,7 +208,7 @@ class QueryService(Servant, omero.api.IQuery):
     def _objects(self, query, session, result) -> list:
         if len(result.rows and result.rows[0]) != 1 and result.rows:
             raise Refused(server_error(omero.ApiUsageException, "findAllByQuery needs one object per row"))
-        nodes, _ = fetch_plan(query)
+        nodes = fetch_plan(query)
         tree = nodes.get(query.select[0].alias, {}) if query.select else nodes[query.alias]
         if query.select and query.select[0].props:
             tree = {}

@@ -199,6 +199,17 @@ class FakeServer:
         self.add_user(2, "scientist", {1, 2, 3})
         self.add_user(9, "boss", {3})
 
+    def __getstate__(self) -> dict:
+        """A world to hand to ``server.py --world``: its rows and settings, not its sessions."""
+        state = dict(self.__dict__)
+        for transient in ("lock", "clients", "sessions", "_cache"):
+            state.pop(transient, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, lock=threading.RLock(), clients=[], sessions={}, _cache={})
+        WORLDS.add(self)
+
     # -- tables ------------------------------------------------------------------------------
     def table(self, cls: str) -> dict[int, Obj]:
         return self.tables.setdefault(model.root(cls), {})
