@@ -152,5 +152,6 @@ def start(server, world, session, request, group: int) -> DeleteJob:
             raise Refused(server_error(omero.ApiUsageException, f"unknown class {cls}"))
         targets.append((cls, list(ids)))
     job = DeleteJob(world, session, targets, group)
+    world.delete_jobs.append(job)
     job.timer.start()
     return job

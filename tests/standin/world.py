@@ -178,8 +178,9 @@ class FakeServer:
         self.fail_save_for: set = set()
         self.written = {"map_annotations": 0, "rows": 0, "links": 0}
         self.pixels: dict[int, Obj] = {}
-        #: How long a Delete2 request takes on this server (seconds).
+        #: How long a Delete2 request takes on this server (seconds), and the requests made.
         self.delete_seconds = 0.0
+        self.delete_jobs: list = []
         #: Seconds added to the wall clock (sessions' time-to-live is judged on it).
         self.clock_offset = 0.0
         self.sessions: dict = {}
@@ -202,12 +203,20 @@ class FakeServer:
     def __getstate__(self) -> dict:
         """A world to hand to ``server.py --world``: its rows and settings, not its sessions."""
         state = dict(self.__dict__)
-        for transient in ("lock", "clients", "sessions", "_cache"):
+        for transient in ("lock", "clients", "sessions", "_cache", "delete_jobs", "events"):
             state.pop(transient, None)
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, lock=threading.RLock(), clients=[], sessions={}, _cache={})
+        fresh = {
+            "lock": threading.RLock(),
+            "clients": [],
+            "sessions": {},
+            "_cache": {},
+            "delete_jobs": [],
+            "events": {},
+        }
+        self.__dict__.update(state, **fresh)
         WORLDS.add(self)
 
     # -- tables ------------------------------------------------------------------------------
