@@ -844,11 +844,7 @@ def _ident(obj) -> int:
 
 
 def _is_entity(expr) -> bool:
-    return (
-        isinstance(expr, Path)
-        and expr.kind in ("entity", "element")
-        and not (expr.kind == "element" and expr.cls == "NamedValue")
-    )
+    return isinstance(expr, Path) and expr.kind in ("entity", "element") and expr.cls != "NamedValue"
 
 
 def _is_root_path(expr, root: str) -> bool:

@@ -26,7 +26,7 @@ import omero.api
 import omero.cmd
 import omero.grid
 import omero.model
-from omero.rtypes import rint, rlong, robject, rstring, rtime
+from omero.rtypes import rlong, robject, rstring
 
 from . import convert, hql, model
 from . import pixels as pixels_mod
@@ -756,10 +756,3 @@ class ServiceFactory(Servant, omero.api.ServiceFactory):
 
     def destroy(self, current=None):
         self.server.detach(self.session, current.con)
-
-
-def rint_or_none(value):
-    return None if value is None else rint(value)
-
-
-__all__ = ["ServiceFactory", "operations", "rint_or_none", "rtime"]
