@@ -25,7 +25,25 @@ NS = "org.iscc.omero.sum"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "omero: needs a live OMERO server (OMERO_ISCC_TEST_HOST etc.)")
+    config.addinivalue_line(
+        "markers", "omero: the live suite (a real server with OMERO_ISCC_TEST_HOST, else the stand-in)"
+    )
+
+
+_LIVE: dict = {}
+
+
+def pytest_runtest_logreport(report):
+    if "test_live_omero.py" in report.nodeid and (report.when == "call" or report.outcome != "passed"):
+        _LIVE[report.outcome] = _LIVE.get(report.outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Says where the live suite ran and how it went, so a run's output shows it."""
+    if _LIVE:
+        where = os.environ.get("OMERO_ISCC_TEST_HOST") or "the stand-in server on the wire"
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(_LIVE.items()))
+        terminalreporter.write_line(f"live suite (tests/python/test_live_omero.py) against {where}: {counts}")
 
 
 @pytest.fixture(autouse=True)

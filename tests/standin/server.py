@@ -306,8 +306,20 @@ def ensure_server() -> Server:
         if _server is None:
             _server = Server()
             os.environ["ICE_CONFIG"] = _server.client_config()
-            atexit.register(_server.shutdown)
+            atexit.register(_at_exit, _server)
     return _server
+
+
+def _at_exit(server: Server) -> None:
+    """Closes the clients left open (sudo clones the helper made in a test, say) and then the
+    server, so that no communicator outlives the process."""
+    import gc
+
+    for obj in gc.get_objects():
+        if isinstance(obj, omero.clients.BaseClient):
+            with contextlib.suppress(Exception):
+                obj.closeSession()
+    server.shutdown()
 
 
 def connect(world, name: str, password: str | None = None):
