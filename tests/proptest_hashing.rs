@@ -230,7 +230,7 @@ proptest! {
             Ok(path)
         }).collect();
         let names: Vec<String> = (0..files.len()).map(|k| format!("f{k:02}")).collect();
-        let config = HashConfig { parallel: threads > 1, mmap, checksums: vec![] };
+        let config = HashConfig { parallel: threads > 1, mmap, checksums: vec![], ..Default::default() };
         let outcome = pool(threads).install(|| group::hash_group(&paths, &names, &config, true));
         let codes = outcome.group.unwrap().digests.codes(true);
         prop_assert_eq!(&codes.units[0], &data_code_of(&data));

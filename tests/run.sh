@@ -8,7 +8,9 @@
 #   3. the platform wheel, built by maturin offline (bindings = bin: the static worker inside);
 #   4. the Python tests of the OMERO scripts, the helper package, the scheduler, install.sh and
 #      the wheel (installed into fresh environments with no Rust on PATH), on Python 3.11 with
-#      omero-py 5.23 and on Python 3.9 with omero-py 5.21.3.
+#      omero-py 5.23 and on Python 3.9 with omero-py 5.21.3, against the stand-in OMERO server
+#      on the wire (tests/standin/); the live suite (tests/python/test_live_omero.py) runs
+#      against it too, or against the server that OMERO_ISCC_TEST_HOST names (docs/testing.md).
 # A lint failure fails the run like a test. Extra arguments go to both pytest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +23,8 @@ echo "== lint"
 cargo fmt --check
 cargo clippy --release --locked --all-targets --quiet -- -D warnings
 cargo machete
-"$OMERO_ISCC_PYTHON" -m ruff check --config tests/ruff.toml omero_scripts tests/python tests/reference tests/setup bench
-"$OMERO_ISCC_PYTHON" -m ruff format --config tests/ruff.toml --check omero_scripts tests/python tests/reference tests/setup bench
+"$OMERO_ISCC_PYTHON" -m ruff check --config tests/ruff.toml omero_scripts tests/python tests/standin tests/reference tests/setup bench
+"$OMERO_ISCC_PYTHON" -m ruff format --config tests/ruff.toml --check omero_scripts tests/python tests/standin tests/reference tests/setup bench
 # The server-side code (scripts, helper, scheduler) must not need more than Python 3.9.
 "$(dirname "$OMERO_ISCC_PYTHON")/vermin" --no-tips --violations -t=3.9- --eval-annotations omero_scripts
 

@@ -1,6 +1,6 @@
 """`omero iscc ...`: the CLI plugin run through omero-py's real CLI (`omero.cli.CLI`, plugins
-loaded as a user's `omero` loads them) against the stand-in server. (The distribution that
-carries it is built, installed, run and uninstalled in test_wheel.py.)"""
+loaded as a user's `omero` loads them, `omero login` to the stand-in server on the wire). (The
+distribution that carries it is built, installed, run and uninstalled in test_wheel.py.)"""
 
 from __future__ import annotations
 
@@ -13,17 +13,25 @@ from conftest import reference
 SUBCOMMANDS = ["annotate", "verify", "duplicates", "find", "status", "doctor", "run", "backlog"]
 
 
-@pytest.fixture
-def cli(world, worker, tmp_path, monkeypatch):
+def cli_logged_in(server, user: str, tmp_path, monkeypatch):
+    """omero-py's own CLI with its plugins, logged in to the stand-in (``omero login -s HOST -p
+    PORT -u USER -w PASSWORD``, sessions kept under ``tmp_path``)."""
     from omero.cli import CLI
 
-    cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"worker": worker, "state_dir": str(tmp_path / "state")}))
+    monkeypatch.setenv("OMERO_SESSIONDIR", str(tmp_path / "sessions"))
     cli = CLI()
     cli.loadplugins()
-    control = cli.controls["iscc"]
-    # The CLI's session is the stand-in server's (a user's shell would `omero login` first).
-    monkeypatch.setattr(type(control), "omero_access", lambda self, args: world.omero)
+    host, port, name, password = server.login(user)
+    cli.invoke(["login", "-s", host, "-p", str(port), "-u", name, "-w", password], strict=True)
+    server.clients.append(cli.get_client())
+    return cli
+
+
+@pytest.fixture
+def cli(world, worker, tmp_path, monkeypatch):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"worker": worker, "state_dir": str(tmp_path / "state")}))
+    cli = cli_logged_in(world.server, "scientist", tmp_path, monkeypatch)
 
     def invoke(*args: str) -> int:
         cli.rv = 0
