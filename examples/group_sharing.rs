@@ -17,12 +17,11 @@ fn main() {
         Some(k) => (&args[..k], &args[k + 1..]),
         None => (&args[..], &[][..]),
     };
-    let resolver = omero_iscc::inputs::Resolver::new(None).expect("no root to open");
     let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
     for arg in dirs {
         let path = PathBuf::from(arg);
         let members = if path.is_dir() {
-            omero_iscc::inputs::tree_files(&path, &resolver).expect("a readable tree")
+            omero_iscc::engine::walk::tree_files(&path, None).expect("a readable tree")
         } else {
             vec![path]
         };

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use omero_iscc::records::PixelLine;
+use omero_iscc::records::pixels::PixelLine;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -177,7 +177,7 @@ fn every_name_round_trips_through_the_records() {
     let similar = run_in(d, &["similar", "--json", "--exact", "twice.jsonl"], b"");
     let mut named: Vec<Vec<u8>> = Vec::new();
     for line in stdout(&similar).lines() {
-        let group: omero_iscc::commands::similar::GroupLine = serde_json::from_str(line).unwrap();
+        let group: omero_iscc::records::similar::SimilarLine = serde_json::from_str(line).unwrap();
         assert_eq!(group.members.len(), 2, "{line}");
         for member in group.members {
             named.push(member.path.expect("named by path").0);

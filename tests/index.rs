@@ -3,11 +3,11 @@
 
 mod common;
 use common::*;
-use omero_iscc::commands::index::{
-    AnswerLine, CodeLine, MatchKind, StatsLine, UpdateLine, UpdateStatus, VerifyLine,
-};
 use omero_iscc::engine::codes::{hex, Digests};
 use omero_iscc::engine::index::entry::Space;
+use omero_iscc::records::index::{
+    AnswerLine, CodeLine, MatchKind, StatsLine, UpdateLine, UpdateStatus, VerifyLine,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use omero_iscc::records::PixelLine;
+use omero_iscc::records::pixels::PixelLine;
 use std::fs;
 use std::path::Path;
 

@@ -51,10 +51,10 @@ pub fn json_lines(out: &Output) -> Vec<Value> {
         .map(|l| {
             let value: Value = serde_json::from_str(&l.replace("\\udc", "\\u00")).expect("each line is JSON");
             if value.get("kind").is_some() {
-                let typed: Result<omero_iscc::commands::similar::GroupLine, _> = serde_json::from_str(l);
+                let typed: Result<omero_iscc::records::similar::SimilarLine, _> = serde_json::from_str(l);
                 typed.unwrap_or_else(|e| panic!("not a similar group line ({e}): {l}"));
             } else {
-                let typed: Result<omero_iscc::records::Line, _> = serde_json::from_str(l);
+                let typed: Result<omero_iscc::records::sum::Line, _> = serde_json::from_str(l);
                 typed.unwrap_or_else(|e| panic!("not a sum record ({e}): {l}"));
             }
             value
