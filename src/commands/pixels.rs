@@ -9,7 +9,7 @@
 use crate::engine::codes::Codes;
 use crate::engine::failure::{plain, Failure, FailureKind};
 use crate::engine::pixelcode::{base64, ImageHasher, PixelOutcome};
-use crate::engine::planes::{Event, Header, Reader};
+use crate::engine::planes::{Event, ImageHeader, Reader};
 use crate::exit::{RunError, Status};
 use crate::plan::PixelsPlan;
 use crate::records::pixels::{PixelLine, SimprintLine};
@@ -67,7 +67,7 @@ fn read_frames(
 
 /// The image being hashed.
 struct Open {
-    header: Header,
+    header: ImageHeader,
     hasher: ImageHasher,
     seen: u64,
     /// The first fault in its frames; the image is reported failed at its end.
@@ -191,7 +191,7 @@ fn end_unfinished(
 
 /// The failure of an image that ended early.
 fn short(image: &Open, why: &str) -> Failure {
-    let Header { planes, plane_bytes, .. } = image.header;
+    let ImageHeader { planes, plane_bytes, .. } = image.header;
     let message = format!(
         "{why}: {} of {planes} planes ({} of {} bytes)",
         image.hasher.planes_done(),

@@ -18,7 +18,7 @@ use crate::jobs::{self, GroupFile, Job, Origin, PathJob};
 use crate::ordered;
 use crate::plan::{JsonSources, Paths, SumOutput, SumPlan};
 use crate::progress;
-use crate::records::sum::{self as records, PathRecord, Record, Verdict};
+use crate::records::sum::{self as records, PathRecord, Record, RecordStatus};
 use crate::streams::{self, Inputs, Output};
 use indicatif::ProgressBar;
 use rayon::ThreadPool;
@@ -140,7 +140,7 @@ impl Size for Job {
 
 /// Runs every job on `pool`, writing each record in order (its standard-output bytes, and a
 /// message for standard error), under the progress bar the plan asks for.
-fn execute<J: Size + Sync, R: Verdict + Send>(
+fn execute<J: Size + Sync, R: RecordStatus + Send>(
     plan: &SumPlan,
     pool: &ThreadPool,
     jobs: &[J],
@@ -157,7 +157,7 @@ fn execute<J: Size + Sync, R: Verdict + Send>(
 
 /// Runs every job, writing records in order. Returns whether any record failed, and whether
 /// any was cut short by the time budget.
-fn write_in_order<J: Sync, R: Verdict + Send>(
+fn write_in_order<J: Sync, R: RecordStatus + Send>(
     pool: &ThreadPool,
     jobs: &[J],
     work: impl Fn(&J) -> R + Sync,

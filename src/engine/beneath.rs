@@ -110,7 +110,7 @@ pub fn open_beneath(root: BorrowedFd<'_>, rel: &Path, flags: libc::c_int) -> io:
             result => return result,
         }
     }
-    walk_beneath(root, rel, flags)
+    stepwise_beneath(root, rel, flags)
 }
 
 /// `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`.
@@ -141,7 +141,7 @@ pub fn openat2_beneath(root: BorrowedFd<'_>, rel: &Path, flags: libc::c_int) -> 
 /// The walk that stands in for `openat2`: every directory of the path opened from the one
 /// before with `O_NOFOLLOW`, then the file itself. `rel` must be plain names (canonical): `..`,
 /// `.` and absolute paths are refused with `EXDEV`.
-pub fn walk_beneath(root: BorrowedFd<'_>, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+pub fn stepwise_beneath(root: BorrowedFd<'_>, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     let names: Vec<&std::ffi::OsStr> = rel
         .components()
         .map(|c| match c {
@@ -211,7 +211,7 @@ mod tests {
         symlink("a", root.join("alias")).unwrap();
         let roots = Roots::new(std::slice::from_ref(&root)).unwrap();
         let fd = roots.roots[0].1.as_fd();
-        let openers: [(&str, Opener); 2] = [("openat2", openat2_beneath), ("walk", walk_beneath)];
+        let openers: [(&str, Opener); 2] = [("openat2", openat2_beneath), ("walk", stepwise_beneath)];
         for (name, open) in openers {
             assert_eq!(read(open(fd, Path::new("a/b/f"), READ_FLAGS).unwrap()), "inside", "{name}");
             for bad in ["a/out", "a/in", "updir/secret", "alias/b/f", "../secret", "/etc/passwd"] {
@@ -263,7 +263,7 @@ mod tests {
             i += 1;
             // Pauses let the swapper run at any point of its cycle.
             std::thread::sleep(std::time::Duration::from_micros(i % 7));
-            let open: Opener = if i % 2 == 0 { openat2_beneath } else { walk_beneath };
+            let open: Opener = if i % 2 == 0 { openat2_beneath } else { stepwise_beneath };
             match open(fd, Path::new("d/f"), READ_FLAGS) {
                 Ok(fd) => {
                     assert_eq!(read(fd), "inside");

@@ -1,7 +1,7 @@
 //! The records `sum` produces and how they are written: iscc-sum-compatible text lines or
-//! JSON Lines. The JSON shape is given by the serde types below (docs/architecture.md has the
-//! schema); `check` and the tests read the output back into the same types with unknown
-//! fields denied.
+//! JSON Lines. The JSON shape is given by the serde types below, the one definition of it:
+//! `check` and the tests read the output back into the same types with unknown fields
+//! denied.
 //!
 //! A record of a path ([`PathRecord`]) can be written either way; a group's record (and a
 //! `--groups` line that could not be read) only as JSON: [`Record`] holds either, and only
@@ -34,7 +34,7 @@ pub enum Record {
 }
 
 /// What the exit status needs of a record.
-pub trait Verdict {
+pub trait RecordStatus {
     /// Whether this record (or any file in it) failed.
     fn failed(&self) -> bool;
     /// Whether the time budget cost this record (or a file in it) its code.
@@ -45,7 +45,7 @@ fn out_of_time(result: &Result<Outcome, Failure>) -> bool {
     matches!(result, Err(f) if f.kind == FailureKind::Budget)
 }
 
-impl Verdict for PathRecord {
+impl RecordStatus for PathRecord {
     fn failed(&self) -> bool {
         match self {
             PathRecord::File { result, .. } | PathRecord::Tree { result, .. } => result.is_err(),
@@ -59,7 +59,7 @@ impl Verdict for PathRecord {
     }
 }
 
-impl Verdict for Record {
+impl RecordStatus for Record {
     fn failed(&self) -> bool {
         match self {
             Record::Path(record) => record.failed(),

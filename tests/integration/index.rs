@@ -1,8 +1,7 @@
 //! `index`: the answers equal a brute-force comparison with every live code, after adds,
 //! replacements, removals, merges and crashed updates; the lock, the records and their errors.
 
-mod common;
-use common::*;
+use crate::harness::*;
 use omero_iscc::engine::codes::{hex, Digests};
 use omero_iscc::engine::index::entry::Space;
 use omero_iscc::records::index::{

@@ -4,6 +4,7 @@
 
 use omero_iscc::engine::failure::FailureKind;
 use omero_iscc::engine::source;
+use omero_iscc::records::sum::Line;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 
@@ -81,10 +82,11 @@ fn the_binary_survives_a_concurrent_truncation() {
     OpenOptions::new().write(true).open(&path).unwrap().set_len(1 << 20).unwrap();
     let out = child.wait_with_output().unwrap();
     let code = out.status.code().expect("exited normally, not by a signal");
-    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let record: Line = serde_json::from_slice(&out.stdout).unwrap();
+    let Line::File(record) = record else { panic!("not a file's record: {record:?}") };
     match code {
-        0 => assert!(record["iscc"].is_string()),
-        1 => assert_eq!(record["error"]["kind"], "changed_while_reading"),
+        0 => assert!(record.iscc.is_some()),
+        1 => assert_eq!(record.error.map(|e| e.kind), Some(FailureKind::ChangedWhileReading)),
         other => panic!("unexpected status {other}"),
     }
 }
