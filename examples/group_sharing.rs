@@ -18,10 +18,11 @@ fn main() {
         None => (&args[..], &[][..]),
     };
     let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    let resolver = omero_iscc::inputs::Resolver::new(None).expect("no root to open");
     for arg in dirs {
         let path = PathBuf::from(arg);
         let members = if path.is_dir() {
-            omero_iscc::inputs::tree_files(&path).expect("a readable tree")
+            omero_iscc::inputs::tree_files(&path, &resolver).expect("a readable tree")
         } else {
             vec![path]
         };
@@ -30,7 +31,7 @@ fn main() {
     if !files.is_empty() {
         groups.push((format!("{} files", files.len()), files.iter().map(PathBuf::from).collect()));
     }
-    let config = HashConfig { parallel: true, mmap: true, checksums: vec![] };
+    let config = HashConfig { parallel: true, mmap: true, ..HashConfig::default() };
     println!("| group | files | met | apart | empty | bytes walked by the group alone |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, members) in groups {
