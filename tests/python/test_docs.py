@@ -69,6 +69,6 @@ def test_the_readme_is_a_front_door():
 
 def test_the_link_checker_finds_a_broken_link_and_anchor(tmp_path: Path):
     page = tmp_path / "page.md"
-    page.write_text("# The `code` index (omero-iscc)\n\n[a](#the-code-index-omero-iscc) [b](#nowhere) [c](missing.md)\n")
+    page.write_text("# The `code` index (omero-iscc)\n\n[a](#the-code-index-omero-iscc) [b](#nowhere) [c](no.md)\n")
     assert anchors(page) == {"the-code-index-omero-iscc"}
-    assert links(page) == ["#the-code-index-omero-iscc", "#nowhere", "missing.md"]
+    assert links(page) == ["#the-code-index-omero-iscc", "#nowhere", "no.md"]
