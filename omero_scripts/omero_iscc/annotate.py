@@ -109,6 +109,8 @@ def annotate(
     units = plan(omero, todo)
 
     def hash_batch(batch: list) -> tuple[list, list]:
+        # The import checksums OMERO recorded are computed in the same read: a code is
+        # written only for the bytes that were imported.
         results = compute(
             omero,
             batch,
@@ -118,6 +120,7 @@ def annotate(
             chunk_size=chunk_size,
             detach=detach,
             allowed_roots=allowed_roots,
+            require_checksums=True,
             **worker_limits(limits),
         )
         done, failed = [], []

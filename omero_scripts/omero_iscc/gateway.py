@@ -70,16 +70,20 @@ Q_IMAGES = (
     "select i from Image i join fetch i.details.owner join fetch i.details.group"
     " left outer join fetch i.fileset where i.id in (:ids) order by i.id"
 )
+#: The entries of Filesets with their files, in each Fileset's import order (``usedFiles`` is a
+#: list: ``index(e)``), paged by rows.
 Q_FILESET_ENTRIES = (
-    "select e from FilesetEntry e join fetch e.originalFile o left outer join fetch o.hasher"
-    " join fetch e.fileset where e.fileset.id in (:ids) order by e.fileset.id, e.id"
+    "select e from Fileset f join f.usedFiles e join fetch e.originalFile o left outer join fetch o.hasher"
+    " where f.id in (:ids) order by f.id, index(e)"
 )
+#: The files of images imported before OMERO 5, many images per query.
 Q_LEGACY_FILES = (
-    "select o from PixelsOriginalFileMap m join m.parent o left outer join fetch o.hasher"
-    " where m.child.image.id = :id order by o.id"
+    "select m from PixelsOriginalFileMap m join fetch m.parent o left outer join fetch o.hasher"
+    " join fetch m.child p where p.image.id in (:ids) order by o.id"
 )
+#: ``distinct``: the fetch over ``mapValue`` returns a row per pair (and the link once per row).
 Q_ANNOTATION_LINKS = (
-    "select l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
+    "select distinct l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
     " where a.ns = :ns and l.parent.id in (:ids) order by a.id"
 )
 Q_UNANNOTATED = (
@@ -133,7 +137,8 @@ class Omero(Protocol):
     def existing_ids(self, kind: str, ids: list[int]) -> list[int]: ...
     def images(self, ids: list[int]) -> list: ...
     def fileset_files(self, fileset_ids: list[int]) -> dict[int, list]: ...
-    def legacy_files(self, image_id: int) -> list: ...
+    def legacy_files(self, image_ids: list[int]) -> dict[int, list]: ...
+    def repository_template(self) -> str | None: ...
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]: ...
     def save_shared_annotations(self, units: list, namespace: str, pairs_of, attachment_of) -> dict[int, object]: ...
     def annotation_images(self, annotation_ids: list[int]) -> list[tuple[int, int, int]]: ...
@@ -176,9 +181,9 @@ class BlitzOmero:
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
-    def _params(limit: int | None = None, **values):
+    def _params(limit: int | None = None, offset: int = 0, **values):
         """Query parameters, the one place they are built: per name an id, a list of ids or a
-        string; ``limit``: at most that many rows."""
+        string; ``limit``: at most that many rows, from row ``offset``."""
         from omero.rtypes import rstring
         from omero.sys import ParametersI
 
@@ -191,12 +196,14 @@ class BlitzOmero:
             else:
                 p.addLong(name, value)
         if limit:
-            p.page(0, limit)
+            p.page(offset, limit)
         return p
 
-    def _query(self, hql: str, limit: int | None = None, **values) -> list:
+    def _query(self, hql: str, limit: int | None = None, offset: int = 0, **values) -> list:
         return list(
-            self.conn.getQueryService().findAllByQuery(hql, self._params(limit, **values), self.conn.SERVICE_OPTS)
+            self.conn.getQueryService().findAllByQuery(
+                hql, self._params(limit, offset, **values), self.conn.SERVICE_OPTS
+            )
         )
 
     def _rows(self, hql: str, limit: int | None = None, **values) -> list[list]:
@@ -242,14 +249,38 @@ class BlitzOmero:
         return self._paged(Q_IMAGES, sorted(set(ids)))
 
     def fileset_files(self, fileset_ids: list[int]) -> dict[int, list]:
-        """Each Fileset's original files in import order (its entries' order)."""
+        """Each Fileset's entries, with their original files, in import order; read in pages of
+        ``READ_PAGE`` rows, so that no answer holds a whole 100,000-file Fileset."""
         out: dict[int, list] = {i: [] for i in fileset_ids}
-        for entry in self._paged(Q_FILESET_ENTRIES, sorted(set(fileset_ids))):
-            out.setdefault(entry.getFileset().getId().val, []).append(entry.getOriginalFile())
+        for page in pages(sorted(set(fileset_ids))):
+            offset = 0
+            while True:
+                rows = self._query(Q_FILESET_ENTRIES, offset=offset, limit=READ_PAGE, ids=page)
+                for entry in rows:
+                    out.setdefault(entry.getFileset().getId().val, []).append(entry)
+                if len(rows) < READ_PAGE:
+                    break
+                offset += len(rows)
         return out
 
-    def legacy_files(self, image_id: int) -> list:
-        return self._query(Q_LEGACY_FILES, id=image_id)
+    def legacy_files(self, image_ids: list[int]) -> dict[int, list]:
+        """The original files of images imported before OMERO 5, by image (paged queries)."""
+        out: dict[int, list] = {i: [] for i in image_ids}
+        for m in self._paged(Q_LEGACY_FILES, sorted(set(image_ids))):
+            out.setdefault(m.getChild().getImage().getId().val, []).append(m.getParent())
+        return out
+
+    def repository_template(self) -> str | None:
+        """The server's repository template (``omero.fs.repo.path``), where this session may
+        read it; ``None`` otherwise."""
+        if not hasattr(self, "_template"):
+            import omero
+
+            try:
+                self._template = self.conn.getConfigService().getConfigValue("omero.fs.repo.path") or None
+            except omero.ServerError:
+                self._template = None
+        return self._template
 
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]:
         """Per image its MapAnnotations in ``namespace`` (a file annotation in the namespace,

@@ -55,6 +55,9 @@ class Verdict(_Word):
     CHANGED = "CHANGED"
     MISSING_FILE = "MISSING_FILE"
     NO_ANNOTATION = "NO_ANNOTATION"
+    #: The image's rows do not say its files are where OMERO put them: nothing was read or
+    #: compared (no checksum verdict either).
+    REFUSED = "REFUSED"
 
 
 class Problem(_Word):
@@ -68,3 +71,8 @@ class Problem(_Word):
     BUDGET = "budget"
     #: A file's size on disk is not the size OMERO recorded at import: it was not hashed.
     SIZE_MISMATCH = "size_mismatch"
+    #: The unit's rows do not say its files are where OMERO put them (``provenance``): not read,
+    #: or read but not shown to be the files imported.
+    REFUSED = "refused"
+    #: A file's bytes differ from the import checksum OMERO recorded: no code is written.
+    CHECKSUM = "checksum_mismatch"

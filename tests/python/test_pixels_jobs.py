@@ -74,11 +74,13 @@ def test_the_script_annotates_both_codes_and_duplicates_find_the_same_pixels(two
 def test_same_pixels_in_the_same_files_is_not_reported_twice(tmp_path, worker, cases):
     server = FakeServer(root=str(tmp_path))
     case = by_label(cases, "uint8 single plane")
-    path = tmp_path / "same.bin"
-    path.write_bytes(b"the same file, imported twice")
     images = []
     for n in range(2):
-        [image] = server.add_fileset([server.original_file(str(path), "")], "", names=[f"copy {n}"])
+        rel = f"scientist_2/copy-{n}/"
+        path = tmp_path / rel / "same.bin"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"the same file, imported twice")
+        [image] = server.add_fileset([server.original_file(str(path), rel)], rel, names=[f"copy {n}"])
         with_pixels(server, image, case)
         images.append(image)
     annotate_job(server.access(), "Image", images, settings(worker, str(tmp_path)), codes=("files", "pixels"))

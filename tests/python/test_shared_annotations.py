@@ -82,7 +82,8 @@ def test_replacing_one_image_of_a_fileset_leaves_the_others_their_iscc(world, wo
 def test_verify_names_the_changed_file_from_the_file_list(tmp_path, worker):
     repo = tmp_path / "repo"
     server = FakeServer(root=str(repo))
-    images, paths = _fileset(server, repo, "big/", FILES_IN_TABLE + 4, 1, hasher=None)  # no import checksum
+    # No import checksum: the files lie in their owner's directory, as an import puts them.
+    images, paths = _fileset(server, repo, "scientist_2/big/", FILES_IN_TABLE + 4, 1, hasher=None)
     annotate(server.access(), images, worker, str(repo), NS)
     [ok] = verify(server.access(), images, worker, str(repo), NS)
     assert ok.status == Verdict.OK, ok.detail

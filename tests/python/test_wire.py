@@ -128,3 +128,56 @@ def test_a_report_without_a_target_is_uploaded_in_a_group_the_session_may_write(
     assert "it is the script's File output" in message and set(outputs) == {"File"}, message
     [(name, data, mimetype, owner)] = server.uploads.values()
     assert name == "iscc_verify_report.csv" and data.startswith(b"image_id,") and owner == 2
+
+
+# -- queries: distinct rows, import order, pages of rows (item 8) ---------------------------------
+def test_an_images_annotation_comes_back_once_whatever_its_number_of_pairs(tmp_path, worker):
+    # A join (fetch) over a collection returns a row per element: without `distinct` the link
+    # comes back once per key-value pair.
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    [image] = _images(server, repo, 1, prefix="scientist_2/a")
+    omero = server.access()
+    annotate(omero, [image], worker, str(repo), NS)
+    anns = omero.iscc_annotations([image], NS)[image]
+    assert [a.getId().val for a in anns] == [a.id for a in server.iscc_anns(image)], anns
+
+
+def test_a_filesets_files_are_read_in_import_order_not_by_entry_id(tmp_path, worker):
+    # Fileset.usedFiles is a list: its order (index(e)) is the import order, which entry ids
+    # need not follow.
+    from conftest import reference
+
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    rel = "scientist_2/2026-12/01/ordered/"
+    paths = [_file(repo, rel + f"part{k}.bin", 1000 + k) for k in range(3)]
+    [image] = server.add_fileset([server.original_file(p, rel) for p in paths], rel)
+    entries = sorted(
+        (e for e in server.table("FilesetEntry").values() if e.v["fileset"] == server.images_[image].v["fileset"]),
+        key=lambda e: e.id,
+    )
+    for position, entry in zip([2, 0, 1], entries):  # imported as part1, part2, part0
+        entry.position = position
+    server.changed()
+    report = annotate(server.access(), [image], worker, str(repo), NS)
+    assert report.count(ImageStatus.ANNOTATED) == 1, report.message()
+    order = [Path(paths[k]) for k in (1, 2, 0)]
+    assert dict(server.pairs(image))["iscc:sum"] == reference(order)["iscc"]
+
+
+def test_a_large_filesets_entries_are_read_in_pages_of_rows(tmp_path, worker, monkeypatch):
+    # A 100,000-file Fileset must never be one answer: the entries are paged by rows.
+    from omero_iscc import gateway
+    from omero_iscc.filesets import plan
+
+    monkeypatch.setattr(gateway, "READ_PAGE", 50)
+    server = FakeServer(root=str(tmp_path))
+    rel = "scientist_2/big/"
+    files = [server.original_file(str(tmp_path / rel / f"f{k:04d}"), rel) for k in range(120)]
+    images = server.add_fileset(files, rel)
+    omero = server.access()
+    [unit] = plan(omero, omero.images(images))
+    assert [f.name for f in unit.files] == [f"f{k:04d}" for k in range(120)]
+    entry_queries = [rows for text, rows in server.queries if "usedFiles" in text or "FilesetEntry" in text]
+    assert entry_queries and max(entry_queries) <= 50, entry_queries
