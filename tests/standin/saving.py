@@ -103,7 +103,7 @@ def _plan(world, view, user, group: int, obj, plan: list, seen: dict) -> tuple[s
     if cls == "OriginalFile" and values.get("repo"):
         raise Refused(server_error(omero.SecurityViolation, f"cannot set repo property of {cls}:{oid} via ORM"))
     if "parent" in values and "child" in values and cls.endswith("Link"):
-        _check_link(world, view, user, group, cls, values)
+        _check_link(world, view, user, group, cls, values, owner)
 
     def create() -> None:
         world.add(_row(cls, oid, owner, group, values))
@@ -142,7 +142,7 @@ def _changes(found, obj) -> dict:
     return out
 
 
-def _check_link(world, view, user, group: int, cls: str, values: dict) -> None:
+def _check_link(world, view, user, group: int, cls: str, values: dict, owner: int) -> None:
     from .services import Refused, server_error
 
     fields = model.fields(cls)
@@ -158,7 +158,7 @@ def _check_link(world, view, user, group: int, cls: str, values: dict) -> None:
             server_error(omero.SecurityViolation, f"saving a link to Image {parent.id} refused (injected fault)")
         )
     for scope in ("link", "annotate"):
-        if not world.allowed(user.id, parent, scope):
+        if not world.allowed(user.id, parent, scope, new_owner=owner):
             raise Refused(server_error(omero.SecurityViolation, f"Cannot link to {parent.cls}:Id_{parent.id}"))
     for end in (parent, child):
         if end.group is not None and end.group != group:
