@@ -250,22 +250,24 @@ def triage(omero: Omero, image_ids: list[int], namespace: str, replace: bool = F
     for missing in [i for i in image_ids if i not in by_id]:
         report.outcomes.append(ImageOutcome(missing, FAILED, "image not found or not visible"))
     existing = omero.iscc_annotations(list(by_id), namespace)
-    me, privileges = omero.user_id(), omero.privileges()
+    me = omero.user_id()
     todo = []
     for image_id in [i for i in image_ids if i in by_id]:
         image = by_id[image_id]
-        theirs = image.getDetails().getOwner().getId().val != me
-        # Another user's image is annotated in a session of its owner, who may annotate it
-        # whatever this session may: in a private group an administrator's own canAnnotate()
-        # is false (the server's graph-critical rule), yet the owner's session may.
-        if theirs and "Sudo" not in privileges:
-            report.outcomes.append(
-                ImageOutcome(
-                    image_id, NOT_PERMITTED, "annotating another user's image as its owner needs the Sudo privilege"
-                )
-            )
-        elif not theirs and not image.getDetails().getPermissions().canAnnotate():
-            report.outcomes.append(ImageOutcome(image_id, NOT_PERMITTED, "you may not annotate this image"))
+        details = image.getDetails()
+        theirs = details.getOwner().getId().val != me
+        # Another user's image is annotated as its owner where this session can make the
+        # annotation theirs (a full administrator, Sudo, a leader of the group): the owner may
+        # annotate their own image, even where this session's canAnnotate() is false (an
+        # administrator in a private group). Otherwise by what this session may do with the
+        # image (canAnnotate(): a member of a read-annotate or read-write group, a restricted
+        # administrator with WriteOwned), in its own name.
+        as_owner = theirs and omero.may_act_as_owner(details.getGroup().getId().val)
+        if not as_owner and not details.getPermissions().canAnnotate():
+            why = "you may not annotate this image"
+            if theirs:
+                why += " (another user's: annotating it as its owner needs the Sudo privilege)"
+            report.outcomes.append(ImageOutcome(image_id, NOT_PERMITTED, why))
         elif existing.get(image_id) and not replace:
             report.outcomes.append(ImageOutcome(image_id, ALREADY))
         else:

@@ -17,10 +17,12 @@ What a real server charges for, and how this module keeps it bounded:
 - Annotations are saved one call per batch of images of one owner and group.
 
 Reads span all groups (``omero.group = -1``); writes happen in the object's group (a new
-object saved with group -1 is refused). An annotation made for another user's image is made
-in a session of that user (``suConn`` with the owner's and the group's NAMES, the ``Sudo``
-privilege), so the image's owner owns it and sees it even in a private group; one such session
-per owner and group, renewed before its lifetime ends. Deletes (``Delete2``) are one
+object saved with group -1 is refused). An annotation made for another user's image is the
+owner's, so that the owner sees it even in a private group: a full administrator sets the
+owner of the new objects directly; with ``Sudo`` (or as a leader of the group) they are saved
+in a session of the owner (the owner's and the group's NAMES), one per owner and group,
+renewed before its lifetime ends; anyone else the image lets annotate (a member of a
+read-annotate or read-write group) annotates in their own name. Deletes (``Delete2``) are one
 transaction each: they are submitted per owner, in a session that may delete, waited for to
 their end, and a refused one is retried object by object so that one refusal keeps only its
 own object.
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Protocol
@@ -45,6 +46,29 @@ READ_PAGE = 5000
 SUDO_TTL_MS = 600_000
 #: A cached sudo session is replaced once this share of its lifetime has passed.
 SUDO_RENEW_AFTER = 0.5
+#: Bytes per RawFileStore write of an upload (omero-py's helpers write 10,000).
+UPLOAD_BLOCK = 1 << 20
+#: Every privilege of a full administrator (OMERO's ``LightAdminPrivileges``): a full
+#: administrator sets the owner of new objects directly instead of opening sessions as them.
+FULL_ADMIN = frozenset(
+    {
+        "Chgrp",
+        "Chown",
+        "DeleteFile",
+        "DeleteManagedRepo",
+        "DeleteOwned",
+        "DeleteScriptRepo",
+        "ModifyGroup",
+        "ModifyGroupMembership",
+        "ModifyUser",
+        "ReadSession",
+        "Sudo",
+        "WriteFile",
+        "WriteManagedRepo",
+        "WriteOwned",
+        "WriteScriptRepo",
+    }
+)
 #: How long a Delete2 request is waited for: loops of DELETE_POLL_MS (a request given up on
 #: is cancelled by the server, and what it was to delete stays).
 DELETE_WAIT_LOOPS = 1200
@@ -132,6 +156,7 @@ class Omero(Protocol):
     def repository_root(self) -> str | None: ...
     def is_admin(self) -> bool: ...
     def privileges(self) -> set[str]: ...
+    def may_act_as_owner(self, group_id: int) -> bool: ...
     def user_id(self) -> int: ...
     def children(self, kind: str, ids: list[int]) -> list[int]: ...
     def existing_ids(self, kind: str, ids: list[int]) -> list[int]: ...
@@ -148,8 +173,10 @@ class Omero(Protocol):
     def read_file(self, original_file_id: int, chunk_size: int) -> Iterator[bytes]: ...
     def unannotated_images(self, namespace: str, limit: int, after: int = 0) -> list[int]: ...
     def fileset_images(self, image_ids: list[int]) -> list[int]: ...
-    def attach_file(self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str): ...
-    def upload_file(self, name: str, data: bytes, mimetype: str): ...
+    def attach_file(
+        self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str, owner: int | None = None
+    ): ...
+    def upload_file(self, name: str, data: bytes, mimetype: str, group_id: int | None = None): ...
     def annotated_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
     def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]: ...
     def close_sudo_sessions(self) -> None: ...
@@ -178,6 +205,8 @@ class BlitzOmero:
         self.conn = conn
         conn.SERVICE_OPTS.setOmeroGroup(-1)
         self._sudo: dict[tuple[int, int], tuple[BlitzOmero, float]] = {}
+        self._privileges: frozenset | None = None
+        self._members: dict[int, set[int]] = {}
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
@@ -229,8 +258,23 @@ class BlitzOmero:
         return bool(self.conn.isAdmin())
 
     def privileges(self) -> set[str]:
-        admin = self.conn.getAdminService()
-        return {_val(p.getValue()) for p in admin.getCurrentAdminPrivileges()}
+        """The session's administrator privileges (read once: they belong to the session)."""
+        if self._privileges is None:
+            admin = self.conn.getAdminService()
+            self._privileges = frozenset(_val(p.getValue()) for p in admin.getCurrentAdminPrivileges())
+        return set(self._privileges)
+
+    def is_full_admin(self) -> bool:
+        return self.privileges() >= FULL_ADMIN
+
+    def led_groups(self) -> set[int]:
+        """The groups this session's user leads (who may open sessions of their members)."""
+        return {int(g) for g in self.conn.getEventContext().leaderOfGroups}
+
+    def may_act_as_owner(self, group_id: int) -> bool:
+        """Whether annotations for another user's image in ``group_id`` can be made theirs:
+        a full administrator sets the owner; ``Sudo`` or leading the group opens their session."""
+        return self.is_full_admin() or "Sudo" in self.privileges() or group_id in self.led_groups()
 
     def user_id(self) -> int:
         return int(self.conn.getUserId())
@@ -364,8 +408,8 @@ class BlitzOmero:
         return {"omero.group": str(group_id)}
 
     def _as_owner(self, owner_id: int, owner_name: str, group_id: int, group_name: str) -> BlitzOmero:
-        """This session, or one of the image's owner in the image's group (``suConn``, which
-        needs the ``Sudo`` privilege), reused until part of its lifetime has passed."""
+        """This session, or one of the image's owner in the image's group (``_sudo_conn``, which
+        needs the ``Sudo`` privilege or to lead the group), reused until part of its lifetime has passed."""
         if owner_id == self.user_id():
             return self
         key = (owner_id, group_id)
@@ -376,21 +420,74 @@ class BlitzOmero:
                 return cached[0]
             with contextlib.suppress(Exception):  # the old session ends on its own anyway
                 cached[0].conn.close()
-        if "Sudo" not in self.privileges():
+        if "Sudo" not in self.privileges() and group_id not in self.led_groups():
             raise NotPermitted(
                 f"annotating another user's image as its owner needs the Sudo privilege (owner: {owner_name})"
             )
         import omero
 
         try:
-            # Principal.group is a string: the group's name, never its id.
-            conn = self.conn.suConn(owner_name, group_name, ttl=SUDO_TTL_MS)
+            conn = self._sudo_conn(owner_name, group_name)
         except omero.SecurityViolation as exc:
             raise NotPermitted(f"cannot open a session as {owner_name} in group {group_name}: {exc.message}") from exc
         if conn is None or not conn.isConnected():
             raise NotPermitted(f"cannot open a session as {owner_name} in group {group_name}")
         self._sudo[key] = (BlitzOmero(conn), time.monotonic())
         return self._sudo[key][0]
+
+    def _sudo_conn(self, owner_name: str, group_name: str):
+        """A gateway on a new session of ``owner_name`` in ``group_name``, living
+        ``SUDO_TTL_MS``: what omero-py's ``suConn`` does, which returns nothing for a group
+        leader (it asks ``isAdmin()`` first) though the server lets leaders open sessions of
+        their groups' members (``SessionBean.createSessionWithTimeouts``)."""
+        import omero
+
+        principal = omero.sys.Principal()
+        principal.name = owner_name
+        principal.group = group_name  # a string: the group's name, never its id
+        principal.eventType = "User"
+        created = self.conn.getSessionService().createSessionWithTimeout(principal, SUDO_TTL_MS)
+        conn = self.conn.clone()
+        conn.connect(sUuid=created.getUuid().val)
+        return conn
+
+    def _writer(self, owner_id: int, owner_name: str, group_id: int, group_name: str) -> tuple[BlitzOmero, int | None]:
+        """Who saves the annotations of an image of this owner and group: this session (with
+        the owner to set on the new objects, ``None`` for its own user), or one of the owner.
+
+        - the session's own image: this session;
+        - a full administrator: this session, the new objects set to the owner (ome
+          ``OmeroInterceptor.newTransientDetails`` lets an administrator name the owner, and
+          ``evaluateLinkages`` lets the owner's new link reach the owner's image in a private
+          group, ticket:8979): no session and no communicator per owner;
+        - ``Sudo``, or a leader of the group: a session of the owner (``_sudo_conn``);
+        - anyone else the image lets annotate (a member of a read-annotate or read-write group,
+          a restricted administrator with ``WriteOwned``): this session, in its own name.
+        """
+        if owner_id == self.user_id():
+            return self, None
+        if self.is_full_admin():
+            self._check_owner(owner_id, owner_name, group_id, group_name)
+            return self, owner_id
+        if "Sudo" in self.privileges() or group_id in self.led_groups():
+            return self._as_owner(owner_id, owner_name, group_id, group_name), None
+        return self, None
+
+    def _check_owner(self, owner_id: int, owner_name: str, group_id: int, group_name: str) -> None:
+        """What a sudo session would have refused (``SessionManagerImpl``): an owner who is not
+        active (in the system group ``user``) or no longer in the image's group."""
+        import omero
+
+        admin = self.conn.getAdminService()
+        if -1 not in self._members:
+            self._members[-1] = {admin.lookupGroup("user").getId().val}
+        if owner_id not in self._members:
+            self._members[owner_id] = set(admin.getMemberOfGroupIds(omero.model.ExperimenterI(owner_id, False)))
+        groups = self._members[owner_id]
+        if not self._members[-1] & groups:
+            raise NotPermitted(f"the image's owner {owner_name} is not an active user")
+        if group_id not in groups:
+            raise NotPermitted(f"the image's owner {owner_name} is no longer a member of group {group_name}")
 
     def close_sudo_sessions(self) -> None:
         """Closes the sessions opened as image owners."""
@@ -423,13 +520,14 @@ class BlitzOmero:
 
         for (owner_id, owner_name, group_id, group_name), batch in batches.items():
             try:
-                session = self._as_owner(owner_id, owner_name, group_id, group_name)
+                session, as_owner = self._writer(owner_id, owner_name, group_id, group_name)
             except NotPermitted as exc:
                 for unit in batch:
                     fail(unit, exc)
                 continue
             ctx = self._group_ctx(group_id)
             update = session.conn.getUpdateService()
+            owned = _owned_by(as_owner)
             for chunk in pages(batch, SAVE_BATCH):
                 ready, uploaded = [], []
                 for unit in chunk:
@@ -443,6 +541,7 @@ class BlitzOmero:
                                 attachment.data,
                                 namespace,
                                 attachment.mimetype,
+                                owner=as_owner,
                             )
                         except Exception as exc:  # noqa: BLE001 - this unit's failure (or a lost connection)
                             fail(unit, exc)
@@ -454,7 +553,7 @@ class BlitzOmero:
                     continue
                 anns = []
                 for _images, _fileset, record in ready:
-                    ann = omero.model.MapAnnotationI()
+                    ann = owned(omero.model.MapAnnotationI())
                     ann.setNs(rstring(namespace))
                     ann.setMapValue([omero.model.NamedValue(k, v) for k, v in pairs_of(record)])
                     anns.append(ann)
@@ -465,12 +564,12 @@ class BlitzOmero:
                     for (images, fileset_id, _record), ann in zip(ready, saved):
                         ref = omero.model.MapAnnotationI(ann.getId().val, False)
                         for image in images:
-                            link = omero.model.ImageAnnotationLinkI()
+                            link = owned(omero.model.ImageAnnotationLinkI())
                             link.setParent(omero.model.ImageI(image.getId().val, False))
                             link.setChild(ref)
                             links.append(link)
                         if fileset_id is not None:
-                            link = omero.model.FilesetAnnotationLinkI()
+                            link = owned(omero.model.FilesetAnnotationLinkI())
                             link.setParent(omero.model.FilesetI(fileset_id, False))
                             link.setChild(ref)
                             links.append(link)
@@ -554,44 +653,72 @@ class BlitzOmero:
             with contextlib.suppress(Exception):  # closing a finished request changes nothing
                 handle.close()
 
-    @contextlib.contextmanager
-    def _in_group(self, group_id: int) -> Iterator[None]:
-        """omero-py's helpers save with ``SERVICE_OPTS``: new objects go in ``group_id``."""
-        before = self.conn.SERVICE_OPTS.getOmeroGroup()
-        self.conn.SERVICE_OPTS.setOmeroGroup(group_id)
+    def _upload(self, name: str, data: bytes, mimetype: str, group_id: int, owner: int | None = None):
+        """``data`` as a new OriginalFile in ``group_id`` (a new object saved with group -1 is
+        refused), written in blocks of ``UPLOAD_BLOCK`` bytes; ``owner``: set as its owner."""
+        import omero
+        from omero.rtypes import rlong, rstring
+
+        ctx = self._group_ctx(group_id)
+        f = _owned_by(owner)(omero.model.OriginalFileI())
+        f.setName(rstring(name))
+        f.setPath(rstring(""))
+        f.setMimetype(rstring(mimetype))
+        f.setSize(rlong(len(data)))
+        f = self.conn.getUpdateService().saveAndReturnObject(f, ctx)
+        store = self.conn.c.sf.createRawFileStore()
         try:
-            yield
+            store.setFileId(f.getId().val, ctx)
+            for offset in range(0, len(data), UPLOAD_BLOCK):
+                block = data[offset : offset + UPLOAD_BLOCK]
+                store.write(block, offset, len(block), ctx)
+            return store.save(ctx)
         finally:
-            self.conn.SERVICE_OPTS.setOmeroGroup(before)
+            with contextlib.suppress(Exception):  # closing a finished store changes nothing
+                store.close()
 
-    def upload_file(self, name: str, data: bytes, mimetype: str):
-        """Uploads ``data`` as an OriginalFile in the session's own group (a script's ``File``
-        output: OMERO.web offers it for download)."""
-        with self._in_group(self.conn.getEventContext().groupId), tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, name)
-            with open(path, "wb") as f:
-                f.write(data)
-            return self.conn.createOriginalFileFromLocalFile(path, mimetype=mimetype)._obj
+    def upload_file(self, name: str, data: bytes, mimetype: str, group_id: int | None = None):
+        """Uploads ``data`` as an OriginalFile in ``group_id``, by default the session's own
+        group (a script's ``File`` output: OMERO.web offers it for download)."""
+        group = self.conn.getEventContext().groupId if group_id is None else group_id
+        return self._upload(name, data, mimetype, group)
 
-    def attach_file(self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str):
-        """Uploads ``data`` as a file annotation linked to the object, in the object's group.
-        If the link is refused (read-only object, or gone), the uploaded annotation is deleted
+    def attach_file(
+        self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str, owner: int | None = None
+    ):
+        """Uploads ``data`` as a file annotation linked to the object, in the object's group
+        (``owner``: the owner of the new file, annotation and link, for a full administrator).
+        If anything is refused (a read-only object, or one gone), what was made is deleted
         again and the error raised: nothing is left orphaned."""
+        import omero
+        from omero.rtypes import rstring
+
         target = self.conn.getObject(kind, obj_id)
         if target is None:
             raise LookupError(f"{kind} {obj_id} not found")
-        with self._in_group(target.getDetails().getGroup().getId()):
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, name)
-                with open(path, "wb") as f:
-                    f.write(data)
-                ann = self.conn.createFileAnnfromLocalFile(path, mimetype=mimetype, ns=namespace)
-            try:
-                target.linkAnnotation(ann)
-            except Exception:
-                self.delete_annotations([ann.getId()])
-                raise
-            return ann._obj
+        group_id = target.getDetails().getGroup().getId()
+        ctx = self._group_ctx(group_id)
+        owned = _owned_by(owner)
+        update = self.conn.getUpdateService()
+        f = self._upload(name, data, mimetype, group_id, owner)
+        try:
+            ann = owned(omero.model.FileAnnotationI())
+            ann.setNs(rstring(namespace))
+            ann.setFile(omero.model.OriginalFileI(f.getId().val, False))
+            ann = update.saveAndReturnObject(ann, ctx)
+        except Exception:
+            with contextlib.suppress(Exception):  # the refusal is the error to report
+                self._delete("OriginalFile", [f.getId().val])
+            raise
+        try:
+            link = owned(getattr(omero.model, f"{kind}AnnotationLinkI")())
+            link.setParent(getattr(omero.model, f"{kind}I")(obj_id, False))
+            link.setChild(omero.model.FileAnnotationI(ann.getId().val, False))
+            update.saveAndReturnObject(link, ctx)
+        except Exception:
+            self.delete_annotations([ann.getId().val])
+            raise
+        return ann
 
 
 class PlaneTooLarge(Exception):
@@ -628,6 +755,19 @@ class PixelReader:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a dead store is not an error of the image
             self.store.close()
+
+
+def _owned_by(owner: int | None):
+    """A function that sets ``details.owner`` of a new object to ``owner`` (when given)."""
+
+    def owned(obj):
+        if owner is not None:
+            import omero
+
+            obj.getDetails().setOwner(omero.model.ExperimenterI(owner, False))
+        return obj
+
+    return owned
 
 
 def _grouped(rows: list[list]) -> list[tuple[int, dict]]:
