@@ -154,8 +154,10 @@ def open_reader(world, session, pixels_id: int) -> Reader:
     if pixels.__dict__.get("broken"):
         raise Refused(server_error(omero.ResourceError, pixels.broken))
     if pixels.__dict__.get("pyramid_pending"):
-        exc = omero.MissingPyramidException(None, None, f"Pixels:{pixels_id} has no pyramid yet")
-        exc.pixelsID = pixels_id
-        exc.backOff = 60000
-        raise Refused(exc)
+        # PixelsService.getPixelBuffer: "Missing pyramid:" and the pyramid's path; IceMapper
+        # carries the pixels id and the back-off over to omero.MissingPyramidException.
+        path = f"/OMERO/Pixels/{pixels_id}_pyramid"
+        raise Refused(
+            omero.MissingPyramidException(message=f"Missing pyramid:{path}", backOff=60000, pixelsID=pixels_id)
+        )
     return Reader(world, pixels)

@@ -524,8 +524,15 @@ class RawPixelsStore(_Stateful, omero.api.RawPixelsStore):
     reader = None
 
     def setPixelsId(self, pixels_id, bypass, current=None):  # noqa: N802
+        # RawPixelsBean.setPixelsId: the same pixels again keep the open buffer; other pixels
+        # close it and open theirs (PixelsService.getPixelBuffer: a reader initialised); a
+        # refusal (MissingPyramidException...) leaves the store without pixels, usable again.
+        if self.reader is not None and self.reader.pixels.id == pixels_id:
+            return
+        self.reader = None
         session = self.session.with_context(self.ctx_group(current))
         self.reader = pixels_mod.open_reader(self.world, session, pixels_id)
+        self.world.pixel_buffers.append(pixels_id)
 
     def _r(self):
         if self.reader is None:

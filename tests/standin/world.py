@@ -180,6 +180,10 @@ class FakeServer:
         self.fail_save_for: set = set()
         self.written = {"map_annotations": 0, "rows": 0, "links": 0}
         self.pixels: dict[int, Obj] = {}
+        #: The pixel buffers RawPixelsStores opened (a reader initialised on the server), by
+        #: pixels id in the order they were opened: one per ``setPixelsId`` that changes the
+        #: store's pixels, as ``RawPixelsBean.setPixelsId`` does.
+        self.pixel_buffers: list[int] = []
         #: How long a Delete2 request takes on this server (seconds), and the requests made.
         self.delete_seconds = 0.0
         self.delete_jobs: list = []
