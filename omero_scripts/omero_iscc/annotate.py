@@ -20,8 +20,9 @@ from .filesets import Unit, plan
 from .gateway import NotPermitted, Omero
 from .layout import FILES, PIXELS, IsccRecord, Layout, PixelRecord
 from .pixels import BATCH as PIXEL_BATCH
-from .pixels import compute_pixels, pixel_record, pixels_infos
-from .statuses import ImageStatus
+from .pixels import NOT_YET as PIXELS_NOT_YET
+from .pixels import compute_pixels, pixel_record, pixels_infos, reading_order
+from .statuses import ImageStatus, Problem
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ class AnnotateReport:
             parts.append(f"{self.count(ALREADY)} already had an ISCC")
         if self.count(NOT_PERMITTED):
             parts.append(f"{self.count(NOT_PERMITTED)} skipped (not allowed to annotate)")
+        if self.count(ImageStatus.NO_FILES):
+            parts.append(f"{self.count(ImageStatus.NO_FILES)} without original files (no file code can exist)")
+        if self.count(ImageStatus.NOT_YET):
+            parts.append(f"{self.count(ImageStatus.NOT_YET)} not yet (waiting for the server's pyramid)")
         failed = self.failures
         if failed:
             shown = "; ".join(f"image {o.image_id}: {o.message}" for o in failed[:limit])
@@ -128,6 +133,10 @@ def annotate(
             result = results[unit.key]
             if result.ok:
                 done.append((unit, result.record))
+            elif result.problem is Problem.NO_FILES:
+                # Nothing to hash, and nothing will change that: a status, not a failure.
+                why = f"no original files: {result.message}" if result.message else "no original files"
+                report.outcomes += [ImageOutcome(im.getId().val, ImageStatus.NO_FILES, why) for im in unit.images]
             else:
                 failed += [(image.getId().val, result.message or "failed") for image in unit.images]
         return done, failed
@@ -187,7 +196,8 @@ def annotate_pixels(
     for image in todo:
         if image.getId().val not in infos:
             report.outcomes.append(ImageOutcome(image.getId().val, FAILED, "the image has no pixels", code="pixels"))
-    todo = [im for im in todo if im.getId().val in infos]
+    # A Fileset's images one after the other (a plate's wells), in every batch.
+    todo = sorted((im for im in todo if im.getId().val in infos), key=lambda im: reading_order(infos[im.getId().val]))
 
     def hash_batch(batch: list) -> tuple[list, list]:
         results = compute_pixels(
@@ -199,6 +209,8 @@ def annotate_pixels(
             result = results[image_id]
             if result.ok:
                 done.append((Unit(key=f"image:{image_id}", images=[image]), pixel_record(infos[image_id], result)))
+            elif result.error_kind == PIXELS_NOT_YET:
+                report.outcomes.append(ImageOutcome(image_id, ImageStatus.NOT_YET, result.error or "", code="pixels"))
             else:
                 failed.append((image_id, result.error or "failed"))
         return done, failed

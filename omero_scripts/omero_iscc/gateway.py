@@ -138,8 +138,8 @@ Q_FILE_OF_ANNOTATION = "select a.file.id from FileAnnotation a where a.id = :id"
 #: reader's format (may be missing), group id. An image has one Pixels in practice; if it had
 #: more, the first is its primary one.
 Q_PIXELS = (
-    "select i.id, p.id, p.sizeX, p.sizeY, p.sizeZ, p.sizeC, p.sizeT, t.value, i.name, f.value, i.details.group.id"
-    " from Pixels p join p.image i join p.pixelsType t left outer join i.format f"
+    "select i.id, p.id, p.sizeX, p.sizeY, p.sizeZ, p.sizeC, p.sizeT, t.value, i.name, f.value, i.details.group.id,"
+    " fs.id from Pixels p join p.image i join p.pixelsType t left outer join i.format f left outer join i.fileset fs"
     " where i.id in (:ids) order by i.id, p.id"
 )
 #: Pixel codes of images, like ``Q_CODES_PAGE``.
@@ -182,6 +182,7 @@ class Omero(Protocol):
     def close_sudo_sessions(self) -> None: ...
     def pixels_of(self, image_ids: list[int]) -> list[list]: ...
     def open_pixels(self, pixels_id: int, group_id: int) -> PixelReader: ...
+    def max_plane_size(self) -> tuple[int, int]: ...
     def annotated_pixel_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
 
 
@@ -379,6 +380,12 @@ class BlitzOmero:
     def open_pixels(self, pixels_id: int, group_id: int) -> PixelReader:
         """A reader of the full-resolution planes of ``pixels_id``; close it after use."""
         return PixelReader(self.conn, pixels_id, group_id)
+
+    def max_plane_size(self) -> tuple[int, int]:
+        """The server's maximum plane width and height (``omero.pixeldata.max_plane_width`` and
+        ``_height``; omero-py reads them once per connection)."""
+        width, height = self.conn.getMaxPlaneSize()
+        return int(width), int(height)
 
     def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]:
         """The ``limit`` newest annotations in ``namespace`` (for ``doctor --test list``)."""
@@ -721,33 +728,50 @@ class BlitzOmero:
         return ann
 
 
-class PlaneTooLarge(Exception):
-    """The server refused a whole plane (larger than its maximum plane size)."""
+class PyramidPending(Exception):
+    """``setPixelsId`` answered ``MissingPyramidException``: the server is still building the
+    image's pyramid. Nothing is wrong with the image; it is read once the pyramid exists."""
+
+    def __init__(self, pixels_id: int, back_off_ms: int) -> None:
+        super().__init__(f"waiting for its pyramid: the server is still building it (pixels {pixels_id})")
+        self.back_off = max(0, back_off_ms) / 1000.0
 
 
 class PixelReader:
     """A RawPixelsStore on one image's pixels, at full resolution: OMERO numbers resolution
     levels from the smallest, so the last level is set explicitly rather than trusting the
-    store's default. Planes come big-endian, rows in order, as the server decodes them."""
+    store's default. Planes come big-endian, rows in order, as the server decodes them.
+    :meth:`switch` moves the same store on to other pixels of the group."""
 
     def __init__(self, conn, pixels_id: int, group_id: int) -> None:
         self.ctx = {"omero.group": str(group_id)}
+        self.group_id = group_id
         self.store = conn.c.sf.createRawPixelsStore()
         try:
-            self.store.setPixelsId(pixels_id, True, self.ctx)
-            levels = self.store.getResolutionLevels(self.ctx)
-            self.store.setResolutionLevel(levels - 1, self.ctx)
+            self.switch(pixels_id)
         except BaseException:
             self.close()
             raise
 
-    def plane(self, z: int, c: int, t: int) -> bytes:
+    def switch(self, pixels_id: int) -> None:
+        """Reads ``pixels_id`` from now on, at full resolution. A refusal (such as
+        ``MissingPyramidException``) leaves the store without pixels, ready for others."""
         import omero
 
         try:
-            return self.store.getPlane(z, c, t, self.ctx)
-        except omero.ApiUsageException as exc:
-            raise PlaneTooLarge(str(getattr(exc, "message", exc))) from exc
+            self.store.setPixelsId(pixels_id, True, self.ctx)
+        except omero.MissingPyramidException as exc:
+            raise PyramidPending(pixels_id, int(getattr(exc, "backOff", 0) or 0)) from exc
+        levels = self.store.getResolutionLevels(self.ctx)
+        self.store.setResolutionLevel(levels - 1, self.ctx)
+
+    def tile_size(self) -> tuple[int, int]:
+        """The largest region the pixel buffer serves at once (``getTileSize``)."""
+        width, height = self.store.getTileSize(self.ctx)
+        return int(width), int(height)
+
+    def plane(self, z: int, c: int, t: int) -> bytes:
+        return self.store.getPlane(z, c, t, self.ctx)
 
     def tile(self, z: int, c: int, t: int, x: int, y: int, w: int, h: int) -> bytes:
         return self.store.getTile(z, c, t, x, y, w, h, self.ctx)

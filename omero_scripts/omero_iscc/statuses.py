@@ -46,6 +46,13 @@ class ImageStatus(_Word):
     ALREADY = "already"
     FAILED = "failed"
     NOT_PERMITTED = "not_permitted"
+    #: Not ready to be read (the server is still building its pyramid): tried again later,
+    #: never counted as a failure.
+    NOT_YET = "not_yet"
+    #: No original files are stored for the image (registered without files in the
+    #: ManagedRepository, as ``omero zarr import`` does): no file code can exist for it, only
+    #: a pixel code. Not a failure, and not tried again.
+    NO_FILES = "no_files"
 
 
 class Verdict(_Word):
