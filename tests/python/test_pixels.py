@@ -266,7 +266,7 @@ def test_a_plane_past_the_maximum_of_a_server_set_lower_is_never_asked_for_whole
     case = by_label(cases, "uint16 stack")  # 7 x 6 planes
     server = FakeServer(root=str(tmp_path))
     image = add_image(server, case, tile=(4, 4))
-    server.max_plane = (5, 5)
+    server.max_plane = (8, 5)  # only the height is past it
     report = annotate_pixels(server.access(), [image], worker)
     assert [o.status.value for o in report.outcomes] == ["annotated"], report.message()
     assert dict(pixel_anns(server, image)[0].pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]
@@ -275,14 +275,19 @@ def test_a_plane_past_the_maximum_of_a_server_set_lower_is_never_asked_for_whole
 
 
 # -- the images of a plate, one Fileset after the other (#21 item 13) ---------------------------
-def test_a_filesets_images_are_read_one_after_the_other_through_one_store(tmp_path, worker, cases):
+def test_a_filesets_images_are_read_one_after_the_other_through_one_store(tmp_path, worker, cases, monkeypatch):
     # Wells of two plates (two Filesets) chosen interleaved: the server opens each image's pixel
     # buffer (a reader) on setPixelsId; they are opened Fileset by Fileset, once per image,
-    # through one RawPixelsStore rather than one per image.
+    # through one RawPixelsStore per batch of images rather than one per image.
+    monkeypatch.setattr("omero_iscc.annotate.PIXEL_BATCH", 4)  # 50 in production: two batches here
     case = by_label(cases, "int16 stack")
     data = Path(case["raw"]).read_bytes()
     server = FakeServer(root=str(tmp_path))
-    plates = [server.add_fileset([], f"plate{n}/", n_images=4, names=[f"well {w}" for w in range(4)]) for n in (0, 1)]
+    # Two plates imported at the same time: their images' ids interleave (one sequence).
+    plates = [server.add_fileset([], f"plate{n}/", n_images=2) for n in (0, 1)]
+    for _ in range(2):
+        for plate in plates:
+            plate.append(server.add_image(fileset=server.images_[plate[0]].fileset))
     for image in plates[0] + plates[1]:
         fake_pixels.add_pixels(server, image, tuple(case["sizes"]), case["pixel_type"], 2, data)
     chosen = [i for pair in zip(plates[1], plates[0]) for i in pair]
@@ -296,9 +301,9 @@ def test_a_filesets_images_are_read_one_after_the_other_through_one_store(tmp_pa
         for name in ("ServiceFactory.createRawPixelsStore", "RawPixelsStore.setPixelsId", "RawPixelsStore.close")
     }
     assert per_image == {
-        "ServiceFactory.createRawPixelsStore": 1 / 8,
+        "ServiceFactory.createRawPixelsStore": 2 / 8,
         "RawPixelsStore.setPixelsId": 1.0,
-        "RawPixelsStore.close": 1 / 8,
+        "RawPixelsStore.close": 2 / 8,
     }, per_image
     for image in chosen:
         assert dict(pixel_anns(server, image)[0].pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]

@@ -230,6 +230,7 @@ def test_the_scheduler_gives_an_image_without_files_its_pixel_code_and_never_loo
         clock[0] += 6 * 3600
     sched.close()
     assert [(r.failed, r.annotated) for r in results] == [(0, 1)] + [(0, 0)] * 4, results
+    assert [r.seen for r in results] == [1, 0, 0, 0, 0], results  # not found again for either code
     assert dict(pixel_anns(server, image)[0].pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]
     files_state = state_mod.load(str(state_dir))
     assert not files_state.failures and image in files_state.no_files
