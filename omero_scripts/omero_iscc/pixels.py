@@ -140,7 +140,7 @@ def plane_pieces(
     one row), or, past ``max_plane``, as bands of tiles no larger than the tile size."""
     where = f"plane z={z} c={c} t={t}"
     if info.size_x > max_plane[0] or info.size_y > max_plane[1]:
-        yield from _tiled(reader, info, z, c, t, strip_bytes, where)
+        yield from _tiled(reader, info, z, c, t, max_plane, strip_bytes, where)
         return
     if info.plane_bytes <= strip_bytes:
         yield _checked(reader.plane(z, c, t), info.plane_bytes, where)
@@ -152,15 +152,26 @@ def plane_pieces(
         yield _checked(data, h * info.row_bytes, f"rows {y}-{y + h - 1} of {where}")
 
 
-def _tiled(reader: PixelReader, info: PixelsInfo, z: int, c: int, t: int, strip_bytes: int, where: str):
-    """The plane in bands of rows, each read as tiles of at most ``getTileSize()`` from left
-    to right and its rows put back together: row r of the band is row r of every tile."""
+def _tiled(
+    reader: PixelReader,
+    info: PixelsInfo,
+    z: int,
+    c: int,
+    t: int,
+    max_plane: tuple[int, int],
+    strip_bytes: int,
+    where: str,
+):
+    """The plane in bands of rows, each read as tiles of at most ``getTileSize()`` (and never
+    larger than the maximum plane: an OME-Zarr's tile size is its chunk, which can be larger,
+    and its buffer refuses a region of more pixels than the maximum plane) from left to right,
+    and its rows put back together: row r of the band is row r of every tile."""
     tile_w, tile_h = reader.tile_size()
     if tile_w < 1 or tile_h < 1:
         raise PixelsError(f"the server's tile size {tile_w}x{tile_h} cannot be read")
-    tile_w = min(tile_w, info.size_x)
+    tile_w = min(tile_w, info.size_x, max(1, max_plane[0]))
     # A band holds whole rows; its height is the tile's, lower if the budget asks for it.
-    band_h = max(1, min(tile_h, strip_bytes // info.row_bytes))
+    band_h = max(1, min(tile_h, max_plane[1], strip_bytes // info.row_bytes))
     bpp = info.bytes_per_pixel
     for y in range(0, info.size_y, band_h):
         h = min(band_h, info.size_y - y)

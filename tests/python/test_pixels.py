@@ -99,7 +99,7 @@ def test_every_pixel_type_and_walk_equals_iscc_bio(tmp_path, worker, cases):
         assert codes[0] != codes[1]
 
 
-def test_planes_over_the_maximum_plane_size_are_read_as_strips(tmp_path, worker, cases):
+def test_planes_over_the_maximum_plane_size_are_read_in_pieces_no_larger_than_it(tmp_path, worker, cases):
     server = FakeServer(root=str(tmp_path))
     case = by_label(cases, "large planes uint16")
     image = add_image(server, case)
@@ -111,7 +111,8 @@ def test_planes_over_the_maximum_plane_size_are_read_as_strips(tmp_path, worker,
         result = compute_pixels(omero, [info], worker, strip_bytes=strip_bytes)[image]
         assert result.iscc == case["biocode"]["iscc_code"], result.error
         tiles = server.calls.get("getTile", 0) - before.get("getTile", 0)
-        assert tiles == (4 if strip_bytes > 1000 else 4 * 50), tiles  # 3 rows of 260 bytes per strip
+        # 64 x 64 at most: 3 x 3 a plane; or 3 rows of 260 bytes a band, 3 tiles across
+        assert tiles == (4 * 3 * 3 if strip_bytes > 1000 else 4 * 50 * 3), tiles
     assert server.calls_by_service["RawPixelsStore.close"] == server.calls["setPixelsId"]
 
 
@@ -339,3 +340,16 @@ def test_an_image_without_files_gets_a_pixel_code_and_no_files_for_the_file_code
     assert "1 without original files" in report.message()
     assert dict(pixel_anns(server, image)[0].pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]
     assert server.iscc_anns(image, "org.iscc.omero.sum") == []
+
+
+def test_tiles_larger_than_the_maximum_plane_are_read_no_larger_than_it(tmp_path, worker, cases):
+    # ZarrPixelBuffer answers getTileSize() with its chunk, which may be larger than the
+    # maximum plane; it refuses any region of more pixels than the maximum plane (checkReadSize).
+    case = by_label(cases, "large planes uint16")  # 130 x 150, 4 planes
+    server = FakeServer(root=str(tmp_path))
+    image = add_image(server, case, tile_limited=True, tile=(256, 256), format=None)
+    server.max_plane = (64, 64)
+    report = annotate_pixels(server.access(), [image], worker)
+    assert [o.status.value for o in report.outcomes] == ["annotated"], report.message()
+    assert dict(pixel_anns(server, image)[0].pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]
+    assert server.calls["getTile"] == 4 * 3 * 3  # 64 x 64 at most: 3 x 3 per plane
