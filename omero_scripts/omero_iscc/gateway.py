@@ -135,8 +135,9 @@ Q_NEWEST_ANNOTATIONS = "select a.id from MapAnnotation a where a.ns = :ns order 
 Q_ANNOTATION_IMAGES = "select l.id, l.parent.id, l.child.id from ImageAnnotationLink l where l.child.id in (:ids)"
 Q_FILE_OF_ANNOTATION = "select a.file.id from FileAnnotation a where a.id = :id"
 #: The pixels of images: image id, pixels id, sizes X Y Z C T, pixel type, image name, the
-#: reader's format (may be missing), group id. An image has one Pixels in practice; if it had
-#: more, the first is its primary one.
+#: reader's format (may be missing), group id, Fileset id (missing before OMERO 5 and for images
+#: registered without files). An image has one Pixels in practice; if it had more, the first is
+#: its primary one.
 Q_PIXELS = (
     "select i.id, p.id, p.sizeX, p.sizeY, p.sizeZ, p.sizeC, p.sizeT, t.value, i.name, f.value, i.details.group.id,"
     " fs.id from Pixels p join p.image i join p.pixelsType t left outer join i.format f left outer join i.fileset fs"
@@ -732,9 +733,8 @@ class PyramidPending(Exception):
     """``setPixelsId`` answered ``MissingPyramidException``: the server is still building the
     image's pyramid. Nothing is wrong with the image; it is read once the pyramid exists."""
 
-    def __init__(self, pixels_id: int, back_off_ms: int) -> None:
+    def __init__(self, pixels_id: int) -> None:
         super().__init__(f"waiting for its pyramid: the server is still building it (pixels {pixels_id})")
-        self.back_off = max(0, back_off_ms) / 1000.0
 
 
 class PixelReader:
@@ -761,7 +761,7 @@ class PixelReader:
         try:
             self.store.setPixelsId(pixels_id, True, self.ctx)
         except omero.MissingPyramidException as exc:
-            raise PyramidPending(pixels_id, int(getattr(exc, "backOff", 0) or 0)) from exc
+            raise PyramidPending(pixels_id) from exc
         levels = self.store.getResolutionLevels(self.ctx)
         self.store.setResolutionLevel(levels - 1, self.ctx)
 
