@@ -260,6 +260,14 @@ class Scheduler:
                     outcome.message,
                 )
                 result.failed += 1
+            elif outcome.status is ImageStatus.NOT_YET:
+                # Nothing is wrong with it: looked at again next poll, no attempt counted.
+                self.states[self.code].record_waiting(outcome.image_id, outcome.message, now, self.cfg.poll_interval)
+                log.info("image %d %s not yet: %s", outcome.image_id, self.code, outcome.message)
+            elif outcome.status is ImageStatus.NO_FILES:
+                # Registered without files (omero zarr import): only a pixel code can exist.
+                self.states[self.code].no_files.setdefault(outcome.image_id, now)
+                log.info("image %d has no original files: no file code; not looked at again", outcome.image_id)
             elif outcome.status is ImageStatus.ANNOTATED:
                 pass  # logged and counted as it happened (also before a reconnection)
             else:

@@ -15,13 +15,14 @@ from .filesets import plan
 from .gateway import Omero
 from .layout import PIXELS, newest_pixel_record, newest_record, parse_files_jsonl
 from .pixels import compute_pixels, pixels_infos
-from .statuses import Verdict
+from .provenance import SUPPORTED_HASHERS
+from .statuses import Problem, Verdict
 
 OK, CHANGED, MISSING_FILE, NO_ANNOTATION = Verdict.OK, Verdict.CHANGED, Verdict.MISSING_FILE, Verdict.NO_ANNOTATION
-STATUSES = list(Verdict)
+REFUSED = Verdict.REFUSED
+#: The verdicts every summary counts (``REFUSED`` is counted only when there is one).
+STATUSES = [OK, CHANGED, MISSING_FILE, NO_ANNOTATION]
 
-#: OMERO hashers the worker can recompute.
-SUPPORTED_HASHERS = {"SHA1-160", "MD5-128", "CRC-32", "Adler-32", "File-Size-64"}
 
 CSV_COLUMNS = [
     "image_id",
@@ -179,6 +180,9 @@ def _judge(image, unit, result, record) -> ImageVerdict:
     v = ImageVerdict(image.getId().val, name, unit.fileset_id, OK, files=len(unit.files))
     if record is not None:
         v.stored_iscc, v.stored_datahash = record.iscc, record.datahash or ""
+    if result.problem is Problem.REFUSED:
+        v.status, v.detail, v.files = REFUSED, result.message or "", 0
+        return v
     if not result.ok:
         v.status, v.detail = MISSING_FILE, result.message or ""
         return v
@@ -208,7 +212,8 @@ def _judge(image, unit, result, record) -> ImageVerdict:
 
 
 def summary(verdicts: list[ImageVerdict]) -> str:
-    counts = ", ".join(f"{sum(1 for v in verdicts if v.status == s)} {s}" for s in STATUSES)
+    shown = STATUSES + ([REFUSED] if any(v.status is REFUSED for v in verdicts) else [])
+    counts = ", ".join(f"{sum(1 for v in verdicts if v.status == s)} {s}" for s in shown)
     return f"Verified {len(verdicts)} image(s): {counts}"
 
 

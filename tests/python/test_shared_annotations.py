@@ -82,7 +82,8 @@ def test_replacing_one_image_of_a_fileset_leaves_the_others_their_iscc(world, wo
 def test_verify_names_the_changed_file_from_the_file_list(tmp_path, worker):
     repo = tmp_path / "repo"
     server = FakeServer(root=str(repo))
-    images, paths = _fileset(server, repo, "big/", FILES_IN_TABLE + 4, 1, hasher=None)  # no import checksum
+    # No import checksum: the files lie in their owner's directory, as an import puts them.
+    images, paths = _fileset(server, repo, "scientist_2/big/", FILES_IN_TABLE + 4, 1, hasher=None)
     annotate(server.access(), images, worker, str(repo), NS)
     [ok] = verify(server.access(), images, worker, str(repo), NS)
     assert ok.status == Verdict.OK, ok.detail
@@ -104,3 +105,18 @@ def test_layout_1_0_is_read_and_replaced_by_the_shared_annotation(world, worker)
     assert report.count(ImageStatus.ANNOTATED) == 1
     assert old_id not in world.server.anns
     assert dict(world.server.pairs(image))["iscc:version"] == "2.0"
+
+
+def test_a_file_list_is_uploaded_in_large_writes_and_owned_like_its_annotation(tmp_path, worker):
+    # omero-py's upload helpers write 10,000 bytes per call: a large Fileset's file list is
+    # written in blocks of a megabyte instead. A full administrator's file list, like the
+    # annotation, belongs to the images' owner.
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    images, _paths = _fileset(server, repo, "scientist_2/plate/", 600, 2)
+    report = annotate(server.access(0), images, worker, str(repo), NS)
+    assert report.count(ImageStatus.ANNOTATED) == 2, report.message()
+    [(_kind, _parent, _name, data, _ns, _mimetype)] = server.attachments
+    assert len(data) > 50_000 and server.calls_by_service["RawFileStore.write"] == 1, server.calls_by_service
+    [file_annotation] = [a for a in server.anns.values() if a.cls == "FileAnnotation"]
+    assert file_annotation.owner == 2 and server.files[file_annotation.file_id].owner == 2
