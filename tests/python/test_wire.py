@@ -192,6 +192,24 @@ def test_a_large_filesets_entries_are_read_in_pages_of_rows(tmp_path, worker, mo
     assert entry_queries and max(entry_queries) <= 50, entry_queries
 
 
+def test_the_children_of_many_parents_come_from_one_query(tmp_path):
+    # A project of 40 datasets is expanded with one query per level, not one per dataset
+    # (each a round trip, and the server's parse and plan).
+    from omero_iscc.selection import expand
+
+    server = FakeServer(root=str(tmp_path))
+    datasets = list(range(300, 340))
+    images = {d: [server.add_image(), server.add_image()] for d in datasets}
+    for d in reversed(datasets):
+        server.add_container("Dataset", d, images[d])
+    server.add_container("Project", 7, datasets)
+    server.queries.clear()
+    ids, missing = expand(server.access(), "Project", [7])
+    assert ids == [i for d in datasets for i in sorted(images[d])] and missing == []
+    per_level = [text for text, _rows in server.queries if "AnnotationLink" not in text]
+    assert len(per_level) == 3, per_level  # the project, its datasets, their images
+
+
 # -- who may annotate whose image (item 5) ---------------------------------------------------------
 def _colleagues(tmp_path: Path, perms: str):
     """A group of ``perms`` with two members, and an image of each."""
