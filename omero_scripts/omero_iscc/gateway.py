@@ -158,6 +158,7 @@ class Omero(Protocol):
     def privileges(self) -> set[str]: ...
     def may_act_as_owner(self, group_id: int) -> bool: ...
     def user_id(self) -> int: ...
+    def script_timeout(self) -> float: ...
     def children(self, kind: str, ids: list[int]) -> list[int]: ...
     def existing_ids(self, kind: str, ids: list[int]) -> list[int]: ...
     def images(self, ids: list[int]) -> list: ...
@@ -278,6 +279,28 @@ class BlitzOmero:
 
     def user_id(self) -> int:
         return int(self.conn.getUserId())
+
+    def script_timeout(self) -> float:
+        """Seconds this session may live: ``omero.scripts.timeout`` (a script's session lives
+        exactly that long, ``InteractiveProcessorI``), and the session's own time to live
+        where it is shorter or the setting cannot be read; OMERO's default hour otherwise."""
+        import omero
+
+        known = []
+        try:
+            value = (self.conn.getConfigService().getConfigValue("omero.scripts.timeout") or "").strip()
+            if value.isdigit() and int(value) > 0:
+                known.append(int(value))
+        except omero.ServerError:
+            pass  # not readable for this user: the session's lifetime says the same
+        try:
+            session = self.conn.getSessionService().getSession(self.conn.c.getSessionId())
+            ttl = _val(session.getTimeToLive())
+            if ttl:
+                known.append(int(ttl))
+        except omero.ServerError:
+            pass
+        return min(known) / 1000 if known else 3600.0
 
     def children(self, kind: str, ids: list[int]) -> list[int]:
         """The children of the parents in ``ids``, parent by parent in the given order."""

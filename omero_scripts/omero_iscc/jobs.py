@@ -47,6 +47,8 @@ class JobResult:
     report: bytes | None = None
     first_annotated: int | None = None
     missing: list[int] = field(default_factory=list)
+    #: Images not done when the job was told to stop (a script's time limit).
+    left: list[int] = field(default_factory=list)
 
 
 def _missing_note(data_type: str, missing: list[int]) -> str:
@@ -64,9 +66,11 @@ def annotate_job(
     on_annotated=None,
     codes: tuple[str, ...] = ("files",),
     simprints: bool = False,
+    should_stop=lambda: False,
 ) -> JobResult:
     """Annotates the selection with the codes asked for (``files``, ``pixels``); with
-    ``dry_run`` only says what would be done per image and code."""
+    ``dry_run`` only says what would be done per image and code. ``should_stop``: asked before
+    each batch; once true no new batch starts, and the result lists the images left."""
     assert set(codes) <= set(CODES), codes
     image_ids, missing = expand(omero, data_type, ids)
     if dry_run:
@@ -93,17 +97,23 @@ def annotate_job(
         on_annotated=on_annotated,
         simprints=simprints,
         limits=settings.limits(),
+        should_stop=should_stop,
     )
     rows = [
         {"image_id": o.image_id, "status": str(o.status), "message": o.message, "iscc": o.iscc, "code": o.code}
         for o in report.outcomes
     ]
+    done: dict[int, set] = {}
+    for o in report.outcomes:
+        done.setdefault(o.image_id, set()).add(o.code)
+    left = [i for i in image_ids if not set(codes) <= done.get(i, set())] if report.stopped else []
     return JobResult(
         report.message() + _missing_note(data_type, missing),
         rows,
         failed=bool(report.failures) or bool(missing),
         first_annotated=report.first_annotated(),
         missing=missing,
+        left=left,
     )
 
 
@@ -139,8 +149,11 @@ def _dry_run_rows(omero: Omero, image_ids: list[int], codes: tuple[str, ...], re
     return rows
 
 
-def verify_job(omero: Omero, data_type: str, ids: list[int], settings: ScriptSettings) -> JobResult:
-    """Recomputes and compares the selection's codes and import checksums."""
+def verify_job(
+    omero: Omero, data_type: str, ids: list[int], settings: ScriptSettings, should_stop=lambda: False
+) -> JobResult:
+    """Recomputes and compares the selection's codes and import checksums; ``should_stop``: as
+    for :func:`annotate_job` (the images left have no row)."""
     image_ids, missing = expand(omero, data_type, ids)
     worker = find_worker(settings.worker)
     root = settings.repository or omero.repository_root()
@@ -153,11 +166,13 @@ def verify_job(omero: Omero, data_type: str, ids: list[int], settings: ScriptSet
         chunk_size=settings.chunk_size,
         allowed_roots=settings.allowed_roots,
         limits=settings.limits(),
+        should_stop=should_stop,
     )
     rows = [
         {"image_id": v.image_id, "status": str(v.status), "message": v.detail, "iscc": v.computed_iscc}
         for v in verdicts
     ]
+    verified = {v.image_id for v in verdicts}
     failed = any(v.status is not Verdict.OK for v in verdicts) or bool(missing)
     return JobResult(
         summary(verdicts) + _missing_note(data_type, missing),
@@ -165,6 +180,7 @@ def verify_job(omero: Omero, data_type: str, ids: list[int], settings: ScriptSet
         failed=failed,
         report=verify_csv(verdicts),
         missing=missing,
+        left=[i for i in image_ids if i not in verified],
     )
 
 

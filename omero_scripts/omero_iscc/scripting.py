@@ -8,10 +8,12 @@ A script's ``run_script()`` keeps the official skeleton (``scripts.client(...)``
 
 from __future__ import annotations
 
+import signal
 from typing import Callable
 
+from .config import ScriptSettings, script_settings
 from .errors import InputError
-from .worker import WorkerError
+from .worker import WorkerError, stop_workers
 
 
 class ScriptError(InputError):
@@ -44,6 +46,7 @@ def run(client, work: Work, nothing_done: str, omero_factory=None) -> None:
 
     omero_access = omero_factory(client)
     client.enableKeepAlive(60)
+    previous = signal.signal(signal.SIGTERM, _cancelled)
     try:
         message, outputs = work(omero_access, params)
     except REPORTED as exc:
@@ -55,9 +58,38 @@ def run(client, work: Work, nothing_done: str, omero_factory=None) -> None:
         reason = f"OMERO: {describe(exc)}"
         client.setOutput("ERROR", rstring(reason))
         message, outputs = f"{nothing_done}: {reason}", {}
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     client.setOutput("Message", rstring(message))
     for name, obj in outputs.items():
         client.setOutput(name, robject(obj))
+
+
+def _cancelled(signum: int, _frame) -> None:
+    """A cancelled script: OMERO's Processor sends SIGTERM to the script's pid alone
+    (``ProcessI._term``), so the workers it started are stopped here, and waited for, before
+    the script ends; none is left reading the repository for no one."""
+    stop_workers()
+    raise SystemExit(128 + signum)
+
+
+def settings_for(omero_access) -> ScriptSettings:
+    """The scripts' settings from the configuration file, their time budget ending before
+    OMERO's script timeout (``omero.scripts.timeout``), read from the server."""
+    return script_settings().within(omero_access.script_timeout())
+
+
+def time_note(left: list[int], settings: ScriptSettings, command: str) -> str:
+    """What a script that stopped before its time limit says (``""`` when nothing is left):
+    how many images are left, and that long runs belong to ``command`` or the scheduler."""
+    if not left:
+        return ""
+    limit = f"{settings.script_timeout / 60:g} min, omero.scripts.timeout" if settings.script_timeout else "its budget"
+    return (
+        f"; stopped before the script's time limit ({limit}) with {len(left)} image(s) left "
+        f"(first: {', '.join(map(str, left[:5]))}): run the script again, or for long runs use "
+        f"`{command}` or the scheduler"
+    )
 
 
 def describe(exc: BaseException) -> str:

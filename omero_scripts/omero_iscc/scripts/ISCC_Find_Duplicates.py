@@ -18,7 +18,6 @@ from omero import scripts
 from omero.rtypes import rlong, rstring
 
 from omero_iscc import NAMESPACE, __version__, scripting
-from omero_iscc.config import script_settings
 from omero_iscc.jobs import DUPLICATE_TYPES, SCOPES, duplicates_job
 
 P_DATA_TYPE = "Data_Type"
@@ -31,7 +30,12 @@ REPORT_NS = NAMESPACE + ".duplicates"
 
 def duplicates_of(omero_access, params, settings=None):
     """Returns the message and the CSV report (``File_Annotation``)."""
-    settings = settings or script_settings()
+    settings = settings or scripting.settings_for(omero_access)
+    if settings.out_of_time():
+        raise scripting.ScriptError(
+            "OMERO's script time limit (omero.scripts.timeout) leaves this script no time to run: "
+            "use `omero iscc duplicates`"
+        )
     with settings.slot("ISCC_Find_Duplicates.py"):  # one script running the worker per host at a time
         result = duplicates_job(
             omero_access,
@@ -55,7 +59,8 @@ def run_script():
 (re-saved, edited, extended files), from their ISCC annotations; and, from their pixel codes,
 the same pixels in different files (the same image in two formats) and similar pixels.
 Scope=Server looks at every image you can see. Attaches a CSV report to the first selected
-object.""",
+object. Runs within OMERO's script time limit (omero.scripts.timeout); on a large server use
+`omero iscc duplicates`.""",
         scripts.String(
             P_DATA_TYPE,
             optional=False,

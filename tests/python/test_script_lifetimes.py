@@ -1,0 +1,116 @@
+"""How long a script runs under OMERO's Processor, on the stand-in (``standin.processor``):
+the script session lives ``omero.scripts.timeout``, and cancelling a script sends SIGTERM to
+the script's own pid only (omero-py ``ProcessI._term``), never to its process group."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import TOP
+from fake_server import FakeServer
+from standin.processor import run_script
+
+SCRIPTS = TOP / "omero_scripts" / "omero_iscc" / "scripts"
+
+
+def _images(server: FakeServer, repo: Path, n: int) -> list[int]:
+    out = []
+    for k in range(n):
+        rel = f"scientist_2/{k}/"
+        p = repo / rel / "a.tif"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(5000))
+        out += server.add_fileset([server.original_file(str(p), rel)], rel)
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its parent does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _environment(tmp_path: Path, worker: str) -> tuple[tuple, tuple]:
+    """PATH with ``omero-iscc`` (where the server's Python finds it), PYTHONPATH with the helper."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    target = bin_dir / "omero-iscc"
+    if not target.exists():
+        target.symlink_to(worker)
+    return (str(bin_dir),), (str(TOP / "omero_scripts"),)
+
+
+def test_a_script_cancelled_by_sigterm_to_its_own_pid_stops_its_worker(tmp_path):
+    # The Processor's SIGTERM reaches the script only: a worker left in hand would keep
+    # reading the repository after the user cancelled, with no one to read its answers.
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    images = _images(server, repo, 1)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pid_file = tmp_path / "worker.pid"
+    fake = bin_dir / "omero-iscc"
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 120\n")
+    fake.chmod(0o755)
+    run = run_script(
+        server,
+        str(SCRIPTS / "ISCC_Annotate.py"),
+        {"Data_Type": "Image", "IDs": images},
+        user=2,
+        path=(str(bin_dir),),
+        pythonpath=(str(TOP / "omero_scripts"),),
+        cancel_after=4,
+        timeout=60,
+    )
+    assert pid_file.exists(), run.stderr
+    pid = int(pid_file.read_text())
+    try:
+        assert not _running(pid), f"the worker {pid} still runs after the script ended: {run.stderr[-2000:]}"
+    finally:
+        if _running(pid):
+            os.kill(pid, 9)
+    assert run.returncode != 0
+
+
+def test_a_script_takes_no_new_work_past_omero_scripts_timeout_and_says_what_is_left(tmp_path, worker):
+    # A one-minute script timeout leaves no time to hash in: the script hashes nothing and
+    # says what is left and where long runs belong, instead of dying mid-run.
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    images = _images(server, repo, 2)
+    server.config["omero.scripts.timeout"] = "60000"
+    path, pythonpath = _environment(tmp_path, worker)
+    run = run_script(
+        server,
+        str(SCRIPTS / "ISCC_Annotate.py"),
+        {"Data_Type": "Image", "IDs": images},
+        user=2,
+        path=path,
+        pythonpath=pythonpath,
+    )
+    message = run.outputs.get("Message", "")
+    assert run.returncode == 0, run.stderr
+    assert message.startswith("0 annotated"), message
+    assert "2 image(s) left" in message and "omero iscc annotate" in message, message
+    assert server.iscc_anns(images[0]) == [], "nothing was started past the budget"
+
+
+def test_the_scripts_time_limit_comes_from_omero_scripts_timeout(tmp_path, worker):
+    # With the default hour the same selection is annotated in full.
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    images = _images(server, repo, 2)
+    path, pythonpath = _environment(tmp_path, worker)
+    run = run_script(
+        server,
+        str(SCRIPTS / "ISCC_Annotate.py"),
+        {"Data_Type": "Image", "IDs": images},
+        user=2,
+        path=path,
+        pythonpath=pythonpath,
+    )
+    assert run.outputs.get("Message", "").startswith("2 annotated"), (run.outputs, run.stderr[-2000:])
