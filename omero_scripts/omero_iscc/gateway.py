@@ -178,6 +178,10 @@ class Omero(Protocol):
         self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str, owner: int | None = None
     ): ...
     def upload_file(self, name: str, data: bytes, mimetype: str, group_id: int | None = None): ...
+    def place_of(self, kind: str, obj_id: int) -> tuple[int, int] | None: ...
+    def own_place(self) -> tuple[int, int]: ...
+    def seen_by_readers(self, group_id: int, owner_id: int, image_ids: list[int]) -> set[int]: ...
+    def administrators_group(self) -> int: ...
     def annotated_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
     def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]: ...
     def close_sudo_sessions(self) -> None: ...
@@ -699,6 +703,30 @@ class BlitzOmero:
         finally:
             with contextlib.suppress(Exception):  # closing a finished store changes nothing
                 store.close()
+
+    def place_of(self, kind: str, obj_id: int) -> tuple[int, int] | None:
+        """(group id, owner id) of an object this session can see; ``None`` if it cannot."""
+        rows = self._rows(Q_OWNERS.format(kind=kind), ids=[obj_id])
+        return (rows[0][3], rows[0][1]) if rows else None
+
+    def own_place(self) -> tuple[int, int]:
+        """(group id, user id) of this session: where an upload without a target goes."""
+        ctx = self.conn.getEventContext()
+        return int(ctx.groupId), int(ctx.userId)
+
+    def seen_by_readers(self, group_id: int, owner_id: int, image_ids: list[int]) -> set[int]:
+        """The images of ``image_ids`` that everyone who may read an object of ``owner_id`` in
+        ``group_id`` may see (``BasicACLVoter.allowLoad``): in a group whose members read each
+        other's data, the group's images; in a private group, the owner's own images there."""
+        perms = self.conn.getAdminService().getGroup(group_id).getDetails().getPermissions()
+        group_read = bool(perms.isGroupRead())
+        rows = self._paged(Q_OWNERS.format(kind="Image"), sorted(set(image_ids)), query=self._rows)
+        return {i for i, owner, _name, gid, _gname in rows if gid == group_id and (group_read or owner == owner_id)}
+
+    def administrators_group(self) -> int:
+        """The id of the group "system": its members are the administrators, and only they
+        read what is in it."""
+        return int(self.conn.getAdminService().lookupGroup("system").getId().val)
 
     def upload_file(self, name: str, data: bytes, mimetype: str, group_id: int | None = None):
         """Uploads ``data`` as an OriginalFile in ``group_id``, by default the session's own

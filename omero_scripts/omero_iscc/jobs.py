@@ -5,12 +5,13 @@ OMERO.web, one row per image for the command line, and the CSV report where ther
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from . import NAMESPACE, PIXELS_NAMESPACE
 from .annotate import CODES, annotate_codes, triage
 from .config import ScriptSettings
-from .duplicates import find_duplicates
+from .duplicates import DuplicateReport, find_duplicates
 from .duplicates import to_csv as duplicates_csv
 from .filesets import plan
 from .gateway import Omero
@@ -191,8 +192,11 @@ def duplicates_job(
     settings: ScriptSettings,
     scope: str = "Selection",
     threshold: int = 12,
+    listed_for: tuple[int, int] | None = None,
 ) -> JobResult:
-    """Identical and similar images of the selection, or of everything the user can see."""
+    """Identical and similar images of the selection, or of everything the user can see.
+    ``listed_for``: (group id, owner id) of the object the report goes to: it lists only the
+    images everyone who may read that object may see, and says how many it leaves out."""
     if scope not in SCOPES:
         raise SelectionError(f"Scope must be Selection or Server, not {scope!r}")
     if data_type not in DUPLICATE_TYPES:
@@ -202,6 +206,9 @@ def duplicates_job(
     if scope == "Selection":
         image_ids, _missing = expand(omero, data_type, ids)
     report = find_duplicates(omero, image_ids, worker, NAMESPACE, threshold)
+    left_out = 0
+    if listed_for is not None:
+        report, left_out = _listable(omero, report, *listed_for)
     rows = []
     for n, group in enumerate(report.groups, 1):
         for coded, distance in group["members"]:
@@ -216,7 +223,28 @@ def duplicates_job(
                     "message": f"group {n}, {distance} bit(s) from its first member, {coded.name}",
                 }
             )
-    return JobResult(report.message(), rows, report=duplicates_csv(report))
+    note = (
+        f"; {left_out} image(s) that not every reader of the report may see are not listed in it "
+        "(`omero iscc duplicates` shows you all you can see)"
+        if left_out
+        else ""
+    )
+    return JobResult(report.message() + note, rows, report=duplicates_csv(report))
+
+
+def _listable(omero: Omero, report: DuplicateReport, group_id: int, owner_id: int) -> tuple[DuplicateReport, int]:
+    """The report without the images that a reader of an object of ``owner_id`` in
+    ``group_id`` may not see; a group left with one member is dropped (it would point at a
+    copy its reader cannot see). Returns the report and how many images were left out."""
+    ids = {c.image_id for g in report.groups for c, _ in g["members"]} | {i for i, _ in report.without_iscc}
+    keep = omero.seen_by_readers(group_id, owner_id, sorted(ids)) if ids else set()
+    groups = []
+    for group in report.groups:
+        members = [(c, d) for c, d in group["members"] if c.image_id in keep]
+        if len(members) > 1:
+            groups.append({**group, "members": members})
+    without = [(i, name) for i, name in report.without_iscc if i in keep]
+    return dataclasses.replace(report, groups=groups, without_iscc=without), len(ids - keep)
 
 
 def image_status_word(status: str) -> str:

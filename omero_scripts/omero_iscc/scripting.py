@@ -116,6 +116,26 @@ def attach_report(
     else:
         where = "no selected object to attach the report to"
     try:
-        return {"File": omero_access.upload_file(name, data, mimetype)}, f"; {where}: it is the script's File output"
+        # In the object's group, whose members the report was written for; else the session's.
+        place = omero_access.place_of(kind, obj_id) if obj_id is not None else None
+        group = place[0] if place is not None else None
+        uploaded = omero_access.upload_file(name, data, mimetype, group)
+        return {"File": uploaded}, f"; {where}: it is the script's File output"
     except omero.ServerError as exc:
         return {}, f"; {where}, and it could not be uploaded either ({describe(exc)})"
+
+
+def report_for_administrators(omero_access, name: str, data: bytes, mimetype: str = "text/csv") -> tuple[dict, str]:
+    """A report that lists images of every group (an administrator's server-wide one): the
+    script's ``File`` output, uploaded in the group "system", which only administrators read;
+    never attached to an object that others read. Returns the outputs and a sentence."""
+    import omero
+
+    try:
+        uploaded = omero_access.upload_file(name, data, mimetype, omero_access.administrators_group())
+    except omero.ServerError as exc:
+        return {}, f"; the server-wide report could not be uploaded ({describe(exc)})"
+    return {"File": uploaded}, (
+        "; the report lists images of every group, so it is not attached to the selection: it is the "
+        'script\'s File output, kept in the group "system", where only administrators can read it'
+    )

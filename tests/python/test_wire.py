@@ -119,7 +119,7 @@ def test_a_restricted_admin_without_delete_owned_retires_an_old_annotation_as_it
 
 
 @pytest.mark.parametrize("target", ["read_only", "gone"])
-def test_a_report_without_a_target_is_uploaded_in_a_group_the_session_may_write(tmp_path, worker, target):
+def test_a_report_that_cannot_be_attached_is_uploaded_in_the_targets_group(tmp_path, worker, target):
     # A new object saved with omero.group -1 is refused (ApiUsageException): the File output
     # is uploaded in the session's own group.
     from test_annotate import load_script
@@ -135,8 +135,10 @@ def test_a_report_without_a_target_is_uploaded_in_a_group_the_session_may_write(
     params = {"Data_Type": "Image", "IDs": [locked] if target == "read_only" else [999999]}
     message, outputs = verify.verify_selection(server.access(2), params, ScriptSettings(worker=worker))
     assert "it is the script's File output" in message and set(outputs) == {"File"}, message
-    [(name, data, mimetype, owner)] = server.uploads.values()
+    [(fid, (name, data, mimetype, owner))] = server.uploads.items()
     assert name == "iscc_verify_report.csv" and data.startswith(b"image_id,") and owner == 2
+    # In the target's group, for whom the report was written; without one, the session's.
+    assert server.files[fid].group == (3 if target == "read_only" else 1), server.files[fid].group
 
 
 # -- queries: distinct rows, import order, pages of rows (item 8) ---------------------------------

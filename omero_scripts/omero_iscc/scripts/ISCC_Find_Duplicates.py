@@ -36,19 +36,30 @@ def duplicates_of(omero_access, params, settings=None):
             "OMERO's script time limit (omero.scripts.timeout) leaves this script no time to run: "
             "use `omero iscc duplicates`"
         )
+    scope = params.get(P_SCOPE, "Selection")
+    target = params[P_IDS][0] if params.get(P_IDS) else None
+    # An administrator's server-wide report goes where only administrators read it; any
+    # other report lists only what every reader of the object it is attached to may see.
+    server_wide = scope == "Server" and omero_access.is_admin()
+    place = None
+    if not server_wide:
+        place = (omero_access.place_of(params[P_DATA_TYPE], target) if target else None) or omero_access.own_place()
     with settings.slot("ISCC_Find_Duplicates.py"):  # one script running the worker per host at a time
         result = duplicates_job(
             omero_access,
             params[P_DATA_TYPE],
             params.get(P_IDS) or [],
             settings,
-            scope=params.get(P_SCOPE, "Selection"),
+            scope=scope,
             threshold=int(params.get(P_THRESHOLD, 12)),
+            listed_for=place,
         )
-    target = params[P_IDS][0] if params.get(P_IDS) else None
-    outputs, note = scripting.attach_report(
-        omero_access, params[P_DATA_TYPE], target, "iscc_duplicates.csv", result.report, REPORT_NS
-    )
+    if server_wide:
+        outputs, note = scripting.report_for_administrators(omero_access, "iscc_duplicates.csv", result.report)
+    else:
+        outputs, note = scripting.attach_report(
+            omero_access, params[P_DATA_TYPE], target, "iscc_duplicates.csv", result.report, REPORT_NS
+        )
     return result.message + note, outputs
 
 
