@@ -285,3 +285,17 @@ def test_the_backlog_scan_resumes_where_the_last_poll_stopped(tmp_path, worker):
     scanned()
     assert sched.poll_once().annotated == 0 and scanned() == 6, "past the end, the scan starts over"
     assert all(len(fake.annotations[i]) == 1 for i in ids[6:])
+
+
+def test_a_poll_stopped_before_its_batch_leaves_the_scan_where_it_was(tmp_path, worker):
+    # A poll past its deadline takes its batch but hashes none of it: the next poll must find
+    # those images again rather than resume after them.
+    import time
+
+    fake, ids, _paths = backlog(tmp_path, 6)
+    sched, _ = make(tmp_path, fake, worker, batch_size=2)
+    sched.deadline = time.monotonic() - 1
+    assert sched.poll_once().stopped
+    sched.deadline = None
+    assert sched.poll_once().annotated == 2
+    assert [i for i in ids if fake.iscc_anns(i)] == ids[:2]

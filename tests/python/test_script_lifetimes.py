@@ -5,6 +5,7 @@ the script's own pid only (omero-py ``ProcessI._term``), never to its process gr
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 from conftest import TOP
@@ -56,6 +57,13 @@ def test_a_script_cancelled_by_sigterm_to_its_own_pid_stops_its_worker(tmp_path)
     fake = bin_dir / "omero-iscc"
     fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 120\n")
     fake.chmod(0o755)
+
+    def cancel_once_the_worker_runs(session) -> None:
+        # What ProcessI._term does: SIGTERM to the script's own pid.
+        if pid_file.exists() and pid_file.read_text().strip() and not getattr(session, "cancelled", False):
+            session.cancelled = True
+            os.kill(session.process.pid, signal.SIGTERM)
+
     run = run_script(
         server,
         str(SCRIPTS / "ISCC_Annotate.py"),
@@ -63,8 +71,8 @@ def test_a_script_cancelled_by_sigterm_to_its_own_pid_stops_its_worker(tmp_path)
         user=2,
         path=(str(bin_dir),),
         pythonpath=(str(TOP / "omero_scripts"),),
-        cancel_after=4,
-        timeout=60,
+        timeout=120,
+        while_running=cancel_once_the_worker_runs,
     )
     assert pid_file.exists(), run.stderr
     pid = int(pid_file.read_text())
