@@ -122,3 +122,35 @@ def test_the_scripts_time_limit_comes_from_omero_scripts_timeout(tmp_path, worke
         pythonpath=pythonpath,
     )
     assert run.outputs.get("Message", "").startswith("2 annotated"), (run.outputs, run.stderr[-2000:])
+
+
+def test_the_admin_poll_script_takes_no_image_past_omero_scripts_timeout(tmp_path, worker):
+    import json
+
+    from test_annotate import load_script
+
+    script = load_script("ISCC_Annotate_New_Images")
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    images = _images(server, repo, 2)
+    server.config["omero.scripts.timeout"] = "60000"
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"worker": worker, "state_dir": str(tmp_path / "state")}))
+    message = script.poll(server.access(0), 5, config_file=str(cfg))
+    assert message.startswith("0 annotated") and "stopped before the script's time limit (1 min" in message, message
+    assert all(server.iscc_anns(i) == [] for i in images)
+
+
+def test_verify_takes_no_image_past_the_script_timeout_and_says_what_is_left(tmp_path, worker):
+    from test_annotate import load_script
+
+    from omero_iscc.config import ScriptSettings
+
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    images = _images(server, repo, 3)
+    settings = ScriptSettings(worker=worker).within(60.0)  # a one-minute script timeout
+    verify = load_script("ISCC_Verify")
+    message, _outputs = verify.verify_selection(server.access(2), {"Data_Type": "Image", "IDs": images}, settings)
+    assert message.startswith("Verified 0 image(s)") and "3 image(s) left" in message, message
+    assert "omero iscc verify" in message, message
