@@ -110,7 +110,9 @@ def annotate(
     group so that cancelling the script stops it); ``limits``: the worker's time budget and
     size ceiling."""
     layout = FILES.in_namespace(namespace)
-    report, todo, existing = triage(omero, image_ids, namespace, replace)
+    report, todo, existing = triage(omero, whole_filesets(omero, image_ids), namespace, replace)
+    if not replace:
+        existing = _rejoin(omero, report, todo, existing)
     units = plan(omero, todo)
 
     def hash_batch(batch: list) -> tuple[list, list]:
@@ -141,9 +143,35 @@ def annotate(
                 failed += [(image.getId().val, result.message or "failed") for image in unit.images]
         return done, failed
 
-    existing = existing if replace else {}
     _in_batches(omero, report, units, units_per_run, hash_batch, layout, existing, on_annotated, should_stop)
     return report
+
+
+def whole_filesets(omero: Omero, image_ids: list[int]) -> list[int]:
+    """The selection, then the other images of its Filesets: a Fileset's files have one code,
+    saved as one annotation shared by all its images and linked to the Fileset, so choosing
+    some of its images annotates (or replaces the annotation of) all of them, and the Fileset
+    never carries a second annotation."""
+    chosen = set(image_ids)
+    return list(image_ids) + [i for i in omero.fileset_images(list(image_ids)) if i not in chosen]
+
+
+def _rejoin(omero: Omero, report: AnnotateReport, todo: list, existing: dict) -> dict:
+    """Without ``replace``: where some images of a Fileset are to be annotated and others
+    already carry an annotation (left by a version that annotated images one by one), the
+    annotated ones join the rest, and their old annotation is replaced by the Fileset's one.
+    Returns the old annotations to retire."""
+    filesets = {im.getFileset().getId().val for im in todo if im.getFileset() is not None}
+    already = [o.image_id for o in report.outcomes if o.status == ALREADY]
+    if not filesets or not already:
+        return {}
+    joining = [
+        im for im in omero.images(already) if im.getFileset() is not None and im.getFileset().getId().val in filesets
+    ]
+    ids = {im.getId().val for im in joining}
+    report.outcomes = [o for o in report.outcomes if o.image_id not in ids]
+    todo += joining
+    return {i: existing.get(i, []) for i in ids}
 
 
 def _in_batches(

@@ -159,6 +159,7 @@ class Omero(Protocol):
     def privileges(self) -> set[str]: ...
     def may_act_as_owner(self, group_id: int) -> bool: ...
     def user_id(self) -> int: ...
+    def script_timeout(self) -> float: ...
     def children(self, kind: str, ids: list[int]) -> list[int]: ...
     def existing_ids(self, kind: str, ids: list[int]) -> list[int]: ...
     def images(self, ids: list[int]) -> list: ...
@@ -178,6 +179,10 @@ class Omero(Protocol):
         self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str, owner: int | None = None
     ): ...
     def upload_file(self, name: str, data: bytes, mimetype: str, group_id: int | None = None): ...
+    def place_of(self, kind: str, obj_id: int) -> tuple[int, int] | None: ...
+    def own_place(self) -> tuple[int, int]: ...
+    def seen_by_readers(self, group_id: int, owner_id: int, image_ids: list[int]) -> set[int]: ...
+    def administrators_group(self) -> int: ...
     def annotated_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
     def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]: ...
     def close_sudo_sessions(self) -> None: ...
@@ -280,6 +285,28 @@ class BlitzOmero:
 
     def user_id(self) -> int:
         return int(self.conn.getUserId())
+
+    def script_timeout(self) -> float:
+        """Seconds this session may live: ``omero.scripts.timeout`` (a script's session lives
+        exactly that long, ``InteractiveProcessorI``), and the session's own time to live
+        where it is shorter or the setting cannot be read; OMERO's default hour otherwise."""
+        import omero
+
+        known = []
+        try:
+            value = (self.conn.getConfigService().getConfigValue("omero.scripts.timeout") or "").strip()
+            if value.isdigit() and int(value) > 0:
+                known.append(int(value))
+        except omero.ServerError:
+            pass  # not readable for this user: the session's lifetime says the same
+        try:
+            session = self.conn.getSessionService().getSession(self.conn.c.getSessionId())
+            ttl = _val(session.getTimeToLive())
+            if ttl:
+                known.append(int(ttl))
+        except omero.ServerError:
+            pass
+        return min(known) / 1000 if known else 3600.0
 
     def children(self, kind: str, ids: list[int]) -> list[int]:
         """The children of the parents in ``ids``, parent by parent in the given order."""
@@ -684,6 +711,30 @@ class BlitzOmero:
         finally:
             with contextlib.suppress(Exception):  # closing a finished store changes nothing
                 store.close()
+
+    def place_of(self, kind: str, obj_id: int) -> tuple[int, int] | None:
+        """(group id, owner id) of an object this session can see; ``None`` if it cannot."""
+        rows = self._rows(Q_OWNERS.format(kind=kind), ids=[obj_id])
+        return (rows[0][3], rows[0][1]) if rows else None
+
+    def own_place(self) -> tuple[int, int]:
+        """(group id, user id) of this session: where an upload without a target goes."""
+        ctx = self.conn.getEventContext()
+        return int(ctx.groupId), int(ctx.userId)
+
+    def seen_by_readers(self, group_id: int, owner_id: int, image_ids: list[int]) -> set[int]:
+        """The images of ``image_ids`` that everyone who may read an object of ``owner_id`` in
+        ``group_id`` may see (``BasicACLVoter.allowLoad``): in a group whose members read each
+        other's data, the group's images; in a private group, the owner's own images there."""
+        perms = self.conn.getAdminService().getGroup(group_id).getDetails().getPermissions()
+        group_read = bool(perms.isGroupRead())
+        rows = self._paged(Q_OWNERS.format(kind="Image"), sorted(set(image_ids)), query=self._rows)
+        return {i for i, owner, _name, gid, _gname in rows if gid == group_id and (group_read or owner == owner_id)}
+
+    def administrators_group(self) -> int:
+        """The id of the group "system": its members are the administrators, and only they
+        read what is in it."""
+        return int(self.conn.getAdminService().lookupGroup("system").getId().val)
 
     def upload_file(self, name: str, data: bytes, mimetype: str, group_id: int | None = None):
         """Uploads ``data`` as an OriginalFile in ``group_id``, by default the session's own

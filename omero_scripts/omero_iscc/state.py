@@ -70,6 +70,9 @@ class State:
     no_files: dict[int, float] = field(default_factory=dict)
     annotated_total: int = 0
     last_poll: float | None = None
+    #: Where the scheduler's scan for images without a code resumes (an image id; 0: from
+    #: the start).
+    scan_after: int = 0
 
     def record_failure(self, image_id: int, error: str, now: float, base_delay: float) -> Failure:
         old = self.failures.get(image_id)
@@ -156,6 +159,7 @@ def load(state_dir: str) -> State:
         no_files={int(k): float(v) for k, v in data.get("no_files", {}).items()},
         annotated_total=int(data.get("annotated_total", 0)),
         last_poll=data.get("last_poll"),
+        scan_after=int(data.get("scan_after", 0)),
     )
 
 
@@ -169,6 +173,7 @@ def save(state_dir: str, state: State) -> None:
         "no_files": {str(i): t for i, t in sorted(state.no_files.items())},
         "annotated_total": state.annotated_total,
         "last_poll": state.last_poll,
+        "scan_after": state.scan_after,
     }
     fd, tmp = tempfile.mkstemp(prefix=STATE_FILE + ".", suffix=".tmp", dir=state_dir)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Callable
 
 from . import spreadsheet
 from .compute import BATCH, compute
@@ -70,7 +71,10 @@ def verify(
     allowed_roots: tuple[str, ...] = (),
     pixels_namespace: str = PIXELS.namespace,
     limits: WorkerLimits | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> list[ImageVerdict]:
+    """A verdict per image; ``should_stop``: asked before each batch, once true no new batch
+    starts and the images not reached get no verdict."""
     images = omero.images(image_ids)
     found = {im.getId().val for im in images}
     verdicts = [
@@ -86,6 +90,8 @@ def verify(
         units = plan(omero, chosen)
         hashers = {f.hasher for u in units for f in u.files if f.hasher in SUPPORTED_HASHERS}
         for start in range(0, len(units), BATCH):
+            if should_stop():
+                break
             batch = units[start : start + BATCH]
             results = compute(
                 omero,
@@ -105,7 +111,8 @@ def verify(
                 result = results[unit.key]
                 for image in unit.images:
                     verdicts.append(_judge(image, unit, result, stored.get(image.getId().val)))
-    _verify_pixels(omero, verdicts, sorted(found), worker, pixels_namespace, limits)
+    judged = sorted(found & {v.image_id for v in verdicts})
+    _verify_pixels(omero, verdicts, judged, worker, pixels_namespace, limits)
     order = {i: n for n, i in enumerate(image_ids)}
     verdicts.sort(key=lambda v: order.get(v.image_id, len(order)))
     return verdicts

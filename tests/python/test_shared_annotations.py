@@ -62,21 +62,52 @@ def test_small_filesets_keep_their_files_in_the_table(tmp_path, worker):
     assert server.attachments == []
 
 
-def test_replacing_one_image_of_a_fileset_leaves_the_others_their_iscc(world, worker):
+def _fileset_anns(server: FakeServer, image_id: int) -> list[int]:
+    """The ISCC MapAnnotations linked to the Fileset of ``image_id``."""
+    fileset = server.images_[image_id].v["fileset"]
+    return sorted(
+        link.v["child"]
+        for link in server._links("Fileset")
+        if link.v["parent"] == fileset
+        and server.anns.get(link.v["child"]) is not None
+        and server.anns[link.v["child"]].cls == "MapAnnotation"
+        and server.anns[link.v["child"]].v.get("ns") == NS
+    )
+
+
+def test_one_image_of_a_fileset_chosen_annotates_the_filesets_images_with_its_one_annotation(world, worker):
+    # A Fileset carries one annotation, shared by its images: choosing one of its images, then
+    # another, must not give the Fileset a second annotation.
+    a, b, c = world.multi_series
+    first = annotate(world.omero, [a], worker, str(world.repo), NS)
+    second = annotate(world.omero, [b], worker, str(world.repo), NS)
+    [shared] = _fileset_anns(world.server, a)
+    assert [[x.id for x in world.server.iscc_anns(i)] for i in (a, b, c)] == [[shared]] * 3
+    assert first.count(ImageStatus.ANNOTATED) == 3, first.message()
+    assert second.count(ImageStatus.ALREADY) == 3 and second.count(ImageStatus.ANNOTATED) == 0, second.message()
+
+
+def test_replacing_one_image_of_a_fileset_replaces_the_filesets_one_annotation(world, worker):
     a, b, c = world.multi_series
     annotate(world.omero, [a, b, c], worker, str(world.repo), NS)
-    shared = world.server.iscc_anns(a)[0].id
-    assert [world.server.iscc_anns(i)[0].id for i in (b, c)] == [shared, shared]
+    [shared] = _fileset_anns(world.server, a)
     report = annotate(world.omero, [a], worker, str(world.repo), NS, replace=True)
-    assert report.count(ImageStatus.ANNOTATED) == 1 and not report.outcomes[0].message
-    [new] = world.server.iscc_anns(a)
-    assert new.id != shared
-    assert [world.server.iscc_anns(i)[0].id for i in (b, c)] == [shared, shared], "b and c keep theirs"
-    assert shared in world.server.anns
-    # Replacing the rest retires the old annotation for good.
-    annotate(world.omero, [b, c], worker, str(world.repo), NS, replace=True)
-    assert shared not in world.server.anns
-    assert len({world.server.iscc_anns(i)[0].id for i in (a, b, c)}) == 2
+    assert report.count(ImageStatus.ANNOTATED) == 3 and not any(o.message for o in report.outcomes), report.outcomes
+    [new] = _fileset_anns(world.server, a)
+    assert new != shared and shared not in world.server.anns
+    assert [[x.id for x in world.server.iscc_anns(i)] for i in (a, b, c)] == [[new]] * 3
+
+
+def test_a_fileset_annotated_in_part_gets_one_annotation_for_all_its_images(world, worker):
+    # One image carries an annotation of the Fileset's files (written before Filesets shared
+    # theirs), the others none: choosing another image replaces it with one for all of them.
+    a, b, c = world.multi_series
+    old = world.server.add_annotation(a, [["iscc:sum", "ISCC:KUAX"]], NS)
+    report = annotate(world.omero, [b], worker, str(world.repo), NS)
+    assert report.count(ImageStatus.ANNOTATED) == 3, report.message()
+    [new] = _fileset_anns(world.server, a)
+    assert old not in world.server.anns
+    assert [[x.id for x in world.server.iscc_anns(i)] for i in (a, b, c)] == [[new]] * 3
 
 
 def test_verify_names_the_changed_file_from_the_file_list(tmp_path, worker):

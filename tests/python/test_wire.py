@@ -119,7 +119,7 @@ def test_a_restricted_admin_without_delete_owned_retires_an_old_annotation_as_it
 
 
 @pytest.mark.parametrize("target", ["read_only", "gone"])
-def test_a_report_without_a_target_is_uploaded_in_a_group_the_session_may_write(tmp_path, worker, target):
+def test_a_report_that_cannot_be_attached_is_uploaded_in_the_targets_group(tmp_path, worker, target):
     # A new object saved with omero.group -1 is refused (ApiUsageException): the File output
     # is uploaded in the session's own group.
     from test_annotate import load_script
@@ -135,8 +135,10 @@ def test_a_report_without_a_target_is_uploaded_in_a_group_the_session_may_write(
     params = {"Data_Type": "Image", "IDs": [locked] if target == "read_only" else [999999]}
     message, outputs = verify.verify_selection(server.access(2), params, ScriptSettings(worker=worker))
     assert "it is the script's File output" in message and set(outputs) == {"File"}, message
-    [(name, data, mimetype, owner)] = server.uploads.values()
+    [(fid, (name, data, mimetype, owner))] = server.uploads.items()
     assert name == "iscc_verify_report.csv" and data.startswith(b"image_id,") and owner == 2
+    # In the target's group, for whom the report was written; without one, the session's.
+    assert server.files[fid].group == (3 if target == "read_only" else 1), server.files[fid].group
 
 
 # -- queries: distinct rows, import order, pages of rows (item 8) ---------------------------------
@@ -190,6 +192,24 @@ def test_a_large_filesets_entries_are_read_in_pages_of_rows(tmp_path, worker, mo
     assert [f.name for f in unit.files] == [f"f{k:04d}" for k in range(120)]
     entry_queries = [rows for text, rows in server.queries if "usedFiles" in text or "FilesetEntry" in text]
     assert entry_queries and max(entry_queries) <= 50, entry_queries
+
+
+def test_the_children_of_many_parents_come_from_one_query(tmp_path):
+    # A project of 40 datasets is expanded with one query per level, not one per dataset
+    # (each a round trip, and the server's parse and plan).
+    from omero_iscc.selection import expand
+
+    server = FakeServer(root=str(tmp_path))
+    datasets = list(range(300, 340))
+    images = {d: [server.add_image(), server.add_image()] for d in datasets}
+    for d in reversed(datasets):
+        server.add_container("Dataset", d, images[d])
+    server.add_container("Project", 7, datasets)
+    server.queries.clear()
+    ids, missing = expand(server.access(), "Project", [7])
+    assert ids == [i for d in datasets for i in sorted(images[d])] and missing == []
+    per_level = [text for text, _rows in server.queries if "AnnotationLink" not in text]
+    assert len(per_level) == 3, per_level  # the project, its datasets, their images
 
 
 # -- who may annotate whose image (item 5) ---------------------------------------------------------

@@ -65,6 +65,9 @@ ALL_PRIVILEGES = frozenset(
 PARAM_CAP = 32767
 #: The id of the system group "user": every active user is in it (OMERO ``Roles``).
 USER_GROUP = 99001
+#: The system group "system": the administrators, restricted ones too (OMERO ``Roles``; id 0
+#: on a server, found by its name here as by the helper).
+SYSTEM_GROUP = 99000
 NS = "org.iscc.omero.sum"
 #: Groups whose members read each other's objects (the ``r`` of the group triple).
 _READ, _ANNOTATE, _WRITE = "r", "a", "w"
@@ -203,6 +206,7 @@ class FakeServer:
         self.event = self._new_event()
         WORLDS.add(self)
         self.groups[USER_GROUP] = Group(USER_GROUP, "user", "rwr---")
+        self.groups[SYSTEM_GROUP] = Group(SYSTEM_GROUP, "system", "rw----")
         for gid, name, perms in [(1, "group 1", "rwra--"), (2, "group 2", "rwra--"), (3, "lab 3", "rwr---")]:
             self.add_group(gid, name, perms)
         self.add_user(0, "root", {1, 2, 3}, admin=True)
@@ -443,7 +447,7 @@ class FakeServer:
         """A user; an administrator has every privilege unless ``privileges`` restricts them."""
         if privileges is None:
             privileges = ALL_PRIVILEGES if admin else frozenset()
-        user = User(uid, name, set(groups) | {USER_GROUP}, admin, privileges)
+        user = User(uid, name, set(groups) | {USER_GROUP} | ({SYSTEM_GROUP} if admin else set()), admin, privileges)
         self.users[uid] = user
         self.changed()
         return user
