@@ -155,7 +155,29 @@ def cmd_status(cfg: Config) -> int:
     print(f"waiting to be retried: {len(retrying)}")
     for image_id, f in sorted(retrying.items()):
         print(f"  image {image_id}: attempt {f.attempts}: {f.error}")
+    _print_waiting("", st)
+    if st.no_files:
+        print(f"without original files (no file code can exist; a pixel code can): {len(st.no_files)}")
+        shown = sorted(st.no_files)
+        more = f" and {len(shown) - 20} more" if len(shown) > 20 else ""
+        print("  images " + ", ".join(map(str, shown[:20])) + more)
+    if "pixels" in cfg.codes:
+        pixels = state_mod.load(os.path.join(cfg.state_dir, "pixels"))
+        print(f"pixel code: given up {len(pixels.given_up())}, failing {len(pixels.failures) - len(pixels.given_up())}")
+        for image_id, f in sorted(pixels.failures.items()):
+            print(f"  image {image_id}: attempt {f.attempts}: {f.error}")
+        _print_waiting("pixel code: ", pixels)
     return ExitStatus.SUCCESS
+
+
+def _print_waiting(label: str, st: state_mod.State) -> None:
+    """Images not ready yet (no attempt counted), with since when."""
+    if not st.waiting:
+        return
+    print(f"{label}not ready yet, looked at again each poll: {len(st.waiting)}")
+    for image_id, w in sorted(st.waiting.items()):
+        since = dt.datetime.fromtimestamp(w.since, dt.timezone.utc).isoformat()
+        print(f"  image {image_id}: {w.reason} (since {since})")
 
 
 def cmd_backlog(cfg: Config, connect, args: argparse.Namespace) -> int:

@@ -20,8 +20,9 @@ from .filesets import Unit, plan
 from .gateway import NotPermitted, Omero
 from .layout import FILES, PIXELS, IsccRecord, Layout, PixelRecord
 from .pixels import BATCH as PIXEL_BATCH
-from .pixels import compute_pixels, pixel_record, pixels_infos
-from .statuses import ImageStatus
+from .pixels import NOT_YET as PIXELS_NOT_YET
+from .pixels import compute_pixels, pixel_record, pixels_infos, reading_order
+from .statuses import ImageStatus, Problem
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ class AnnotateReport:
             parts.append(f"{self.count(ALREADY)} already had an ISCC")
         if self.count(NOT_PERMITTED):
             parts.append(f"{self.count(NOT_PERMITTED)} skipped (not allowed to annotate)")
+        if self.count(ImageStatus.NO_FILES):
+            parts.append(f"{self.count(ImageStatus.NO_FILES)} without original files (no file code can exist)")
+        if self.count(ImageStatus.NOT_YET):
+            parts.append(f"{self.count(ImageStatus.NOT_YET)} not yet (waiting for the server's pyramid)")
         failed = self.failures
         if failed:
             shown = "; ".join(f"image {o.image_id}: {o.message}" for o in failed[:limit])
@@ -105,10 +110,14 @@ def annotate(
     group so that cancelling the script stops it); ``limits``: the worker's time budget and
     size ceiling."""
     layout = FILES.in_namespace(namespace)
-    report, todo, existing = triage(omero, image_ids, namespace, replace)
+    report, todo, existing = triage(omero, whole_filesets(omero, image_ids), namespace, replace)
+    if not replace:
+        existing = _rejoin(omero, report, todo, existing)
     units = plan(omero, todo)
 
     def hash_batch(batch: list) -> tuple[list, list]:
+        # The import checksums OMERO recorded are computed in the same read: a code is
+        # written only for the bytes that were imported.
         results = compute(
             omero,
             batch,
@@ -118,6 +127,7 @@ def annotate(
             chunk_size=chunk_size,
             detach=detach,
             allowed_roots=allowed_roots,
+            require_checksums=True,
             **worker_limits(limits),
         )
         done, failed = [], []
@@ -125,13 +135,43 @@ def annotate(
             result = results[unit.key]
             if result.ok:
                 done.append((unit, result.record))
+            elif result.problem is Problem.NO_FILES:
+                # Nothing to hash, and nothing will change that: a status, not a failure.
+                why = f"no original files: {result.message}" if result.message else "no original files"
+                report.outcomes += [ImageOutcome(im.getId().val, ImageStatus.NO_FILES, why) for im in unit.images]
             else:
                 failed += [(image.getId().val, result.message or "failed") for image in unit.images]
         return done, failed
 
-    existing = existing if replace else {}
     _in_batches(omero, report, units, units_per_run, hash_batch, layout, existing, on_annotated, should_stop)
     return report
+
+
+def whole_filesets(omero: Omero, image_ids: list[int]) -> list[int]:
+    """The selection, then the other images of its Filesets: a Fileset's files have one code,
+    saved as one annotation shared by all its images and linked to the Fileset, so choosing
+    some of its images annotates (or replaces the annotation of) all of them, and the Fileset
+    never carries a second annotation."""
+    chosen = set(image_ids)
+    return list(image_ids) + [i for i in omero.fileset_images(list(image_ids)) if i not in chosen]
+
+
+def _rejoin(omero: Omero, report: AnnotateReport, todo: list, existing: dict) -> dict:
+    """Without ``replace``: where some images of a Fileset are to be annotated and others
+    already carry an annotation (left by a version that annotated images one by one), the
+    annotated ones join the rest, and their old annotation is replaced by the Fileset's one.
+    Returns the old annotations to retire."""
+    filesets = {im.getFileset().getId().val for im in todo if im.getFileset() is not None}
+    already = [o.image_id for o in report.outcomes if o.status == ALREADY]
+    if not filesets or not already:
+        return {}
+    joining = [
+        im for im in omero.images(already) if im.getFileset() is not None and im.getFileset().getId().val in filesets
+    ]
+    ids = {im.getId().val for im in joining}
+    report.outcomes = [o for o in report.outcomes if o.image_id not in ids]
+    todo += joining
+    return {i: existing.get(i, []) for i in ids}
 
 
 def _in_batches(
@@ -184,7 +224,8 @@ def annotate_pixels(
     for image in todo:
         if image.getId().val not in infos:
             report.outcomes.append(ImageOutcome(image.getId().val, FAILED, "the image has no pixels", code="pixels"))
-    todo = [im for im in todo if im.getId().val in infos]
+    # A Fileset's images one after the other (a plate's wells), in every batch.
+    todo = sorted((im for im in todo if im.getId().val in infos), key=lambda im: reading_order(infos[im.getId().val]))
 
     def hash_batch(batch: list) -> tuple[list, list]:
         results = compute_pixels(
@@ -196,6 +237,8 @@ def annotate_pixels(
             result = results[image_id]
             if result.ok:
                 done.append((Unit(key=f"image:{image_id}", images=[image]), pixel_record(infos[image_id], result)))
+            elif result.error_kind == PIXELS_NOT_YET:
+                report.outcomes.append(ImageOutcome(image_id, ImageStatus.NOT_YET, result.error or "", code="pixels"))
             else:
                 failed.append((image_id, result.error or "failed"))
         return done, failed
@@ -247,22 +290,24 @@ def triage(omero: Omero, image_ids: list[int], namespace: str, replace: bool = F
     for missing in [i for i in image_ids if i not in by_id]:
         report.outcomes.append(ImageOutcome(missing, FAILED, "image not found or not visible"))
     existing = omero.iscc_annotations(list(by_id), namespace)
-    me, privileges = omero.user_id(), omero.privileges()
+    me = omero.user_id()
     todo = []
     for image_id in [i for i in image_ids if i in by_id]:
         image = by_id[image_id]
-        theirs = image.getDetails().getOwner().getId().val != me
-        # Another user's image is annotated in a session of its owner, who may annotate it
-        # whatever this session may: in a private group an administrator's own canAnnotate()
-        # is false (the server's graph-critical rule), yet the owner's session may.
-        if theirs and "Sudo" not in privileges:
-            report.outcomes.append(
-                ImageOutcome(
-                    image_id, NOT_PERMITTED, "annotating another user's image as its owner needs the Sudo privilege"
-                )
-            )
-        elif not theirs and not image.getDetails().getPermissions().canAnnotate():
-            report.outcomes.append(ImageOutcome(image_id, NOT_PERMITTED, "you may not annotate this image"))
+        details = image.getDetails()
+        theirs = details.getOwner().getId().val != me
+        # Another user's image is annotated as its owner where this session can make the
+        # annotation theirs (a full administrator, Sudo, a leader of the group): the owner may
+        # annotate their own image, even where this session's canAnnotate() is false (an
+        # administrator in a private group). Otherwise by what this session may do with the
+        # image (canAnnotate(): a member of a read-annotate or read-write group, a restricted
+        # administrator with WriteOwned), in its own name.
+        as_owner = theirs and omero.may_act_as_owner(details.getGroup().getId().val)
+        if not as_owner and not details.getPermissions().canAnnotate():
+            why = "you may not annotate this image"
+            if theirs:
+                why += " (another user's: annotating it as its owner needs the Sudo privilege)"
+            report.outcomes.append(ImageOutcome(image_id, NOT_PERMITTED, why))
         elif existing.get(image_id) and not replace:
             report.outcomes.append(ImageOutcome(image_id, ALREADY))
         else:

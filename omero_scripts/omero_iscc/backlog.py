@@ -39,8 +39,8 @@ from .config import Config
 from .filesets import Unit, plan
 from .gateway import Omero
 from .layout import FILES, INPUT_REPOSITORY
+from .provenance import SUPPORTED_HASHERS, Trust
 from .statuses import ImageStatus
-from .verify import SUPPORTED_HASHERS
 from .worker import GroupResult
 
 log = logging.getLogger("omero_iscc.backlog")
@@ -187,8 +187,11 @@ def make_plan(omero: Omero, cfg: Config, root: str, shard_bytes: int) -> Workdir
             if unit.key in seen:
                 continue
             seen.add(unit.key)
-            if unit.fileset_id is None:
-                legacy += 1  # no repository path: the scheduler reads it through OMERO
+            if unit.fileset_id is None or unit.trust is Trust.REFUSED:
+                # No repository path, or rows that do not say OMERO put the files there
+                # (provenance; a gated unit is hashed: ingest keeps its code only when every
+                # import checksum matches, fixity_problem): left to the scheduler.
+                legacy += 1
                 continue
             images += len(unit.images)
             writer.add(unit)

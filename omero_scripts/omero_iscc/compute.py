@@ -13,6 +13,7 @@ from .connection import is_connection_error
 from .filesets import Unit, resolve_files
 from .gateway import Omero
 from .layout import INPUT_REPOSITORY, INPUT_STREAM, FileCode, IsccRecord, utc_timestamp
+from .provenance import GATED_FAILURE, SUPPORTED_HASHERS, Trust
 from .statuses import Problem
 from .worker import FileResult, GroupResult, Limits, WorkerError, run_groups, sum_streams
 
@@ -134,7 +135,7 @@ def _hash_in_repository(
             run_groups(
                 worker,
                 root,
-                [(u.key, [(f.repo_path, f.size if recorded_sizes else None) for f in u.files]) for u in units],
+                [(u.key, [(f.repo_path, _size(u, f, recorded_sizes)) for f in u.files]) for u in units],
                 wide=wide,
                 checksums=checksums,
                 detach=detach,
@@ -158,6 +159,15 @@ def _hash_in_repository(
             out[unit.key] = UnitResult(
                 unit, record=unit_record(unit, result, result.files, INPUT_REPOSITORY), files=result.files
             )
+        elif unit.trust is not Trust.TRUSTED:
+            # Nothing the worker says of a file outside its owner's directory reaches the
+            # caller or the log (whether it exists, its size): the gate words every failure
+            # alike. Read through OMERO instead, its code still counts only if every import
+            # checksum matches.
+            if result.error_kind in STREAMABLE:
+                to_stream[unit.key] = ""
+            else:
+                out[unit.key] = UnitResult(unit, problem=Problem.REFUSED, message=GATED_FAILURE)
         elif result.error_kind in (Problem.BUDGET, Problem.SIZE_MISMATCH):
             out[unit.key] = UnitResult(unit, problem=Problem(result.error_kind), message=result.error)
         elif result.error_kind in STREAMABLE:
@@ -168,6 +178,12 @@ def _hash_in_repository(
     for unit in by_key.values():
         out[unit.key] = UnitResult(unit, problem=Problem.WORKER, message="the worker returned no record for it")
     return to_stream
+
+
+def _size(unit: Unit, f, recorded_sizes: bool) -> int | None:
+    """The recorded size the worker checks a file against: only for a trusted unit (the
+    worker's answer to a wrong size would tell the other file's size)."""
+    return f.size if recorded_sizes and unit.trust is Trust.TRUSTED else None
 
 
 def compute(
@@ -182,20 +198,37 @@ def compute(
     allowed_roots: tuple[str, ...] = (),
     limits: Limits | None = None,
     recorded_sizes: bool = True,
+    require_checksums: bool = False,
 ) -> dict[str, UnitResult]:
     """Hashes every unit (the caller chooses the batch: one worker run serves them all); one
     unit's failure never stops the others. ``limits``: what the worker may take of the host
     (default: low priority, half the cores, no budget). ``recorded_sizes``: a file whose size
     is not the one OMERO recorded is not hashed (the unit's problem is ``size_mismatch``).
+    ``require_checksums``: a unit whose bytes differ from an import checksum OMERO recorded
+    gets no record (``checksum_mismatch``); the checksums are computed in the same read.
 
-    Three jobs, in order: the files of each unit (``filesets.resolve_files``), where each unit
-    is read (``route``), and the hashing itself.
+    Four jobs, in order: the files of each unit (``filesets.resolve_files``), which units may
+    be read at all (``provenance``: refused ones are not; gated ones only count when every
+    import checksum matches), where each unit is read (``route``), and the hashing itself.
     """
-    checksums = sorted(set(checksums))
     out = {
         key: UnitResult(unit, problem=Problem.NO_FILES, message=why)
         for key, (unit, why) in resolve_files(omero, units).items()
     }
+    for unit in units:
+        if unit.key not in out and unit.trust is Trust.REFUSED:
+            log.warning(
+                "images %s (%s): files not read, their rows do not say OMERO put them there: %s",
+                ", ".join(str(im.getId().val) for im in unit.images),
+                unit.key,
+                unit.judgement.reason,
+            )
+            out[unit.key] = UnitResult(unit, problem=Problem.REFUSED, message=f"not read: {unit.judgement.reason}")
+    gated = [u for u in units if u.key not in out and u.trust is Trust.GATED]
+    if require_checksums or gated:
+        wanted = units if require_checksums else gated
+        checksums = {*checksums, *(f.hasher for u in wanted for f in u.files if f.hasher in SUPPORTED_HASHERS)}
+    checksums = sorted(set(checksums))
     root, _why = repository_mode(root)
     in_repository, streamed = route([u for u in units if u.key not in out], root)
     repository_errors = _hash_in_repository(
@@ -210,6 +243,45 @@ def compute(
         except Exception as exc:  # noqa: BLE001 - an OMERO or I/O error on one unit must not stop the batch
             if is_connection_error(exc):
                 raise
-            log.warning("%s: %s", unit.key, exc)
+            if unit.trust is Trust.TRUSTED:
+                log.warning("%s: %s", unit.key, exc)
             out[unit.key] = UnitResult(unit, problem=Problem.MISSING_FILE, message=str(exc))
+    for unit in units:
+        out[unit.key] = _checked(out[unit.key], require_checksums)
+    return out
+
+
+def _checked(result: UnitResult, require_checksums: bool) -> UnitResult:
+    """A gated unit keeps its record only when every file's import checksum matches the bytes
+    read, and fails in the same words however it failed; a trusted one, with
+    ``require_checksums``, keeps it only when no recorded checksum differs."""
+    unit = result.unit
+    if unit.trust is Trust.GATED:
+        if result.ok and len(result.files) == len(unit.files) and not _mismatches(unit, result.files, strict=True):
+            return result
+        ids = ", ".join(str(im.getId().val) for im in unit.images)
+        log.warning("images %s (%s): %s: %s", ids, unit.key, unit.judgement.reason, GATED_FAILURE)
+        return UnitResult(unit, problem=Problem.REFUSED, message=GATED_FAILURE)
+    if require_checksums and result.ok:
+        differ = _mismatches(unit, result.files)
+        if differ:
+            return UnitResult(
+                unit,
+                problem=Problem.CHECKSUM,
+                message=f"the bytes of {', '.join(differ)} differ from the checksum OMERO recorded at import: "
+                "the file changed since it was imported; no code written",
+            )
+    return result
+
+
+def _mismatches(unit: Unit, files: list[FileResult], strict: bool = False) -> list[str]:
+    """The files whose recorded import checksum differs from the one computed (``strict``: a
+    file without one counts as differing)."""
+    out = []
+    for source, computed in zip(unit.files, files):
+        if source.hash and source.hasher in SUPPORTED_HASHERS:
+            if computed.checksums.get(source.hasher, "").lower() != source.hash.lower():
+                out.append(unit.relative(source))
+        elif strict:
+            out.append(unit.relative(source))
     return out

@@ -296,6 +296,12 @@ def worker_limits(limits: WorkerLimits | None) -> dict:
     return {"limits": Limits(time_budget=limits.time_budget(), max_file_size=limits.max_file_size)}
 
 
+def script_budget(timeout: float) -> float:
+    """Seconds a script may take new work for under a script timeout of ``timeout`` seconds:
+    a tenth of it, at least a minute, is kept for the last saves and the report."""
+    return max(0.0, timeout - max(60.0, timeout / 10))
+
+
 @dataclass
 class ScriptSettings:
     """What the OMERO scripts (and ``omero iscc``) take from the configuration file."""
@@ -314,6 +320,8 @@ class ScriptSettings:
     #: Files larger than this are not hashed (``None``: no ceiling).
     max_file_size: int | None = None
     started: float = dataclasses.field(default_factory=time.monotonic)
+    #: OMERO's script timeout in seconds, where the script read it (:meth:`within`).
+    script_timeout: float | None = None
 
     def time_left(self) -> float:
         """Seconds left of the script's time budget (at least one: a run given none would
@@ -323,6 +331,17 @@ class ScriptSettings:
     def limits(self) -> WorkerLimits:
         """The worker's limits for this script: what is left of its budget, its size ceiling."""
         return WorkerLimits(self.started + self.script_time_budget, self.max_file_size)
+
+    def out_of_time(self) -> bool:
+        """Whether the script's time budget is spent: it starts no new work then."""
+        return time.monotonic() >= self.started + self.script_time_budget
+
+    def within(self, timeout: float) -> ScriptSettings:
+        """These settings with the time budget cut to end before OMERO's script timeout
+        (``timeout`` seconds, ``omero.scripts.timeout``: the script session's whole lifetime,
+        past which every call fails)."""
+        budget = min(self.script_time_budget, script_budget(timeout))
+        return dataclasses.replace(self, script_time_budget=budget, script_timeout=timeout)
 
     def slot(self, name: str):
         """``with settings.slot("ISCC_Annotate.py"):`` one omero-iscc script hashing per host

@@ -17,10 +17,12 @@ What a real server charges for, and how this module keeps it bounded:
 - Annotations are saved one call per batch of images of one owner and group.
 
 Reads span all groups (``omero.group = -1``); writes happen in the object's group (a new
-object saved with group -1 is refused). An annotation made for another user's image is made
-in a session of that user (``suConn`` with the owner's and the group's NAMES, the ``Sudo``
-privilege), so the image's owner owns it and sees it even in a private group; one such session
-per owner and group, renewed before its lifetime ends. Deletes (``Delete2``) are one
+object saved with group -1 is refused). An annotation made for another user's image is the
+owner's, so that the owner sees it even in a private group: a full administrator sets the
+owner of the new objects directly; with ``Sudo`` (or as a leader of the group) they are saved
+in a session of the owner (the owner's and the group's NAMES), one per owner and group,
+renewed before its lifetime ends; anyone else the image lets annotate (a member of a
+read-annotate or read-write group) annotates in their own name. Deletes (``Delete2``) are one
 transaction each: they are submitted per owner, in a session that may delete, waited for to
 their end, and a refused one is retried object by object so that one refusal keeps only its
 own object.
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Protocol
@@ -45,6 +46,29 @@ READ_PAGE = 5000
 SUDO_TTL_MS = 600_000
 #: A cached sudo session is replaced once this share of its lifetime has passed.
 SUDO_RENEW_AFTER = 0.5
+#: Bytes per RawFileStore write of an upload (omero-py's helpers write 10,000).
+UPLOAD_BLOCK = 1 << 20
+#: Every privilege of a full administrator (OMERO's ``LightAdminPrivileges``): a full
+#: administrator sets the owner of new objects directly instead of opening sessions as them.
+FULL_ADMIN = frozenset(
+    {
+        "Chgrp",
+        "Chown",
+        "DeleteFile",
+        "DeleteManagedRepo",
+        "DeleteOwned",
+        "DeleteScriptRepo",
+        "ModifyGroup",
+        "ModifyGroupMembership",
+        "ModifyUser",
+        "ReadSession",
+        "Sudo",
+        "WriteFile",
+        "WriteManagedRepo",
+        "WriteOwned",
+        "WriteScriptRepo",
+    }
+)
 #: How long a Delete2 request is waited for: loops of DELETE_POLL_MS (a request given up on
 #: is cancelled by the server, and what it was to delete stays).
 DELETE_WAIT_LOOPS = 1200
@@ -70,16 +94,20 @@ Q_IMAGES = (
     "select i from Image i join fetch i.details.owner join fetch i.details.group"
     " left outer join fetch i.fileset where i.id in (:ids) order by i.id"
 )
+#: The entries of Filesets with their files, in each Fileset's import order (``usedFiles`` is a
+#: list: ``index(e)``), paged by rows.
 Q_FILESET_ENTRIES = (
-    "select e from FilesetEntry e join fetch e.originalFile o left outer join fetch o.hasher"
-    " join fetch e.fileset where e.fileset.id in (:ids) order by e.fileset.id, e.id"
+    "select e from Fileset f join f.usedFiles e join fetch e.originalFile o left outer join fetch o.hasher"
+    " where f.id in (:ids) order by f.id, index(e)"
 )
+#: The files of images imported before OMERO 5, many images per query.
 Q_LEGACY_FILES = (
-    "select o from PixelsOriginalFileMap m join m.parent o left outer join fetch o.hasher"
-    " where m.child.image.id = :id order by o.id"
+    "select m from PixelsOriginalFileMap m join fetch m.parent o left outer join fetch o.hasher"
+    " join fetch m.child p where p.image.id in (:ids) order by o.id"
 )
+#: ``distinct``: the fetch over ``mapValue`` returns a row per pair (and the link once per row).
 Q_ANNOTATION_LINKS = (
-    "select l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
+    "select distinct l from ImageAnnotationLink l join fetch l.child a left outer join fetch a.mapValue"
     " where a.ns = :ns and l.parent.id in (:ids) order by a.id"
 )
 Q_UNANNOTATED = (
@@ -107,11 +135,12 @@ Q_NEWEST_ANNOTATIONS = "select a.id from MapAnnotation a where a.ns = :ns order 
 Q_ANNOTATION_IMAGES = "select l.id, l.parent.id, l.child.id from ImageAnnotationLink l where l.child.id in (:ids)"
 Q_FILE_OF_ANNOTATION = "select a.file.id from FileAnnotation a where a.id = :id"
 #: The pixels of images: image id, pixels id, sizes X Y Z C T, pixel type, image name, the
-#: reader's format (may be missing), group id. An image has one Pixels in practice; if it had
-#: more, the first is its primary one.
+#: reader's format (may be missing), group id, Fileset id (missing before OMERO 5 and for images
+#: registered without files). An image has one Pixels in practice; if it had more, the first is
+#: its primary one.
 Q_PIXELS = (
-    "select i.id, p.id, p.sizeX, p.sizeY, p.sizeZ, p.sizeC, p.sizeT, t.value, i.name, f.value, i.details.group.id"
-    " from Pixels p join p.image i join p.pixelsType t left outer join i.format f"
+    "select i.id, p.id, p.sizeX, p.sizeY, p.sizeZ, p.sizeC, p.sizeT, t.value, i.name, f.value, i.details.group.id,"
+    " fs.id from Pixels p join p.image i join p.pixelsType t left outer join i.format f left outer join i.fileset fs"
     " where i.id in (:ids) order by i.id, p.id"
 )
 #: Pixel codes of images, like ``Q_CODES_PAGE``.
@@ -128,12 +157,15 @@ class Omero(Protocol):
     def repository_root(self) -> str | None: ...
     def is_admin(self) -> bool: ...
     def privileges(self) -> set[str]: ...
+    def may_act_as_owner(self, group_id: int) -> bool: ...
     def user_id(self) -> int: ...
+    def script_timeout(self) -> float: ...
     def children(self, kind: str, ids: list[int]) -> list[int]: ...
     def existing_ids(self, kind: str, ids: list[int]) -> list[int]: ...
     def images(self, ids: list[int]) -> list: ...
     def fileset_files(self, fileset_ids: list[int]) -> dict[int, list]: ...
-    def legacy_files(self, image_id: int) -> list: ...
+    def legacy_files(self, image_ids: list[int]) -> dict[int, list]: ...
+    def repository_template(self) -> str | None: ...
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]: ...
     def save_shared_annotations(self, units: list, namespace: str, pairs_of, attachment_of) -> dict[int, object]: ...
     def annotation_images(self, annotation_ids: list[int]) -> list[tuple[int, int, int]]: ...
@@ -143,13 +175,20 @@ class Omero(Protocol):
     def read_file(self, original_file_id: int, chunk_size: int) -> Iterator[bytes]: ...
     def unannotated_images(self, namespace: str, limit: int, after: int = 0) -> list[int]: ...
     def fileset_images(self, image_ids: list[int]) -> list[int]: ...
-    def attach_file(self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str): ...
-    def upload_file(self, name: str, data: bytes, mimetype: str): ...
+    def attach_file(
+        self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str, owner: int | None = None
+    ): ...
+    def upload_file(self, name: str, data: bytes, mimetype: str, group_id: int | None = None): ...
+    def place_of(self, kind: str, obj_id: int) -> tuple[int, int] | None: ...
+    def own_place(self) -> tuple[int, int]: ...
+    def seen_by_readers(self, group_id: int, owner_id: int, image_ids: list[int]) -> set[int]: ...
+    def administrators_group(self) -> int: ...
     def annotated_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
     def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]: ...
     def close_sudo_sessions(self) -> None: ...
     def pixels_of(self, image_ids: list[int]) -> list[list]: ...
     def open_pixels(self, pixels_id: int, group_id: int) -> PixelReader: ...
+    def max_plane_size(self) -> tuple[int, int]: ...
     def annotated_pixel_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
 
 
@@ -173,12 +212,14 @@ class BlitzOmero:
         self.conn = conn
         conn.SERVICE_OPTS.setOmeroGroup(-1)
         self._sudo: dict[tuple[int, int], tuple[BlitzOmero, float]] = {}
+        self._privileges: frozenset | None = None
+        self._members: dict[int, set[int]] = {}
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
-    def _params(limit: int | None = None, **values):
+    def _params(limit: int | None = None, offset: int = 0, **values):
         """Query parameters, the one place they are built: per name an id, a list of ids or a
-        string; ``limit``: at most that many rows."""
+        string; ``limit``: at most that many rows, from row ``offset``."""
         from omero.rtypes import rstring
         from omero.sys import ParametersI
 
@@ -191,12 +232,14 @@ class BlitzOmero:
             else:
                 p.addLong(name, value)
         if limit:
-            p.page(0, limit)
+            p.page(offset, limit)
         return p
 
-    def _query(self, hql: str, limit: int | None = None, **values) -> list:
+    def _query(self, hql: str, limit: int | None = None, offset: int = 0, **values) -> list:
         return list(
-            self.conn.getQueryService().findAllByQuery(hql, self._params(limit, **values), self.conn.SERVICE_OPTS)
+            self.conn.getQueryService().findAllByQuery(
+                hql, self._params(limit, offset, **values), self.conn.SERVICE_OPTS
+            )
         )
 
     def _rows(self, hql: str, limit: int | None = None, **values) -> list[list]:
@@ -222,11 +265,48 @@ class BlitzOmero:
         return bool(self.conn.isAdmin())
 
     def privileges(self) -> set[str]:
-        admin = self.conn.getAdminService()
-        return {_val(p.getValue()) for p in admin.getCurrentAdminPrivileges()}
+        """The session's administrator privileges (read once: they belong to the session)."""
+        if self._privileges is None:
+            admin = self.conn.getAdminService()
+            self._privileges = frozenset(_val(p.getValue()) for p in admin.getCurrentAdminPrivileges())
+        return set(self._privileges)
+
+    def is_full_admin(self) -> bool:
+        return self.privileges() >= FULL_ADMIN
+
+    def led_groups(self) -> set[int]:
+        """The groups this session's user leads (who may open sessions of their members)."""
+        return {int(g) for g in self.conn.getEventContext().leaderOfGroups}
+
+    def may_act_as_owner(self, group_id: int) -> bool:
+        """Whether annotations for another user's image in ``group_id`` can be made theirs:
+        a full administrator sets the owner; ``Sudo`` or leading the group opens their session."""
+        return self.is_full_admin() or "Sudo" in self.privileges() or group_id in self.led_groups()
 
     def user_id(self) -> int:
         return int(self.conn.getUserId())
+
+    def script_timeout(self) -> float:
+        """Seconds this session may live: ``omero.scripts.timeout`` (a script's session lives
+        exactly that long, ``InteractiveProcessorI``), and the session's own time to live
+        where it is shorter or the setting cannot be read; OMERO's default hour otherwise."""
+        import omero
+
+        known = []
+        try:
+            value = (self.conn.getConfigService().getConfigValue("omero.scripts.timeout") or "").strip()
+            if value.isdigit() and int(value) > 0:
+                known.append(int(value))
+        except omero.ServerError:
+            pass  # not readable for this user: the session's lifetime says the same
+        try:
+            session = self.conn.getSessionService().getSession(self.conn.c.getSessionId())
+            ttl = _val(session.getTimeToLive())
+            if ttl:
+                known.append(int(ttl))
+        except omero.ServerError:
+            pass
+        return min(known) / 1000 if known else 3600.0
 
     def children(self, kind: str, ids: list[int]) -> list[int]:
         """The children of the parents in ``ids``, parent by parent in the given order."""
@@ -242,14 +322,38 @@ class BlitzOmero:
         return self._paged(Q_IMAGES, sorted(set(ids)))
 
     def fileset_files(self, fileset_ids: list[int]) -> dict[int, list]:
-        """Each Fileset's original files in import order (its entries' order)."""
+        """Each Fileset's entries, with their original files, in import order; read in pages of
+        ``READ_PAGE`` rows, so that no answer holds a whole 100,000-file Fileset."""
         out: dict[int, list] = {i: [] for i in fileset_ids}
-        for entry in self._paged(Q_FILESET_ENTRIES, sorted(set(fileset_ids))):
-            out.setdefault(entry.getFileset().getId().val, []).append(entry.getOriginalFile())
+        for page in pages(sorted(set(fileset_ids))):
+            offset = 0
+            while True:
+                rows = self._query(Q_FILESET_ENTRIES, offset=offset, limit=READ_PAGE, ids=page)
+                for entry in rows:
+                    out.setdefault(entry.getFileset().getId().val, []).append(entry)
+                if len(rows) < READ_PAGE:
+                    break
+                offset += len(rows)
         return out
 
-    def legacy_files(self, image_id: int) -> list:
-        return self._query(Q_LEGACY_FILES, id=image_id)
+    def legacy_files(self, image_ids: list[int]) -> dict[int, list]:
+        """The original files of images imported before OMERO 5, by image (paged queries)."""
+        out: dict[int, list] = {i: [] for i in image_ids}
+        for m in self._paged(Q_LEGACY_FILES, sorted(set(image_ids))):
+            out.setdefault(m.getChild().getImage().getId().val, []).append(m.getParent())
+        return out
+
+    def repository_template(self) -> str | None:
+        """The server's repository template (``omero.fs.repo.path``), where this session may
+        read it; ``None`` otherwise."""
+        if not hasattr(self, "_template"):
+            import omero
+
+            try:
+                self._template = self.conn.getConfigService().getConfigValue("omero.fs.repo.path") or None
+            except omero.ServerError:
+                self._template = None
+        return self._template
 
     def iscc_annotations(self, image_ids: list[int], namespace: str) -> dict[int, list]:
         """Per image its MapAnnotations in ``namespace`` (a file annotation in the namespace,
@@ -305,6 +409,12 @@ class BlitzOmero:
         """A reader of the full-resolution planes of ``pixels_id``; close it after use."""
         return PixelReader(self.conn, pixels_id, group_id)
 
+    def max_plane_size(self) -> tuple[int, int]:
+        """The server's maximum plane width and height (``omero.pixeldata.max_plane_width`` and
+        ``_height``; omero-py reads them once per connection)."""
+        width, height = self.conn.getMaxPlaneSize()
+        return int(width), int(height)
+
     def newest_codes(self, namespace: str, limit: int) -> list[tuple[int, dict]]:
         """The ``limit`` newest annotations in ``namespace`` (for ``doctor --test list``)."""
         ids = [row[0] for row in self._rows(Q_NEWEST_ANNOTATIONS, limit=limit, ns=namespace)]
@@ -333,8 +443,8 @@ class BlitzOmero:
         return {"omero.group": str(group_id)}
 
     def _as_owner(self, owner_id: int, owner_name: str, group_id: int, group_name: str) -> BlitzOmero:
-        """This session, or one of the image's owner in the image's group (``suConn``, which
-        needs the ``Sudo`` privilege), reused until part of its lifetime has passed."""
+        """This session, or one of the image's owner in the image's group (``_sudo_conn``, which
+        needs the ``Sudo`` privilege or to lead the group), reused until part of its lifetime has passed."""
         if owner_id == self.user_id():
             return self
         key = (owner_id, group_id)
@@ -345,21 +455,74 @@ class BlitzOmero:
                 return cached[0]
             with contextlib.suppress(Exception):  # the old session ends on its own anyway
                 cached[0].conn.close()
-        if "Sudo" not in self.privileges():
+        if "Sudo" not in self.privileges() and group_id not in self.led_groups():
             raise NotPermitted(
                 f"annotating another user's image as its owner needs the Sudo privilege (owner: {owner_name})"
             )
         import omero
 
         try:
-            # Principal.group is a string: the group's name, never its id.
-            conn = self.conn.suConn(owner_name, group_name, ttl=SUDO_TTL_MS)
+            conn = self._sudo_conn(owner_name, group_name)
         except omero.SecurityViolation as exc:
             raise NotPermitted(f"cannot open a session as {owner_name} in group {group_name}: {exc.message}") from exc
         if conn is None or not conn.isConnected():
             raise NotPermitted(f"cannot open a session as {owner_name} in group {group_name}")
         self._sudo[key] = (BlitzOmero(conn), time.monotonic())
         return self._sudo[key][0]
+
+    def _sudo_conn(self, owner_name: str, group_name: str):
+        """A gateway on a new session of ``owner_name`` in ``group_name``, living
+        ``SUDO_TTL_MS``: what omero-py's ``suConn`` does, which returns nothing for a group
+        leader (it asks ``isAdmin()`` first) though the server lets leaders open sessions of
+        their groups' members (``SessionBean.createSessionWithTimeouts``)."""
+        import omero
+
+        principal = omero.sys.Principal()
+        principal.name = owner_name
+        principal.group = group_name  # a string: the group's name, never its id
+        principal.eventType = "User"
+        created = self.conn.getSessionService().createSessionWithTimeout(principal, SUDO_TTL_MS)
+        conn = self.conn.clone()
+        conn.connect(sUuid=created.getUuid().val)
+        return conn
+
+    def _writer(self, owner_id: int, owner_name: str, group_id: int, group_name: str) -> tuple[BlitzOmero, int | None]:
+        """Who saves the annotations of an image of this owner and group: this session (with
+        the owner to set on the new objects, ``None`` for its own user), or one of the owner.
+
+        - the session's own image: this session;
+        - a full administrator: this session, the new objects set to the owner (ome
+          ``OmeroInterceptor.newTransientDetails`` lets an administrator name the owner, and
+          ``evaluateLinkages`` lets the owner's new link reach the owner's image in a private
+          group, ticket:8979): no session and no communicator per owner;
+        - ``Sudo``, or a leader of the group: a session of the owner (``_sudo_conn``);
+        - anyone else the image lets annotate (a member of a read-annotate or read-write group,
+          a restricted administrator with ``WriteOwned``): this session, in its own name.
+        """
+        if owner_id == self.user_id():
+            return self, None
+        if self.is_full_admin():
+            self._check_owner(owner_id, owner_name, group_id, group_name)
+            return self, owner_id
+        if "Sudo" in self.privileges() or group_id in self.led_groups():
+            return self._as_owner(owner_id, owner_name, group_id, group_name), None
+        return self, None
+
+    def _check_owner(self, owner_id: int, owner_name: str, group_id: int, group_name: str) -> None:
+        """What a sudo session would have refused (``SessionManagerImpl``): an owner who is not
+        active (in the system group ``user``) or no longer in the image's group."""
+        import omero
+
+        admin = self.conn.getAdminService()
+        if -1 not in self._members:
+            self._members[-1] = {admin.lookupGroup("user").getId().val}
+        if owner_id not in self._members:
+            self._members[owner_id] = set(admin.getMemberOfGroupIds(omero.model.ExperimenterI(owner_id, False)))
+        groups = self._members[owner_id]
+        if not self._members[-1] & groups:
+            raise NotPermitted(f"the image's owner {owner_name} is not an active user")
+        if group_id not in groups:
+            raise NotPermitted(f"the image's owner {owner_name} is no longer a member of group {group_name}")
 
     def close_sudo_sessions(self) -> None:
         """Closes the sessions opened as image owners."""
@@ -392,13 +555,14 @@ class BlitzOmero:
 
         for (owner_id, owner_name, group_id, group_name), batch in batches.items():
             try:
-                session = self._as_owner(owner_id, owner_name, group_id, group_name)
+                session, as_owner = self._writer(owner_id, owner_name, group_id, group_name)
             except NotPermitted as exc:
                 for unit in batch:
                     fail(unit, exc)
                 continue
             ctx = self._group_ctx(group_id)
             update = session.conn.getUpdateService()
+            owned = _owned_by(as_owner)
             for chunk in pages(batch, SAVE_BATCH):
                 ready, uploaded = [], []
                 for unit in chunk:
@@ -412,6 +576,7 @@ class BlitzOmero:
                                 attachment.data,
                                 namespace,
                                 attachment.mimetype,
+                                owner=as_owner,
                             )
                         except Exception as exc:  # noqa: BLE001 - this unit's failure (or a lost connection)
                             fail(unit, exc)
@@ -423,7 +588,7 @@ class BlitzOmero:
                     continue
                 anns = []
                 for _images, _fileset, record in ready:
-                    ann = omero.model.MapAnnotationI()
+                    ann = owned(omero.model.MapAnnotationI())
                     ann.setNs(rstring(namespace))
                     ann.setMapValue([omero.model.NamedValue(k, v) for k, v in pairs_of(record)])
                     anns.append(ann)
@@ -434,12 +599,12 @@ class BlitzOmero:
                     for (images, fileset_id, _record), ann in zip(ready, saved):
                         ref = omero.model.MapAnnotationI(ann.getId().val, False)
                         for image in images:
-                            link = omero.model.ImageAnnotationLinkI()
+                            link = owned(omero.model.ImageAnnotationLinkI())
                             link.setParent(omero.model.ImageI(image.getId().val, False))
                             link.setChild(ref)
                             links.append(link)
                         if fileset_id is not None:
-                            link = omero.model.FilesetAnnotationLinkI()
+                            link = owned(omero.model.FilesetAnnotationLinkI())
                             link.setParent(omero.model.FilesetI(fileset_id, False))
                             link.setChild(ref)
                             links.append(link)
@@ -523,73 +688,141 @@ class BlitzOmero:
             with contextlib.suppress(Exception):  # closing a finished request changes nothing
                 handle.close()
 
-    @contextlib.contextmanager
-    def _in_group(self, group_id: int) -> Iterator[None]:
-        """omero-py's helpers save with ``SERVICE_OPTS``: new objects go in ``group_id``."""
-        before = self.conn.SERVICE_OPTS.getOmeroGroup()
-        self.conn.SERVICE_OPTS.setOmeroGroup(group_id)
+    def _upload(self, name: str, data: bytes, mimetype: str, group_id: int, owner: int | None = None):
+        """``data`` as a new OriginalFile in ``group_id`` (a new object saved with group -1 is
+        refused), written in blocks of ``UPLOAD_BLOCK`` bytes; ``owner``: set as its owner."""
+        import omero
+        from omero.rtypes import rlong, rstring
+
+        ctx = self._group_ctx(group_id)
+        f = _owned_by(owner)(omero.model.OriginalFileI())
+        f.setName(rstring(name))
+        f.setPath(rstring(""))
+        f.setMimetype(rstring(mimetype))
+        f.setSize(rlong(len(data)))
+        f = self.conn.getUpdateService().saveAndReturnObject(f, ctx)
+        store = self.conn.c.sf.createRawFileStore()
         try:
-            yield
+            store.setFileId(f.getId().val, ctx)
+            for offset in range(0, len(data), UPLOAD_BLOCK):
+                block = data[offset : offset + UPLOAD_BLOCK]
+                store.write(block, offset, len(block), ctx)
+            return store.save(ctx)
         finally:
-            self.conn.SERVICE_OPTS.setOmeroGroup(before)
+            with contextlib.suppress(Exception):  # closing a finished store changes nothing
+                store.close()
 
-    def upload_file(self, name: str, data: bytes, mimetype: str):
-        """Uploads ``data`` as an OriginalFile in the session's own group (a script's ``File``
-        output: OMERO.web offers it for download)."""
-        with self._in_group(self.conn.getEventContext().groupId), tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, name)
-            with open(path, "wb") as f:
-                f.write(data)
-            return self.conn.createOriginalFileFromLocalFile(path, mimetype=mimetype)._obj
+    def place_of(self, kind: str, obj_id: int) -> tuple[int, int] | None:
+        """(group id, owner id) of an object this session can see; ``None`` if it cannot."""
+        rows = self._rows(Q_OWNERS.format(kind=kind), ids=[obj_id])
+        return (rows[0][3], rows[0][1]) if rows else None
 
-    def attach_file(self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str):
-        """Uploads ``data`` as a file annotation linked to the object, in the object's group.
-        If the link is refused (read-only object, or gone), the uploaded annotation is deleted
+    def own_place(self) -> tuple[int, int]:
+        """(group id, user id) of this session: where an upload without a target goes."""
+        ctx = self.conn.getEventContext()
+        return int(ctx.groupId), int(ctx.userId)
+
+    def seen_by_readers(self, group_id: int, owner_id: int, image_ids: list[int]) -> set[int]:
+        """The images of ``image_ids`` that everyone who may read an object of ``owner_id`` in
+        ``group_id`` may see (``BasicACLVoter.allowLoad``): in a group whose members read each
+        other's data, the group's images; in a private group, the owner's own images there."""
+        perms = self.conn.getAdminService().getGroup(group_id).getDetails().getPermissions()
+        group_read = bool(perms.isGroupRead())
+        rows = self._paged(Q_OWNERS.format(kind="Image"), sorted(set(image_ids)), query=self._rows)
+        return {i for i, owner, _name, gid, _gname in rows if gid == group_id and (group_read or owner == owner_id)}
+
+    def administrators_group(self) -> int:
+        """The id of the group "system": its members are the administrators, and only they
+        read what is in it."""
+        return int(self.conn.getAdminService().lookupGroup("system").getId().val)
+
+    def upload_file(self, name: str, data: bytes, mimetype: str, group_id: int | None = None):
+        """Uploads ``data`` as an OriginalFile in ``group_id``, by default the session's own
+        group (a script's ``File`` output: OMERO.web offers it for download)."""
+        group = self.conn.getEventContext().groupId if group_id is None else group_id
+        return self._upload(name, data, mimetype, group)
+
+    def attach_file(
+        self, kind: str, obj_id: int, name: str, data: bytes, namespace: str, mimetype: str, owner: int | None = None
+    ):
+        """Uploads ``data`` as a file annotation linked to the object, in the object's group
+        (``owner``: the owner of the new file, annotation and link, for a full administrator).
+        If anything is refused (a read-only object, or one gone), what was made is deleted
         again and the error raised: nothing is left orphaned."""
+        import omero
+        from omero.rtypes import rstring
+
         target = self.conn.getObject(kind, obj_id)
         if target is None:
             raise LookupError(f"{kind} {obj_id} not found")
-        with self._in_group(target.getDetails().getGroup().getId()):
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, name)
-                with open(path, "wb") as f:
-                    f.write(data)
-                ann = self.conn.createFileAnnfromLocalFile(path, mimetype=mimetype, ns=namespace)
-            try:
-                target.linkAnnotation(ann)
-            except Exception:
-                self.delete_annotations([ann.getId()])
-                raise
-            return ann._obj
+        group_id = target.getDetails().getGroup().getId()
+        ctx = self._group_ctx(group_id)
+        owned = _owned_by(owner)
+        update = self.conn.getUpdateService()
+        f = self._upload(name, data, mimetype, group_id, owner)
+        try:
+            ann = owned(omero.model.FileAnnotationI())
+            ann.setNs(rstring(namespace))
+            ann.setFile(omero.model.OriginalFileI(f.getId().val, False))
+            ann = update.saveAndReturnObject(ann, ctx)
+        except Exception:
+            with contextlib.suppress(Exception):  # the refusal is the error to report
+                self._delete("OriginalFile", [f.getId().val])
+            raise
+        try:
+            link = owned(getattr(omero.model, f"{kind}AnnotationLinkI")())
+            link.setParent(getattr(omero.model, f"{kind}I")(obj_id, False))
+            link.setChild(omero.model.FileAnnotationI(ann.getId().val, False))
+            update.saveAndReturnObject(link, ctx)
+        except Exception:
+            self.delete_annotations([ann.getId().val])
+            raise
+        return ann
 
 
-class PlaneTooLarge(Exception):
-    """The server refused a whole plane (larger than its maximum plane size)."""
+class PyramidPending(Exception):
+    """``setPixelsId`` answered ``MissingPyramidException``: the server is still building the
+    image's pyramid. Nothing is wrong with the image; it is read once the pyramid exists."""
+
+    def __init__(self, pixels_id: int) -> None:
+        super().__init__(f"waiting for its pyramid: the server is still building it (pixels {pixels_id})")
 
 
 class PixelReader:
     """A RawPixelsStore on one image's pixels, at full resolution: OMERO numbers resolution
     levels from the smallest, so the last level is set explicitly rather than trusting the
-    store's default. Planes come big-endian, rows in order, as the server decodes them."""
+    store's default. Planes come big-endian, rows in order, as the server decodes them.
+    :meth:`switch` moves the same store on to other pixels of the group."""
 
     def __init__(self, conn, pixels_id: int, group_id: int) -> None:
         self.ctx = {"omero.group": str(group_id)}
+        self.group_id = group_id
         self.store = conn.c.sf.createRawPixelsStore()
         try:
-            self.store.setPixelsId(pixels_id, True, self.ctx)
-            levels = self.store.getResolutionLevels(self.ctx)
-            self.store.setResolutionLevel(levels - 1, self.ctx)
+            self.switch(pixels_id)
         except BaseException:
             self.close()
             raise
 
-    def plane(self, z: int, c: int, t: int) -> bytes:
+    def switch(self, pixels_id: int) -> None:
+        """Reads ``pixels_id`` from now on, at full resolution. A refusal (such as
+        ``MissingPyramidException``) leaves the store without pixels, ready for others."""
         import omero
 
         try:
-            return self.store.getPlane(z, c, t, self.ctx)
-        except omero.ApiUsageException as exc:
-            raise PlaneTooLarge(str(getattr(exc, "message", exc))) from exc
+            self.store.setPixelsId(pixels_id, True, self.ctx)
+        except omero.MissingPyramidException as exc:
+            raise PyramidPending(pixels_id) from exc
+        levels = self.store.getResolutionLevels(self.ctx)
+        self.store.setResolutionLevel(levels - 1, self.ctx)
+
+    def tile_size(self) -> tuple[int, int]:
+        """The largest region the pixel buffer serves at once (``getTileSize``)."""
+        width, height = self.store.getTileSize(self.ctx)
+        return int(width), int(height)
+
+    def plane(self, z: int, c: int, t: int) -> bytes:
+        return self.store.getPlane(z, c, t, self.ctx)
 
     def tile(self, z: int, c: int, t: int, x: int, y: int, w: int, h: int) -> bytes:
         return self.store.getTile(z, c, t, x, y, w, h, self.ctx)
@@ -597,6 +830,19 @@ class PixelReader:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a dead store is not an error of the image
             self.store.close()
+
+
+def _owned_by(owner: int | None):
+    """A function that sets ``details.owner`` of a new object to ``owner`` (when given)."""
+
+    def owned(obj):
+        if owner is not None:
+            import omero
+
+            obj.getDetails().setOwner(omero.model.ExperimenterI(owner, False))
+        return obj
+
+    return owned
 
 
 def _grouped(rows: list[list]) -> list[tuple[int, dict]]:

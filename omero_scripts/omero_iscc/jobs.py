@@ -5,12 +5,13 @@ OMERO.web, one row per image for the command line, and the CSV report where ther
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from . import NAMESPACE, PIXELS_NAMESPACE
 from .annotate import CODES, annotate_codes, triage
 from .config import ScriptSettings
-from .duplicates import find_duplicates
+from .duplicates import DuplicateReport, find_duplicates
 from .duplicates import to_csv as duplicates_csv
 from .filesets import plan
 from .gateway import Omero
@@ -47,6 +48,8 @@ class JobResult:
     report: bytes | None = None
     first_annotated: int | None = None
     missing: list[int] = field(default_factory=list)
+    #: Images not done when the job was told to stop (a script's time limit).
+    left: list[int] = field(default_factory=list)
 
 
 def _missing_note(data_type: str, missing: list[int]) -> str:
@@ -64,9 +67,11 @@ def annotate_job(
     on_annotated=None,
     codes: tuple[str, ...] = ("files",),
     simprints: bool = False,
+    should_stop=lambda: False,
 ) -> JobResult:
     """Annotates the selection with the codes asked for (``files``, ``pixels``); with
-    ``dry_run`` only says what would be done per image and code."""
+    ``dry_run`` only says what would be done per image and code. ``should_stop``: asked before
+    each batch; once true no new batch starts, and the result lists the images left."""
     assert set(codes) <= set(CODES), codes
     image_ids, missing = expand(omero, data_type, ids)
     if dry_run:
@@ -93,17 +98,23 @@ def annotate_job(
         on_annotated=on_annotated,
         simprints=simprints,
         limits=settings.limits(),
+        should_stop=should_stop,
     )
     rows = [
         {"image_id": o.image_id, "status": str(o.status), "message": o.message, "iscc": o.iscc, "code": o.code}
         for o in report.outcomes
     ]
+    done: dict[int, set] = {}
+    for o in report.outcomes:
+        done.setdefault(o.image_id, set()).add(o.code)
+    left = [i for i in image_ids if not set(codes) <= done.get(i, set())] if report.stopped else []
     return JobResult(
         report.message() + _missing_note(data_type, missing),
         rows,
         failed=bool(report.failures) or bool(missing),
         first_annotated=report.first_annotated(),
         missing=missing,
+        left=left,
     )
 
 
@@ -139,8 +150,11 @@ def _dry_run_rows(omero: Omero, image_ids: list[int], codes: tuple[str, ...], re
     return rows
 
 
-def verify_job(omero: Omero, data_type: str, ids: list[int], settings: ScriptSettings) -> JobResult:
-    """Recomputes and compares the selection's codes and import checksums."""
+def verify_job(
+    omero: Omero, data_type: str, ids: list[int], settings: ScriptSettings, should_stop=lambda: False
+) -> JobResult:
+    """Recomputes and compares the selection's codes and import checksums; ``should_stop``: as
+    for :func:`annotate_job` (the images left have no row)."""
     image_ids, missing = expand(omero, data_type, ids)
     worker = find_worker(settings.worker)
     root = settings.repository or omero.repository_root()
@@ -153,11 +167,13 @@ def verify_job(omero: Omero, data_type: str, ids: list[int], settings: ScriptSet
         chunk_size=settings.chunk_size,
         allowed_roots=settings.allowed_roots,
         limits=settings.limits(),
+        should_stop=should_stop,
     )
     rows = [
         {"image_id": v.image_id, "status": str(v.status), "message": v.detail, "iscc": v.computed_iscc}
         for v in verdicts
     ]
+    verified = {v.image_id for v in verdicts}
     failed = any(v.status is not Verdict.OK for v in verdicts) or bool(missing)
     return JobResult(
         summary(verdicts) + _missing_note(data_type, missing),
@@ -165,6 +181,7 @@ def verify_job(omero: Omero, data_type: str, ids: list[int], settings: ScriptSet
         failed=failed,
         report=verify_csv(verdicts),
         missing=missing,
+        left=[i for i in image_ids if i not in verified],
     )
 
 
@@ -175,8 +192,11 @@ def duplicates_job(
     settings: ScriptSettings,
     scope: str = "Selection",
     threshold: int = 12,
+    listed_for: tuple[int, int] | None = None,
 ) -> JobResult:
-    """Identical and similar images of the selection, or of everything the user can see."""
+    """Identical and similar images of the selection, or of everything the user can see.
+    ``listed_for``: (group id, owner id) of the object the report goes to: it lists only the
+    images everyone who may read that object may see, and says how many it leaves out."""
     if scope not in SCOPES:
         raise SelectionError(f"Scope must be Selection or Server, not {scope!r}")
     if data_type not in DUPLICATE_TYPES:
@@ -186,6 +206,9 @@ def duplicates_job(
     if scope == "Selection":
         image_ids, _missing = expand(omero, data_type, ids)
     report = find_duplicates(omero, image_ids, worker, NAMESPACE, threshold)
+    left_out = 0
+    if listed_for is not None:
+        report, left_out = _listable(omero, report, *listed_for)
     rows = []
     for n, group in enumerate(report.groups, 1):
         for coded, distance in group["members"]:
@@ -200,7 +223,28 @@ def duplicates_job(
                     "message": f"group {n}, {distance} bit(s) from its first member, {coded.name}",
                 }
             )
-    return JobResult(report.message(), rows, report=duplicates_csv(report))
+    note = (
+        f"; {left_out} image(s) that not every reader of the report may see are not listed in it "
+        "(`omero iscc duplicates` shows you all you can see)"
+        if left_out
+        else ""
+    )
+    return JobResult(report.message() + note, rows, report=duplicates_csv(report))
+
+
+def _listable(omero: Omero, report: DuplicateReport, group_id: int, owner_id: int) -> tuple[DuplicateReport, int]:
+    """The report without the images that a reader of an object of ``owner_id`` in
+    ``group_id`` may not see; a group left with one member is dropped (it would point at a
+    copy its reader cannot see). Returns the report and how many images were left out."""
+    ids = {c.image_id for g in report.groups for c, _ in g["members"]} | {i for i, _ in report.without_iscc}
+    keep = omero.seen_by_readers(group_id, owner_id, sorted(ids)) if ids else set()
+    groups = []
+    for group in report.groups:
+        members = [(c, d) for c, d in group["members"] if c.image_id in keep]
+        if len(members) > 1:
+            groups.append({**group, "members": members})
+    without = [(i, name) for i, name in report.without_iscc if i in keep]
+    return dataclasses.replace(report, groups=groups, without_iscc=without), len(ids - keep)
 
 
 def image_status_word(status: str) -> str:

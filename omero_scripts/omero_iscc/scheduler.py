@@ -82,6 +82,8 @@ class Scheduler:
         self.detach = True
         #: time.monotonic() after which no new image is started (a script's time budget).
         self.deadline: float | None = None
+        #: The scan's resume point before the current batch (``_next_batch``).
+        self.scan_before = 0
         #: The same for the poll in hand (``time_budget``): set when each poll starts.
         self.poll_deadline: float | None = None
         #: Reconnections before a poll gives up (None: the default of the mode; a script,
@@ -145,18 +147,28 @@ class Scheduler:
         that wait for a retry or were given up (filtered here: the list grows without limit,
         so it is never sent to the server); then every image of their Filesets, so that a
         Fileset is read once whatever the batch size. Returns the images and how many were
-        found without an ISCC."""
-        excluded = set(self.states[self.code].excluded(self.clock()))
+        found without an ISCC.
+
+        The scan resumes after the last image the previous poll took (``scan_after``, kept in
+        the state): images given up on, or waiting for a retry, stay without an ISCC, and a
+        scan from id 0 would read them again every poll. Once a scan reaches the end it
+        starts over from 0 at the next poll, which finds the retries that have come due."""
+        state = self.states[self.code]
+        excluded = set(state.excluded(self.clock()))
         namespace = self.cfg.namespace if self.code == "files" else self.cfg.pixels_namespace
         found: list[int] = []
-        after = 0
+        after = state.scan_after
+        at_end = False
         while len(found) < self.cfg.batch_size:
             page = self.omero.unannotated_images(namespace, self.cfg.batch_size, after)
-            if not page:
-                break
             found += [i for i in page if i not in excluded]
+            if len(page) < self.cfg.batch_size:
+                at_end = True
+                break
             after = page[-1]
         found = found[: self.cfg.batch_size]
+        self.scan_before = state.scan_after  # put back if the batch is not finished
+        state.scan_after = 0 if at_end or not found else found[-1]
         whole = sorted(set(found) | {i for i in self.omero.fileset_images(found) if i not in excluded})
         return whole, len(found)
 
@@ -239,6 +251,7 @@ class Scheduler:
                     what = "cannot reach the OMERO server" if never else "connection lost"
                     log.error("%s at %s:%s (%s); giving up for now", what, self.cfg.host, self.cfg.port, exc)
                     result.unreachable = True
+                    self.states[self.code].scan_after = self.scan_before
                     return result
                 log.warning("connection lost (%s); reconnecting in %.0f s", exc, delay)
                 self.sleep(delay)
@@ -260,12 +273,22 @@ class Scheduler:
                     outcome.message,
                 )
                 result.failed += 1
+            elif outcome.status is ImageStatus.NOT_YET:
+                # Nothing is wrong with it: looked at again next poll, no attempt counted.
+                self.states[self.code].record_waiting(outcome.image_id, outcome.message, now, self.cfg.poll_interval)
+                log.info("image %d %s not yet: %s", outcome.image_id, self.code, outcome.message)
+            elif outcome.status is ImageStatus.NO_FILES:
+                # Registered without files (omero zarr import): only a pixel code can exist.
+                self.states[self.code].no_files.setdefault(outcome.image_id, now)
+                log.info("image %d has no original files: no file code; not looked at again", outcome.image_id)
             elif outcome.status is ImageStatus.ANNOTATED:
                 pass  # logged and counted as it happened (also before a reconnection)
             else:
                 log.info("image %d skipped: %s", outcome.image_id, outcome.message or outcome.status)
         result.annotated = self.annotated_in_poll
         result.stopped = report.stopped or self.stop_event.is_set()
+        if result.stopped:  # the images of the batch not reached are scanned again next time
+            self.states[self.code].scan_after = self.scan_before
         self.states[self.code].last_poll = now
         state_mod.save(self.state_dirs[self.code], self.states[self.code])
         return result

@@ -29,11 +29,8 @@ def expand(omero: Omero, data_type: str, ids: list[int]) -> tuple[list[int], lis
     missing = [i for i in ids if i not in found]
     kind, current = data_type, [i for i in ids if i in found]
     while kind != "Image":
-        child_kind = CHILD_QUERIES[kind][0]
-        nxt: list[int] = []
-        for parent in current:
-            nxt.extend(omero.children(kind, [parent]))
-        kind, current = child_kind, nxt
+        # The children of every parent of a level in one (paged) query, in parent order.
+        kind, current = CHILD_QUERIES[kind][0], omero.children(kind, current)
     seen: set[int] = set()
     ordered = [i for i in current if not (i in seen or seen.add(i))]
     return ordered, missing

@@ -2,7 +2,11 @@
 ``state_dir``.
 
 Failures are kept per image with their error and attempt count; an image is retried with
-backoff at most ``MAX_ATTEMPTS`` times, then left alone and listed by ``status``.
+backoff at most ``MAX_ATTEMPTS`` times, then left alone and listed by ``status``. An image that
+is not ready yet (the server is still building its pyramid) is kept apart, as waiting: tried
+again at the next poll after its wait, never counted as an attempt, listed by ``status``. An
+image that has no original files (registered without files, as ``omero zarr import`` does) is
+noted once and not looked at again for the file code.
 
 The directory holds files whose contents steer what runs (which images are skipped, who holds
 a lock), so it must belong to the account that uses it and be closed to others: an existing
@@ -50,10 +54,25 @@ class Failure:
 
 
 @dataclass
+class Waiting:
+    """An image not ready to be read: why, since when, and when to look again."""
+
+    reason: str
+    since: float
+    next_try: float
+
+
+@dataclass
 class State:
     failures: dict[int, Failure] = field(default_factory=dict)
+    waiting: dict[int, Waiting] = field(default_factory=dict)
+    #: Images without original files, with when that was found.
+    no_files: dict[int, float] = field(default_factory=dict)
     annotated_total: int = 0
     last_poll: float | None = None
+    #: Where the scheduler's scan for images without a code resumes (an image id; 0: from
+    #: the start).
+    scan_after: int = 0
 
     def record_failure(self, image_id: int, error: str, now: float, base_delay: float) -> Failure:
         old = self.failures.get(image_id)
@@ -63,13 +82,23 @@ class State:
         self.failures[image_id] = f
         return f
 
+    def record_waiting(self, image_id: int, reason: str, now: float, delay: float) -> Waiting:
+        """The image is not ready: looked at again after ``delay``; its attempts are untouched."""
+        old = self.waiting.get(image_id)
+        w = Waiting(reason=reason, since=old.since if old else now, next_try=now + delay)
+        self.waiting[image_id] = w
+        return w
+
     def record_success(self, image_id: int) -> None:
         self.failures.pop(image_id, None)
+        self.waiting.pop(image_id, None)
         self.annotated_total += 1
 
     def excluded(self, now: float) -> list[int]:
         """Images not to try now: given up, or waiting for their next try."""
-        return sorted(i for i, f in self.failures.items() if f.attempts >= MAX_ATTEMPTS or f.next_try > now)
+        failed = {i for i, f in self.failures.items() if f.attempts >= MAX_ATTEMPTS or f.next_try > now}
+        waiting = {i for i, w in self.waiting.items() if w.next_try > now}
+        return sorted(failed | waiting | set(self.no_files))
 
     def given_up(self) -> dict[int, Failure]:
         return {i: f for i, f in self.failures.items() if f.attempts >= MAX_ATTEMPTS}
@@ -126,8 +155,11 @@ def load(state_dir: str) -> State:
         data = json.load(f)
     return State(
         failures={int(k): Failure(**v) for k, v in data.get("failures", {}).items()},
+        waiting={int(k): Waiting(**v) for k, v in data.get("waiting", {}).items()},
+        no_files={int(k): float(v) for k, v in data.get("no_files", {}).items()},
         annotated_total=int(data.get("annotated_total", 0)),
         last_poll=data.get("last_poll"),
+        scan_after=int(data.get("scan_after", 0)),
     )
 
 
@@ -137,8 +169,11 @@ def save(state_dir: str, state: State) -> None:
     ensure_dir(state_dir)
     data = {
         "failures": {str(i): vars(f) for i, f in sorted(state.failures.items())},
+        "waiting": {str(i): vars(w) for i, w in sorted(state.waiting.items())},
+        "no_files": {str(i): t for i, t in sorted(state.no_files.items())},
         "annotated_total": state.annotated_total,
         "last_poll": state.last_poll,
+        "scan_after": state.scan_after,
     }
     fd, tmp = tempfile.mkstemp(prefix=STATE_FILE + ".", suffix=".tmp", dir=state_dir)
     try:

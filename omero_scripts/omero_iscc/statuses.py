@@ -46,6 +46,13 @@ class ImageStatus(_Word):
     ALREADY = "already"
     FAILED = "failed"
     NOT_PERMITTED = "not_permitted"
+    #: Not ready to be read (the server is still building its pyramid): tried again later,
+    #: never counted as a failure.
+    NOT_YET = "not_yet"
+    #: No original files are stored for the image (registered without files in the
+    #: ManagedRepository, as ``omero zarr import`` does): no file code can exist for it, only
+    #: a pixel code. Not a failure, and not tried again.
+    NO_FILES = "no_files"
 
 
 class Verdict(_Word):
@@ -55,6 +62,9 @@ class Verdict(_Word):
     CHANGED = "CHANGED"
     MISSING_FILE = "MISSING_FILE"
     NO_ANNOTATION = "NO_ANNOTATION"
+    #: The image's rows do not say its files are where OMERO put them: nothing was read or
+    #: compared (no checksum verdict either).
+    REFUSED = "REFUSED"
 
 
 class Problem(_Word):
@@ -68,3 +78,8 @@ class Problem(_Word):
     BUDGET = "budget"
     #: A file's size on disk is not the size OMERO recorded at import: it was not hashed.
     SIZE_MISMATCH = "size_mismatch"
+    #: The unit's rows do not say its files are where OMERO put them (``provenance``): not read,
+    #: or read but not shown to be the files imported.
+    REFUSED = "refused"
+    #: A file's bytes differ from the import checksum OMERO recorded: no code is written.
+    CHECKSUM = "checksum_mismatch"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Callable
 
 from . import spreadsheet
 from .compute import BATCH, compute
@@ -15,13 +16,14 @@ from .filesets import plan
 from .gateway import Omero
 from .layout import PIXELS, newest_pixel_record, newest_record, parse_files_jsonl
 from .pixels import compute_pixels, pixels_infos
-from .statuses import Verdict
+from .provenance import SUPPORTED_HASHERS
+from .statuses import Problem, Verdict
 
 OK, CHANGED, MISSING_FILE, NO_ANNOTATION = Verdict.OK, Verdict.CHANGED, Verdict.MISSING_FILE, Verdict.NO_ANNOTATION
-STATUSES = list(Verdict)
+REFUSED = Verdict.REFUSED
+#: The verdicts every summary counts (``REFUSED`` is counted only when there is one).
+STATUSES = [OK, CHANGED, MISSING_FILE, NO_ANNOTATION]
 
-#: OMERO hashers the worker can recompute.
-SUPPORTED_HASHERS = {"SHA1-160", "MD5-128", "CRC-32", "Adler-32", "File-Size-64"}
 
 CSV_COLUMNS = [
     "image_id",
@@ -69,7 +71,10 @@ def verify(
     allowed_roots: tuple[str, ...] = (),
     pixels_namespace: str = PIXELS.namespace,
     limits: WorkerLimits | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> list[ImageVerdict]:
+    """A verdict per image; ``should_stop``: asked before each batch, once true no new batch
+    starts and the images not reached get no verdict."""
     images = omero.images(image_ids)
     found = {im.getId().val for im in images}
     verdicts = [
@@ -85,6 +90,8 @@ def verify(
         units = plan(omero, chosen)
         hashers = {f.hasher for u in units for f in u.files if f.hasher in SUPPORTED_HASHERS}
         for start in range(0, len(units), BATCH):
+            if should_stop():
+                break
             batch = units[start : start + BATCH]
             results = compute(
                 omero,
@@ -104,7 +111,8 @@ def verify(
                 result = results[unit.key]
                 for image in unit.images:
                     verdicts.append(_judge(image, unit, result, stored.get(image.getId().val)))
-    _verify_pixels(omero, verdicts, sorted(found), worker, pixels_namespace, limits)
+    judged = sorted(found & {v.image_id for v in verdicts})
+    _verify_pixels(omero, verdicts, judged, worker, pixels_namespace, limits)
     order = {i: n for n, i in enumerate(image_ids)}
     verdicts.sort(key=lambda v: order.get(v.image_id, len(order)))
     return verdicts
@@ -179,6 +187,9 @@ def _judge(image, unit, result, record) -> ImageVerdict:
     v = ImageVerdict(image.getId().val, name, unit.fileset_id, OK, files=len(unit.files))
     if record is not None:
         v.stored_iscc, v.stored_datahash = record.iscc, record.datahash or ""
+    if result.problem is Problem.REFUSED:
+        v.status, v.detail, v.files = REFUSED, result.message or "", 0
+        return v
     if not result.ok:
         v.status, v.detail = MISSING_FILE, result.message or ""
         return v
@@ -208,7 +219,8 @@ def _judge(image, unit, result, record) -> ImageVerdict:
 
 
 def summary(verdicts: list[ImageVerdict]) -> str:
-    counts = ", ".join(f"{sum(1 for v in verdicts if v.status == s)} {s}" for s in STATUSES)
+    shown = STATUSES + ([REFUSED] if any(v.status is REFUSED for v in verdicts) else [])
+    counts = ", ".join(f"{sum(1 for v in verdicts if v.status == s)} {s}" for s in shown)
     return f"Verified {len(verdicts)} image(s): {counts}"
 
 

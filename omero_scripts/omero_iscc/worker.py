@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Callable, Union
@@ -164,14 +165,38 @@ def _base_args(worker: str, wide: bool, checksums: Iterable[str]) -> list[str]:
     return args
 
 
+#: The worker processes this process started (a script stops those still running when it is
+#: cancelled: :func:`stop_workers`).
+_STARTED: weakref.WeakSet = weakref.WeakSet()
+
+
 def _popen(args: list[str], detach: bool) -> subprocess.Popen:
     """Starts the worker. ``detach``: in a session of its own, for the scheduler's daemon, so
     that a SIGTERM meant for the scheduler lets the hashing in hand finish. Scripts never
-    detach: OMERO's Processor cancels a script by killing its process group, and the worker
-    must go with it."""
-    return subprocess.Popen(
+    detach; OMERO's Processor cancels a script with a SIGTERM to the script's pid alone
+    (``ProcessI._term``), which the script forwards to its workers (:func:`stop_workers`)."""
+    proc = subprocess.Popen(
         args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=detach
     )
+    _STARTED.add(proc)
+    return proc
+
+
+def stop_workers(grace: float = 5.0) -> int:
+    """Terminates the workers this process started that still run, and waits up to ``grace``
+    seconds for each (then kills it), so that none outlives a cancelled script; returns how
+    many were running."""
+    running = [p for p in list(_STARTED) if p.poll() is None]
+    for proc in running:
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+            proc.terminate()
+    for proc in running:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return len(running)
 
 
 def _feed(stream: IO[bytes], lines: list[bytes]) -> None:

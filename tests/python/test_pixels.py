@@ -99,7 +99,7 @@ def test_every_pixel_type_and_walk_equals_iscc_bio(tmp_path, worker, cases):
         assert codes[0] != codes[1]
 
 
-def test_planes_over_the_maximum_plane_size_are_read_as_strips(tmp_path, worker, cases):
+def test_planes_over_the_maximum_plane_size_are_read_in_pieces_no_larger_than_it(tmp_path, worker, cases):
     server = FakeServer(root=str(tmp_path))
     case = by_label(cases, "large planes uint16")
     image = add_image(server, case)
@@ -111,7 +111,8 @@ def test_planes_over_the_maximum_plane_size_are_read_as_strips(tmp_path, worker,
         result = compute_pixels(omero, [info], worker, strip_bytes=strip_bytes)[image]
         assert result.iscc == case["biocode"]["iscc_code"], result.error
         tiles = server.calls.get("getTile", 0) - before.get("getTile", 0)
-        assert tiles == (4 if strip_bytes > 1000 else 4 * 50), tiles  # 3 rows of 260 bytes per strip
+        # 64 x 64 at most: 3 x 3 a plane; or 3 rows of 260 bytes a band, 3 tiles across
+        assert tiles == (4 * 3 * 3 if strip_bytes > 1000 else 4 * 50 * 3), tiles
     assert server.calls_by_service["RawPixelsStore.close"] == server.calls["setPixelsId"]
 
 
@@ -237,3 +238,118 @@ def test_both_codes_in_one_job_leave_the_files_annotation_as_it_is(world, worker
     assert files_code == reference(world.disk[world.single])["iscc"]
     pixels = dict(pixel_anns(world.server, world.single)[0].pairs)
     assert pixels["iscc:pixels"] == case["biocode"]["iscc_code"]
+
+
+# -- planes past the maximum plane size (#21 item 7) -------------------------------------------
+def test_planes_past_the_maximum_plane_size_are_read_in_tiles_no_larger_than_the_tile_size(tmp_path, worker, cases):
+    # A tile-limited buffer (ZarrPixelBuffer) refuses any region wider or taller than its tile
+    # size, so a full-width strip is refused: the plane must come as tiles, rows reassembled.
+    case = by_label(cases, "large planes uint16")  # 130 x 150, 4 planes
+    server = FakeServer(root=str(tmp_path))
+    whole = add_image(server, case)
+    tiled = add_image(server, case, tile_limited=True, tile=(48, 40))  # tiles that do not divide the plane
+    omero = server.access()
+    infos = pixels_infos(omero, [whole, tiled])
+    reference_result = compute_pixels(omero, [infos[whole]], worker)[whole]
+    assert server.calls.get("getTile", 0) == 0 and server.calls["getPlane"] == 4  # read whole
+    server.max_plane = (64, 64)
+    for strip_bytes, tiles_per_plane in ((16 << 20, 3 * 4), (1000, 3 * 50)):  # 3 rows of 260 bytes a band
+        before = dict(server.calls)
+        result = compute_pixels(server.access(), [infos[tiled]], worker, strip_bytes=strip_bytes)[tiled]
+        assert result.error is None, result.error
+        assert (result.iscc, result.datahash) == (reference_result.iscc, reference_result.datahash)
+        assert result.iscc == case["biocode"]["iscc_code"]
+        assert server.calls.get("getPlane", 0) == before.get("getPlane", 0), "a plane past the maximum was asked whole"
+        assert server.calls["getTile"] - before.get("getTile", 0) == 4 * tiles_per_plane
+
+
+def test_a_plane_past_the_maximum_of_a_server_set_lower_is_never_asked_for_whole(tmp_path, worker, cases):
+    case = by_label(cases, "uint16 stack")  # 7 x 6 planes
+    server = FakeServer(root=str(tmp_path))
+    image = add_image(server, case, tile=(4, 4))
+    server.max_plane = (8, 5)  # only the height is past it
+    report = annotate_pixels(server.access(), [image], worker)
+    assert [o.status.value for o in report.outcomes] == ["annotated"], report.message()
+    assert dict(pixel_anns(server, image)[0].pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]
+    assert server.calls.get("getPlane", 0) == 0
+    assert server.calls["getTile"] == 12 * 2 * 2  # 2 x 2 tiles of at most 4 x 4 per plane
+
+
+# -- the images of a plate, one Fileset after the other (#21 item 13) ---------------------------
+def test_a_filesets_images_are_read_one_after_the_other_through_one_store(tmp_path, worker, cases, monkeypatch):
+    # Wells of two plates (two Filesets) chosen interleaved: the server opens each image's pixel
+    # buffer (a reader) on setPixelsId; they are opened Fileset by Fileset, once per image,
+    # through one RawPixelsStore per batch of images rather than one per image.
+    monkeypatch.setattr("omero_iscc.annotate.PIXEL_BATCH", 4)  # 50 in production: two batches here
+    case = by_label(cases, "int16 stack")
+    data = Path(case["raw"]).read_bytes()
+    server = FakeServer(root=str(tmp_path))
+    # Two plates imported at the same time: their images' ids interleave (one sequence).
+    plates = [server.add_fileset([], f"plate{n}/", n_images=2) for n in (0, 1)]
+    for _ in range(2):
+        for plate in plates:
+            plate.append(server.add_image(fileset=server.images_[plate[0]].fileset))
+    for image in plates[0] + plates[1]:
+        fake_pixels.add_pixels(server, image, tuple(case["sizes"]), case["pixel_type"], 2, data)
+    chosen = [i for pair in zip(plates[1], plates[0]) for i in pair]
+    report = annotate_pixels(server.access(), chosen, worker)
+    assert [o.status.value for o in report.outcomes] == ["annotated"] * 8, report.message()
+    pixels_of = {server.pixels[i].id: i for i in chosen}
+    opened = [pixels_of[p] for p in server.pixel_buffers]
+    assert opened == plates[0] + plates[1], opened
+    per_image = {
+        name: server.calls_by_service.get(name, 0) / 8
+        for name in ("ServiceFactory.createRawPixelsStore", "RawPixelsStore.setPixelsId", "RawPixelsStore.close")
+    }
+    assert per_image == {
+        "ServiceFactory.createRawPixelsStore": 2 / 8,
+        "RawPixelsStore.setPixelsId": 1.0,
+        "RawPixelsStore.close": 2 / 8,
+    }, per_image
+    for image in chosen:
+        assert dict(pixel_anns(server, image)[0].pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]
+
+
+def test_a_store_moves_on_after_an_image_waiting_for_its_pyramid(tmp_path, worker, cases):
+    case = by_label(cases, "uint8 stack")
+    server = FakeServer(root=str(tmp_path))
+    first, pending, last = (add_image(server, case, pyramid_pending=(n == 1)) for n in range(3))
+    report = annotate_pixels(server.access(), [first, pending, last], worker)
+    status = {o.image_id: o.status.value for o in report.outcomes}
+    assert status == {first: "annotated", pending: "not_yet", last: "annotated"}
+    assert server.calls_by_service["ServiceFactory.createRawPixelsStore"] == 1
+
+
+# -- images registered without files (#21 item 14) ----------------------------------------------
+def test_an_image_without_files_gets_a_pixel_code_and_no_files_for_the_file_code(world, worker, cases):
+    # omero zarr import (omero-cli-zarr 0.9): IPixels.createImage, no Fileset, no file in the
+    # ManagedRepository; its pixels come from a tile-limited ZarrPixelBuffer.
+    case = by_label(cases, "float32 stack")
+    server = world.server
+    image = server.add_image(name="cells.zarr")
+    fake_pixels.add_pixels(
+        server, image, tuple(case["sizes"]), "float", 4, Path(case["raw"]).read_bytes(), format=None, tile_limited=True
+    )
+    report = annotate_codes(
+        world.omero, [image], ("files", "pixels"), worker=worker, root=str(world.repo), namespace="org.iscc.omero.sum"
+    )
+    status = {o.code: (o.status.value, o.message) for o in report.outcomes}
+    assert status["files"][0] == "no_files" and "no original files" in status["files"][1], status
+    assert status["pixels"] == ("annotated", ""), status
+    assert not report.failures
+    assert "1 without original files" in report.message()
+    assert dict(pixel_anns(server, image)[0].pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]
+    assert server.iscc_anns(image, "org.iscc.omero.sum") == []
+
+
+def test_tiles_larger_than_the_maximum_plane_are_read_no_larger_than_it(tmp_path, worker, cases):
+    # ZarrPixelBuffer answers getTileSize() with its chunk, which may be larger than the
+    # maximum plane; it refuses any region of more pixels than the maximum plane (checkReadSize).
+    case = by_label(cases, "large planes uint16")  # 130 x 150, 4 planes
+    server = FakeServer(root=str(tmp_path))
+    image = add_image(server, case, tile_limited=True, tile=(256, 256), format=None)
+    server.max_plane = (64, 64)
+    report = annotate_pixels(server.access(), [image], worker)
+    assert [o.status.value for o in report.outcomes] == ["annotated"], report.message()
+    assert dict(pixel_anns(server, image)[0].pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]
+    assert server.calls["getTile"] == 4 * 3 * 3  # 64 x 64 at most: 3 x 3 per plane

@@ -12,12 +12,16 @@ from conftest import reference
 from fake_server import FakeServer
 from standin import pixels as fake_pixels
 from test_annotate import load_script
-from test_pixels import by_label, pixel_anns
+from test_pixels import add_image, by_label, pixel_anns
 
 from omero_iscc import NAMESPACE
-from omero_iscc.config import ScriptSettings
+from omero_iscc import state as state_mod
+from omero_iscc.__main__ import main
+from omero_iscc.annotate import annotate_pixels
+from omero_iscc.config import ScriptSettings, load
 from omero_iscc.duplicates import find
 from omero_iscc.jobs import annotate_job, duplicates_job, verify_job
+from omero_iscc.scheduler import Scheduler
 
 
 def with_pixels(server: FakeServer, image: int, case: dict, fmt: str = "OMETiff") -> None:
@@ -74,11 +78,13 @@ def test_the_script_annotates_both_codes_and_duplicates_find_the_same_pixels(two
 def test_same_pixels_in_the_same_files_is_not_reported_twice(tmp_path, worker, cases):
     server = FakeServer(root=str(tmp_path))
     case = by_label(cases, "uint8 single plane")
-    path = tmp_path / "same.bin"
-    path.write_bytes(b"the same file, imported twice")
     images = []
     for n in range(2):
-        [image] = server.add_fileset([server.original_file(str(path), "")], "", names=[f"copy {n}"])
+        rel = f"scientist_2/copy-{n}/"
+        path = tmp_path / rel / "same.bin"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"the same file, imported twice")
+        [image] = server.add_fileset([server.original_file(str(path), rel)], rel, names=[f"copy {n}"])
         with_pixels(server, image, case)
         images.append(image)
     annotate_job(server.access(), "Image", images, settings(worker, str(tmp_path)), codes=("files", "pixels"))
@@ -146,3 +152,90 @@ def test_the_cli_plugin_annotates_pixels_and_dry_runs_them(two_formats, worker, 
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert sorted((r["code"], r["status"]) for r in rows) == [("files", "annotated"), ("pixels", "annotated")]
     assert cli.rv == 0
+
+
+# -- images waiting for their pyramid (item 6) -----------------------------------------------------
+def test_an_image_waiting_for_its_pyramid_is_not_yet_rather_than_failed(tmp_path, worker, cases):
+    # RawPixelsStore.setPixelsId raises MissingPyramidException while the server builds the
+    # pyramid: the image is not ready, nothing is wrong with it.
+    server = FakeServer(root=str(tmp_path))
+    image = add_image(server, by_label(cases, "uint8 stack"), pyramid_pending=True)
+    report = annotate_pixels(server.access(), [image], worker)
+    [outcome] = report.outcomes
+    assert (outcome.status, outcome.code) == ("not_yet", "pixels"), outcome
+    assert "pyramid" in outcome.message and not report.failures, outcome
+
+
+def test_the_scheduler_retries_it_later_without_counting_an_attempt_and_status_shows_it(
+    tmp_path, worker, cases, capsys
+):
+    server = FakeServer(root=str(tmp_path))
+    case = by_label(cases, "uint8 stack")
+    image = add_image(server, case, pyramid_pending=True)
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"worker": worker, "state_dir": str(tmp_path / "s"), "codes": ["pixels"]}))
+    clock = [1_000_000.0]
+    sched = Scheduler(
+        load(env={}, config_file=str(cfg_file)),
+        lambda c: (None, server.access(0)),
+        sleep=lambda s: None,
+        clock=lambda: clock[0],
+    )
+    for _ in range(5):  # longer than three attempts would last
+        result = sched.poll_once()
+        assert result.failed == 0 and result.annotated == 0, result
+        clock[0] += 6 * 3600
+    state = state_mod.load(str(tmp_path / "s" / "pixels"))
+    assert not state.failures and image in state.waiting, (state.failures, state.waiting)
+    assert main(["--config", str(cfg_file), "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"image {image}" in out and "waiting for its pyramid" in out, out
+    server.pixels[image].pyramid_pending = False
+    result = sched.poll_once()
+    sched.close()
+    assert result.annotated == 1, result
+    [ann] = pixel_anns(server, image)
+    assert dict(ann.pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]
+    assert image not in state_mod.load(str(tmp_path / "s" / "pixels")).waiting
+
+
+# -- images registered without files (item 14) -----------------------------------------------------
+def test_the_scheduler_gives_an_image_without_files_its_pixel_code_and_never_loops_on_its_file_code(
+    tmp_path, worker, cases, capsys
+):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    server = FakeServer(root=str(repo))
+    case = by_label(cases, "uint16 stack")
+    image = server.add_image(name="cells.zarr")  # omero zarr import: no Fileset, no file
+    with_pixels(server, image, case, fmt=None)
+    server.pixels[image].tile_limited = True
+    cfg_file = tmp_path / "c.json"
+    state_dir = tmp_path / "s"
+    cfg_file.write_text(
+        json.dumps(
+            {"worker": worker, "state_dir": str(state_dir), "codes": ["files", "pixels"], "repository": str(repo)}
+        )
+    )
+    clock = [1_000_000.0]
+    sched = Scheduler(
+        load(env={}, config_file=str(cfg_file)),
+        lambda c: (None, server.access(0)),
+        sleep=lambda s: None,
+        clock=lambda: clock[0],
+    )
+    results = []
+    for _ in range(5):  # longer than three attempts would last
+        results.append(sched.poll_once())
+        clock[0] += 6 * 3600
+    sched.close()
+    assert [(r.failed, r.annotated) for r in results] == [(0, 1)] + [(0, 0)] * 4, results
+    assert [r.seen for r in results] == [1, 0, 0, 0, 0], results  # not found again for either code
+    assert dict(pixel_anns(server, image)[0].pairs)["iscc:pixels"] == case["biocode"]["iscc_code"]
+    files_state = state_mod.load(str(state_dir))
+    assert not files_state.failures and image in files_state.no_files
+    # Found once: the later polls do not hash (or even plan) it again.
+    assert server.calls_by_service.get("RawPixelsStore.setPixelsId") == 1
+    assert main(["--config", str(cfg_file), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "without original files" in out and str(image) in out, out

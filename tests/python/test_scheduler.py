@@ -262,3 +262,40 @@ def test_the_admin_script_runs_one_poll_with_the_scheduler_state(tmp_path, worke
         script.poll(fake.access(0), 5, config_file=str(cfg))
     with pytest.raises(script.scripting.ScriptError, match="only administrators"):
         script.poll(fake.access(2), 5, config_file=str(cfg))
+
+
+def test_the_backlog_scan_resumes_where_the_last_poll_stopped(tmp_path, worker):
+    # Images given up on stay without an ISCC: a scan from id 0 every poll reads them again,
+    # poll after poll (a server with a million unreadable images reads a million rows per
+    # poll). The scan resumes after the last image it took, and starts over once it reaches
+    # the end (then the images whose retry has come are found again).
+    fake, ids, _paths = backlog(tmp_path, 12)
+    sched, _ = make(tmp_path, fake, worker, batch_size=2)
+    for image_id in ids[:6]:  # the six oldest were given up long ago
+        sched.states["files"].failures[image_id] = state_mod.Failure(3, "unreadable", 0.0, 0.0)
+
+    def scanned() -> int:
+        rows = sum(n for text, n in fake.queries if "not exists" in text)
+        fake.queries.clear()
+        return rows
+
+    assert sched.poll_once().annotated == 2 and scanned() == 8  # six given up, then two
+    assert sched.poll_once().annotated == 2 and scanned() == 2, "the second poll resumes after the first"
+    assert [sched.poll_once().annotated for _ in range(2)] == [2, 0]
+    scanned()
+    assert sched.poll_once().annotated == 0 and scanned() == 6, "past the end, the scan starts over"
+    assert all(len(fake.annotations[i]) == 1 for i in ids[6:])
+
+
+def test_a_poll_stopped_before_its_batch_leaves_the_scan_where_it_was(tmp_path, worker):
+    # A poll past its deadline takes its batch but hashes none of it: the next poll must find
+    # those images again rather than resume after them.
+    import time
+
+    fake, ids, _paths = backlog(tmp_path, 6)
+    sched, _ = make(tmp_path, fake, worker, batch_size=2)
+    sched.deadline = time.monotonic() - 1
+    assert sched.poll_once().stopped
+    sched.deadline = None
+    assert sched.poll_once().annotated == 2
+    assert [i for i in ids if fake.iscc_anns(i)] == ids[:2]

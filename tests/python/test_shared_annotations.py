@@ -62,27 +62,59 @@ def test_small_filesets_keep_their_files_in_the_table(tmp_path, worker):
     assert server.attachments == []
 
 
-def test_replacing_one_image_of_a_fileset_leaves_the_others_their_iscc(world, worker):
+def _fileset_anns(server: FakeServer, image_id: int) -> list[int]:
+    """The ISCC MapAnnotations linked to the Fileset of ``image_id``."""
+    fileset = server.images_[image_id].v["fileset"]
+    return sorted(
+        link.v["child"]
+        for link in server._links("Fileset")
+        if link.v["parent"] == fileset
+        and server.anns.get(link.v["child"]) is not None
+        and server.anns[link.v["child"]].cls == "MapAnnotation"
+        and server.anns[link.v["child"]].v.get("ns") == NS
+    )
+
+
+def test_one_image_of_a_fileset_chosen_annotates_the_filesets_images_with_its_one_annotation(world, worker):
+    # A Fileset carries one annotation, shared by its images: choosing one of its images, then
+    # another, must not give the Fileset a second annotation.
+    a, b, c = world.multi_series
+    first = annotate(world.omero, [a], worker, str(world.repo), NS)
+    second = annotate(world.omero, [b], worker, str(world.repo), NS)
+    [shared] = _fileset_anns(world.server, a)
+    assert [[x.id for x in world.server.iscc_anns(i)] for i in (a, b, c)] == [[shared]] * 3
+    assert first.count(ImageStatus.ANNOTATED) == 3, first.message()
+    assert second.count(ImageStatus.ALREADY) == 3 and second.count(ImageStatus.ANNOTATED) == 0, second.message()
+
+
+def test_replacing_one_image_of_a_fileset_replaces_the_filesets_one_annotation(world, worker):
     a, b, c = world.multi_series
     annotate(world.omero, [a, b, c], worker, str(world.repo), NS)
-    shared = world.server.iscc_anns(a)[0].id
-    assert [world.server.iscc_anns(i)[0].id for i in (b, c)] == [shared, shared]
+    [shared] = _fileset_anns(world.server, a)
     report = annotate(world.omero, [a], worker, str(world.repo), NS, replace=True)
-    assert report.count(ImageStatus.ANNOTATED) == 1 and not report.outcomes[0].message
-    [new] = world.server.iscc_anns(a)
-    assert new.id != shared
-    assert [world.server.iscc_anns(i)[0].id for i in (b, c)] == [shared, shared], "b and c keep theirs"
-    assert shared in world.server.anns
-    # Replacing the rest retires the old annotation for good.
-    annotate(world.omero, [b, c], worker, str(world.repo), NS, replace=True)
-    assert shared not in world.server.anns
-    assert len({world.server.iscc_anns(i)[0].id for i in (a, b, c)}) == 2
+    assert report.count(ImageStatus.ANNOTATED) == 3 and not any(o.message for o in report.outcomes), report.outcomes
+    [new] = _fileset_anns(world.server, a)
+    assert new != shared and shared not in world.server.anns
+    assert [[x.id for x in world.server.iscc_anns(i)] for i in (a, b, c)] == [[new]] * 3
+
+
+def test_a_fileset_annotated_in_part_gets_one_annotation_for_all_its_images(world, worker):
+    # One image carries an annotation of the Fileset's files (written before Filesets shared
+    # theirs), the others none: choosing another image replaces it with one for all of them.
+    a, b, c = world.multi_series
+    old = world.server.add_annotation(a, [["iscc:sum", "ISCC:KUAX"]], NS)
+    report = annotate(world.omero, [b], worker, str(world.repo), NS)
+    assert report.count(ImageStatus.ANNOTATED) == 3, report.message()
+    [new] = _fileset_anns(world.server, a)
+    assert old not in world.server.anns
+    assert [[x.id for x in world.server.iscc_anns(i)] for i in (a, b, c)] == [[new]] * 3
 
 
 def test_verify_names_the_changed_file_from_the_file_list(tmp_path, worker):
     repo = tmp_path / "repo"
     server = FakeServer(root=str(repo))
-    images, paths = _fileset(server, repo, "big/", FILES_IN_TABLE + 4, 1, hasher=None)  # no import checksum
+    # No import checksum: the files lie in their owner's directory, as an import puts them.
+    images, paths = _fileset(server, repo, "scientist_2/big/", FILES_IN_TABLE + 4, 1, hasher=None)
     annotate(server.access(), images, worker, str(repo), NS)
     [ok] = verify(server.access(), images, worker, str(repo), NS)
     assert ok.status == Verdict.OK, ok.detail
@@ -104,3 +136,18 @@ def test_layout_1_0_is_read_and_replaced_by_the_shared_annotation(world, worker)
     assert report.count(ImageStatus.ANNOTATED) == 1
     assert old_id not in world.server.anns
     assert dict(world.server.pairs(image))["iscc:version"] == "2.0"
+
+
+def test_a_file_list_is_uploaded_in_large_writes_and_owned_like_its_annotation(tmp_path, worker):
+    # omero-py's upload helpers write 10,000 bytes per call: a large Fileset's file list is
+    # written in blocks of a megabyte instead. A full administrator's file list, like the
+    # annotation, belongs to the images' owner.
+    repo = tmp_path / "repo"
+    server = FakeServer(root=str(repo))
+    images, _paths = _fileset(server, repo, "scientist_2/plate/", 600, 2)
+    report = annotate(server.access(0), images, worker, str(repo), NS)
+    assert report.count(ImageStatus.ANNOTATED) == 2, report.message()
+    [(_kind, _parent, _name, data, _ns, _mimetype)] = server.attachments
+    assert len(data) > 50_000 and server.calls_by_service["RawFileStore.write"] == 1, server.calls_by_service
+    [file_annotation] = [a for a in server.anns.values() if a.cls == "FileAnnotation"]
+    assert file_annotation.owner == 2 and server.files[file_annotation.file_id].owner == 2

@@ -57,3 +57,14 @@ def test_ok_changed_missing_and_no_annotation(world, worker):
     assert status[world.multi_series[0]]["status"] == "OK"
     assert status[world.other_group]["status"] == "NO_ANNOTATION"
     assert [int(r["image_id"]) for r in report] == ids
+
+
+def test_the_report_is_attached_in_its_targets_group_not_the_sessions(world, worker):
+    # The session's group is group 1; a report on an image of group 2 is saved there (a new
+    # object with omero.group -1 is refused; one in group 1 could not be linked to it).
+    message, outputs = run_verify(world, worker, [world.other_group])
+    assert "File_Annotation" in outputs, message
+    kind, obj_id, _report = rows(world)
+    assert (kind, obj_id) == ("Image", world.other_group)
+    [ann] = [a for a in world.server.anns.values() if a.cls == "FileAnnotation"]
+    assert ann.group == 2 and world.server.files[ann.file_id].group == 2

@@ -160,6 +160,59 @@ def test_installed_offline_beside_omero_py_it_works_without_rust_and_uninstalls_
     assert tree(venv) == before, "pip uninstall left something behind"
 
 
+def test_the_scheduler_from_the_wheel_annotates_through_the_stand_in_over_the_wire(wheel, tmp_path, samples):
+    """The installed wheel alone, as cron runs it: `python -I -m omero_iscc run --once` in the
+    server's environment (no Rust on PATH, no checkout on sys.path) logs in to the stand-in
+    over Ice, hashes a real file with the wheel's own worker and annotates the image as its
+    owner, with the code iscc-core gives."""
+    from conftest import reference
+    from fake_server import FakeServer
+
+    venv, env = server_environment(tmp_path)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-index", str(wheel)], check=True, env=env)
+    repo = tmp_path / "ManagedRepository"
+    repo.mkdir()
+    server = FakeServer(root=str(repo))
+    source = samples / "ome-tiff" / "neuron-4Ch.tiff"
+    image = server.import_file(str(source), owner=2, group=1)
+    host, port, user, password = server.login("root")
+    cfg = tmp_path / "config.json"
+    state = tmp_path / "state"
+    cfg.write_text(
+        f'{{"host": "{host}", "port": {port}, "username": "{user}", "password": "{password}", '
+        f'"state_dir": "{state}", "repository": "{repo}"}}'
+    )
+    cfg.chmod(0o600)
+    done = subprocess.run(
+        [str(python), "-I", "-m", "omero_iscc", "--config", str(cfg), "run", "--once"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    [ann] = [a for a in server.iscc_anns(image) if a.kind == "map"]
+    pairs = dict(ann.pairs)
+    expected = reference([source])
+    assert (pairs["iscc:sum"], pairs["iscc:datahash"]) == (expected["iscc"], expected["datahash"])
+    assert pairs["iscc:input"] == "managed-repository", pairs
+    assert server.owner_of_iscc(image) == (2, 2), "annotated as the image's owner"
+    # A second run finds nothing to do: the image is never annotated twice.
+    again = subprocess.run(
+        [str(python), "-I", "-m", "omero_iscc", "--config", str(cfg), "run", "--once"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert again.returncode == 0 and len(server.iscc_anns(image)) == 1, again.stderr[-3000:]
+
+
 def test_pip_install_of_the_source_folder_and_its_sdist_need_no_network(tmp_path):
     """`pip install ./omero_scripts` on a server without a network: the folder's own build
     backend (make_wheel.py, standard library) needs nothing downloaded, isolation or not."""

@@ -12,10 +12,14 @@ behind ``RawPixelsStore``. It refuses what a server refuses (``../shared/referen
   (``omero.pixeldata.max_plane_width``/``_height``, read by ``IConfig.getConfigValue`` as
   omero-py's ``getMaxPlaneSize`` does) raises ``ApiUsageException`` (today's stand-in rule,
   kept: a real server's answer depends on the pixel buffer);
-- ``getTile`` reads any region inside the plane; on a tile-limited buffer (``tile_limited``,
-  as ``ZarrPixelBuffer``) a region wider or taller than ``getTileSize()`` is refused as its
+- ``getTile`` reads any region inside the plane; on a tile-limited buffer (``tile_limited``)
+  a region wider or taller than ``getTileSize()`` is refused as its
   ``IllegalArgumentException``, which ``ServiceHandler.getAndLogException`` turns into
-  ``ApiUsageException``.
+  ``ApiUsageException``. This is stricter than any buffer found in OMERO's code: it stands for
+  a buffer that serves at most a tile, so that reading is tested against the strictest case.
+  The same buffer also refuses, as omero-zarr-pixel-buffer's ``ZarrPixelBuffer.checkReadSize``
+  does, a region of more pixels than the maximum plane (width x height) however its chunks
+  (``getTileSize()``) are laid out.
 - Planes are big-endian, rows in order; ``bit`` images one byte per pixel (Bio-Formats).
 
 Every store call is counted on the world (``calls``).
@@ -130,6 +134,15 @@ class Reader:
                 server_error(omero.ApiUsageException, f"tile {x},{y} {w}x{h} outside the plane {size_x}x{size_y}")
             )
         tw, th = self.tile_size()
+        max_w, max_h = self.world.max_plane
+        if self.pixels.__dict__.get("tile_limited") and w * h > max_w * max_h:
+            raise Refused(
+                server_error(
+                    omero.ApiUsageException,
+                    "java.lang.IllegalArgumentException: "
+                    f"Requested shape [{w}, {h}] > max plane size {max_w} * {max_h}",
+                )
+            )
         if self.pixels.__dict__.get("tile_limited") and (w > tw or h > th):
             raise Refused(
                 server_error(
@@ -154,8 +167,10 @@ def open_reader(world, session, pixels_id: int) -> Reader:
     if pixels.__dict__.get("broken"):
         raise Refused(server_error(omero.ResourceError, pixels.broken))
     if pixels.__dict__.get("pyramid_pending"):
-        exc = omero.MissingPyramidException(None, None, f"Pixels:{pixels_id} has no pyramid yet")
-        exc.pixelsID = pixels_id
-        exc.backOff = 60000
-        raise Refused(exc)
+        # PixelsService.getPixelBuffer: "Missing pyramid:" and the pyramid's path; IceMapper
+        # carries the pixels id and the back-off over to omero.MissingPyramidException.
+        path = f"/OMERO/Pixels/{pixels_id}_pyramid"
+        raise Refused(
+            omero.MissingPyramidException(message=f"Missing pyramid:{path}", backOff=60000, pixelsID=pixels_id)
+        )
     return Reader(world, pixels)

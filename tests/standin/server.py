@@ -185,6 +185,7 @@ class Server:
         session = Session(user, group, ttl_ms, tti_ms, kind)
         session.started = session.last_access = world.now()
         session.id = next(world.ids)
+        world.opened["sessions"] += 1
         with self.lock:
             self.sessions[session.uuid] = (world, session)
         world.sessions[session.uuid] = session
@@ -205,6 +206,9 @@ class Server:
             return
         key = connection_key(con)
         session.connections.add(key)
+        worlds = {id(w): w for w, s in self.sessions.values() if s is session}
+        for world in worlds.values():
+            world.opened["connections"].add(key)
         self.by_connection.setdefault(key, []).append(session)
         try:
             con.setCallback(_Watch(self, key))

@@ -444,13 +444,14 @@ class RawFileStore(_Stateful, omero.api.RawFileStore):
             raise Refused(server_error(omero.SecurityViolation, f"Cannot read ome.model.core.OriginalFile:Id_{fid}"))
         self.file = obj
         blob = obj.__dict__.get("blob")
+        disk = _where(self.world, obj)
         if blob is not None:
             self.data = blob
-        elif obj.__dict__.get("disk") and _exists(obj.disk):
-            with open(obj.disk, "rb") as f:
+        elif disk and _exists(disk):
+            with open(disk, "rb") as f:
                 self.data = f.read()
-        elif obj.__dict__.get("disk"):
-            raise Refused(server_error(omero.ResourceError, f"File {obj.disk} does not exist in the repository"))
+        elif disk:
+            raise Refused(server_error(omero.ResourceError, f"File {disk} does not exist in the repository"))
         else:
             self.data = b""  # a new file, to be written
 
@@ -498,6 +499,24 @@ def _exists(path: str) -> bool:
     return os.path.exists(path)
 
 
+def _where(world, obj) -> str | None:
+    """Where the server reads a file: a repository file at its repository's root joined with
+    the row's ``path`` and ``name``, whatever wrote the row (ome ``RepoRawFileStoreI``: the
+    ``CheckedPath`` of the row's path in the repository); a file the world placed, where it
+    placed it (``disk``; a repository row edited since loses it); another file at its own place
+    (``Files/<id>`` on a server: nothing here). A row whose path climbs out of the root is served
+    nothing."""
+    import os
+
+    if obj.v.get("repo") and world.root and "disk" not in obj.__dict__:
+        rel = (obj.v.get("path") or "") + (obj.v.get("name") or "")
+        full = os.path.normpath(os.path.join(world.root, rel))
+        if full.startswith(os.path.normpath(world.root) + os.sep):
+            return full
+        return None
+    return obj.__dict__.get("disk")
+
+
 @serves(omero.api.RawPixelsStore)
 class RawPixelsStore(_Stateful, omero.api.RawPixelsStore):
     """Planes and tiles of one image's pixels; see ``pixels.py`` for the rules."""
@@ -505,8 +524,15 @@ class RawPixelsStore(_Stateful, omero.api.RawPixelsStore):
     reader = None
 
     def setPixelsId(self, pixels_id, bypass, current=None):  # noqa: N802
+        # RawPixelsBean.setPixelsId: the same pixels again keep the open buffer; other pixels
+        # close it and open theirs (PixelsService.getPixelBuffer: a reader initialised); a
+        # refusal (MissingPyramidException...) leaves the store without pixels, usable again.
+        if self.reader is not None and self.reader.pixels.id == pixels_id:
+            return
+        self.reader = None
         session = self.session.with_context(self.ctx_group(current))
         self.reader = pixels_mod.open_reader(self.world, session, pixels_id)
+        self.world.pixel_buffers.append(pixels_id)
 
     def _r(self):
         if self.reader is None:

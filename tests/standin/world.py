@@ -20,7 +20,9 @@ Permission rules, each from the server's source:
   member with the group's group rights (annotate in ``rwra--`` and ``rwrw--``, write and delete
   only in ``rwrw--``); in a private group nobody, administrators and leaders included, may link
   or annotate an object that is not their own (``CurrentDetails.isGraphCritical``: "any form of
-  admin modification is critical");
+  admin modification is critical"), unless the new link is saved as that object's owner's
+  (``details.owner``, which an administrator may set: ``OmeroInterceptor.evaluateLinkages``,
+  ticket:8979);
 - a link joins objects of one group (ome ``OmeroInterceptor.throwIfGroupsDontMatch``: "MIXED
   GROUP: ... cannot be linked", ``GroupSecurityViolation``).
 """
@@ -63,6 +65,9 @@ ALL_PRIVILEGES = frozenset(
 PARAM_CAP = 32767
 #: The id of the system group "user": every active user is in it (OMERO ``Roles``).
 USER_GROUP = 99001
+#: The system group "system": the administrators, restricted ones too (OMERO ``Roles``; id 0
+#: on a server, found by its name here as by the helper).
+SYSTEM_GROUP = 99000
 NS = "org.iscc.omero.sum"
 #: Groups whose members read each other's objects (the ``r`` of the group triple).
 _READ, _ANNOTATE, _WRITE = "r", "a", "w"
@@ -178,12 +183,19 @@ class FakeServer:
         self.fail_save_for: set = set()
         self.written = {"map_annotations": 0, "rows": 0, "links": 0}
         self.pixels: dict[int, Obj] = {}
+        #: The pixel buffers RawPixelsStores opened (a reader initialised on the server), by
+        #: pixels id in the order they were opened: one per ``setPixelsId`` that changes the
+        #: store's pixels, as ``RawPixelsBean.setPixelsId`` does.
+        self.pixel_buffers: list[int] = []
         #: How long a Delete2 request takes on this server (seconds), and the requests made.
         self.delete_seconds = 0.0
         self.delete_jobs: list = []
         #: Seconds added to the wall clock (sessions' time-to-live is judged on it).
         self.clock_offset = 0.0
         self.sessions: dict = {}
+        #: What clients opened: sessions (logins, joins of new sessions, sudo) and connections
+        #: (one per Ice communicator), for the tests that count them per run.
+        self.opened = {"sessions": 0, "connections": set()}
         self.clients: list = []
         #: Kept registered across tests (a module's world).
         self.keep = False
@@ -194,6 +206,7 @@ class FakeServer:
         self.event = self._new_event()
         WORLDS.add(self)
         self.groups[USER_GROUP] = Group(USER_GROUP, "user", "rwr---")
+        self.groups[SYSTEM_GROUP] = Group(SYSTEM_GROUP, "system", "rw----")
         for gid, name, perms in [(1, "group 1", "rwra--"), (2, "group 2", "rwra--"), (3, "lab 3", "rwr---")]:
             self.add_group(gid, name, perms)
         self.add_user(0, "root", {1, 2, 3}, admin=True)
@@ -203,7 +216,7 @@ class FakeServer:
     def __getstate__(self) -> dict:
         """A world to hand to ``server.py --world``: its rows and settings, not its sessions."""
         state = dict(self.__dict__)
-        for transient in ("lock", "clients", "sessions", "_cache", "delete_jobs", "events"):
+        for transient in ("lock", "clients", "sessions", "_cache", "delete_jobs", "events", "opened"):
             state.pop(transient, None)
         return state
 
@@ -215,6 +228,7 @@ class FakeServer:
             "_cache": {},
             "delete_jobs": [],
             "events": {},
+            "opened": {"sessions": 0, "connections": set()},
         }
         self.__dict__.update(state, **fresh)
         WORLDS.add(self)
@@ -349,14 +363,18 @@ class FakeServer:
             return True
         return self.member(uid, group) and self.perms(group)[2] == _READ
 
-    def allowed(self, uid: int, obj: Obj, scope: str) -> bool:
+    def allowed(self, uid: int, obj: Obj, scope: str, new_owner: int | None = None) -> bool:
         """ome ``BasicACLVoter.allowUpdateOrDelete`` for one scope: ``link``, ``annotate``,
-        ``edit`` or ``delete``."""
+        ``edit`` or ``delete``. ``new_owner``: the owner a new link is saved with; in a private
+        group an administrator or leader may link to another user's object only when the new
+        object is that user's (ome ``OmeroInterceptor.evaluateLinkages``, ticket:8979: "allow
+        admin users to specify the owner for such a graph critical situation")."""
         user = self.users[uid]
         perms = self.perms(obj.group)
         owner = obj.owner == uid
         leader = uid in self.groups[obj.group].leaders if obj.group in self.groups else False
-        if scope in ("link", "annotate") and not owner and perms[2] != _READ and (user.admin or leader):
+        critical = scope in ("link", "annotate") and not owner and perms[2] != _READ and (user.admin or leader)
+        if critical and (new_owner is None or new_owner != obj.owner):
             return False  # CurrentDetails.isGraphCritical: a private group
         if user.admin and user.privileges == ALL_PRIVILEGES:
             return True
@@ -429,7 +447,7 @@ class FakeServer:
         """A user; an administrator has every privilege unless ``privileges`` restricts them."""
         if privileges is None:
             privileges = ALL_PRIVILEGES if admin else frozenset()
-        user = User(uid, name, set(groups) | {USER_GROUP}, admin, privileges)
+        user = User(uid, name, set(groups) | {USER_GROUP} | ({SYSTEM_GROUP} if admin else set()), admin, privileges)
         self.users[uid] = user
         self.changed()
         return user

@@ -19,7 +19,6 @@ from omero.model import ImageI
 from omero.rtypes import rlong, rstring
 
 from omero_iscc import NAMESPACE, PIXELS_NAMESPACE, __version__, scripting
-from omero_iscc.config import script_settings
 from omero_iscc.jobs import CODE_CHOICES, annotate_job, codes_of
 from omero_iscc.selection import DATA_TYPES
 
@@ -33,7 +32,7 @@ P_SIMPRINTS = "Simprints"
 
 def annotate_selection(omero_access, params, settings=None):
     """Annotates the selection; returns the message and a ``Result`` link to an annotated image."""
-    settings = settings or script_settings()
+    settings = settings or scripting.settings_for(omero_access)
     with settings.slot("ISCC_Annotate.py"):  # one script hashing per host at a time
         result = annotate_job(
             omero_access,
@@ -44,9 +43,11 @@ def annotate_selection(omero_access, params, settings=None):
             wide=params.get(P_WIDE, False),
             codes=codes_of(params.get(P_CODE, "Files")),
             simprints=params.get(P_SIMPRINTS, False),
+            should_stop=settings.out_of_time,
         )
     first = result.first_annotated
-    return result.message, ({"Result": ImageI(first, False)} if first is not None else {})
+    message = result.message + scripting.time_note(result.left, settings, "omero iscc annotate")
+    return message, ({"Result": ImageI(first, False)} if first is not None else {})
 
 
 def run_script():
@@ -54,7 +55,9 @@ def run_script():
         "ISCC_Annotate.py",
         """Compute the ISCC-SUM of each selected image's original files and store it as a
 key-value annotation (namespace org.iscc.omero.sum). Images that already have one are
-skipped unless Replace_Existing is set.""",
+skipped unless Replace_Existing is set. The script stops taking new images before OMERO's
+script time limit (omero.scripts.timeout) and says how many are left: for long runs use
+`omero iscc annotate` or the scheduler.""",
         scripts.String(
             P_DATA_TYPE,
             optional=False,

@@ -17,7 +17,7 @@ import time
 from omero import scripts
 
 from omero_iscc import NAMESPACE, __version__, scripting
-from omero_iscc.config import load
+from omero_iscc.config import load, script_budget
 from omero_iscc.scheduler import Scheduler
 from omero_iscc.state import Lock, script_slot
 
@@ -30,6 +30,8 @@ def poll(omero_access, batch_size, config_file=None):
         raise scripting.ScriptError("only administrators may run this script")
     started = time.monotonic()
     cfg = load(cli={"batch_size": batch_size}, env={}, config_file=config_file)
+    timeout = omero_access.script_timeout()  # omero.scripts.timeout: the session ends then
+    budget = min(cfg.script_time_budget, script_budget(timeout))
     # The scheduler's lock (no poll beside a running scheduler), then the scripts' slot (one
     # script hashing per host at a time); the time spent waiting counts against the budget.
     with Lock(cfg.state_dir), script_slot(cfg.state_dir, "ISCC_Annotate_New_Images.py", cfg.script_wait):
@@ -40,15 +42,21 @@ def poll(omero_access, batch_size, config_file=None):
         scheduler.detach = False
         scheduler.once = True
         scheduler.max_reconnects = 0
-        scheduler.deadline = started + cfg.script_time_budget
+        scheduler.deadline = started + budget
         try:
             result = scheduler.poll_once()
         finally:
             scheduler.close()
     lost = "; the session to OMERO was lost: run again later" if result.unreachable else ""
+    stopped = (
+        f"; stopped before the script's time limit ({timeout / 60:g} min, omero.scripts.timeout): the next run "
+        "carries on; for a large backlog use the scheduler (`python -m omero_iscc run`) or the backlog"
+        if result.stopped
+        else ""
+    )
     return (
         f"{result.annotated} annotated, {result.failed} failed, of {result.seen} image(s) "
-        f"without an ISCC (batch size {batch_size}){lost}"
+        f"without an ISCC (batch size {batch_size}){lost}{stopped}"
     )
 
 
@@ -62,7 +70,8 @@ def run_script():
         "ISCC_Annotate_New_Images.py",
         """Annotate up to Batch_Size images that have no ISCC yet, across all groups
 (administrators only). Meant to be launched periodically, e.g. from cron with
-`omero script launch`.""",
+`omero script launch`. It stops taking new images before OMERO's script time limit
+(omero.scripts.timeout); long runs belong to the scheduler (`python -m omero_iscc run`).""",
         scripts.Long(
             P_BATCH,
             optional=False,

@@ -18,7 +18,6 @@ from omero import scripts
 from omero.rtypes import rlong, rstring
 
 from omero_iscc import NAMESPACE, __version__, scripting
-from omero_iscc.config import script_settings
 from omero_iscc.jobs import DUPLICATE_TYPES, SCOPES, duplicates_job
 
 P_DATA_TYPE = "Data_Type"
@@ -31,20 +30,36 @@ REPORT_NS = NAMESPACE + ".duplicates"
 
 def duplicates_of(omero_access, params, settings=None):
     """Returns the message and the CSV report (``File_Annotation``)."""
-    settings = settings or script_settings()
+    settings = settings or scripting.settings_for(omero_access)
+    if settings.out_of_time():
+        raise scripting.ScriptError(
+            "OMERO's script time limit (omero.scripts.timeout) leaves this script no time to run: "
+            "use `omero iscc duplicates`"
+        )
+    scope = params.get(P_SCOPE, "Selection")
+    target = params[P_IDS][0] if params.get(P_IDS) else None
+    # An administrator's server-wide report goes where only administrators read it; any
+    # other report lists only what every reader of the object it is attached to may see.
+    server_wide = scope == "Server" and omero_access.is_admin()
+    place = None
+    if not server_wide:
+        place = (omero_access.place_of(params[P_DATA_TYPE], target) if target else None) or omero_access.own_place()
     with settings.slot("ISCC_Find_Duplicates.py"):  # one script running the worker per host at a time
         result = duplicates_job(
             omero_access,
             params[P_DATA_TYPE],
             params.get(P_IDS) or [],
             settings,
-            scope=params.get(P_SCOPE, "Selection"),
+            scope=scope,
             threshold=int(params.get(P_THRESHOLD, 12)),
+            listed_for=place,
         )
-    target = params[P_IDS][0] if params.get(P_IDS) else None
-    outputs, note = scripting.attach_report(
-        omero_access, params[P_DATA_TYPE], target, "iscc_duplicates.csv", result.report, REPORT_NS
-    )
+    if server_wide:
+        outputs, note = scripting.report_for_administrators(omero_access, "iscc_duplicates.csv", result.report)
+    else:
+        outputs, note = scripting.attach_report(
+            omero_access, params[P_DATA_TYPE], target, "iscc_duplicates.csv", result.report, REPORT_NS
+        )
     return result.message + note, outputs
 
 
@@ -55,7 +70,8 @@ def run_script():
 (re-saved, edited, extended files), from their ISCC annotations; and, from their pixel codes,
 the same pixels in different files (the same image in two formats) and similar pixels.
 Scope=Server looks at every image you can see. Attaches a CSV report to the first selected
-object.""",
+object. Runs within OMERO's script time limit (omero.scripts.timeout); on a large server use
+`omero iscc duplicates`.""",
         scripts.String(
             P_DATA_TYPE,
             optional=False,

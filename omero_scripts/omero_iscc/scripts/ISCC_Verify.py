@@ -16,7 +16,6 @@ from omero import scripts
 from omero.rtypes import rlong, rstring
 
 from omero_iscc import NAMESPACE, __version__, scripting
-from omero_iscc.config import script_settings
 from omero_iscc.jobs import verify_job
 from omero_iscc.selection import DATA_TYPES
 
@@ -27,14 +26,16 @@ REPORT_NS = NAMESPACE + ".verify"
 
 def verify_selection(omero_access, params, settings=None):
     """Verifies the selection; returns the message and the CSV report (``File_Annotation``)."""
-    settings = settings or script_settings()
+    settings = settings or scripting.settings_for(omero_access)
     with settings.slot("ISCC_Verify.py"):  # one script hashing per host at a time
-        result = verify_job(omero_access, params[P_DATA_TYPE], params[P_IDS], settings)
+        result = verify_job(
+            omero_access, params[P_DATA_TYPE], params[P_IDS], settings, should_stop=settings.out_of_time
+        )
     target = next((i for i in params[P_IDS] if i not in result.missing), None)
     outputs, note = scripting.attach_report(
         omero_access, params[P_DATA_TYPE], target, "iscc_verify_report.csv", result.report, REPORT_NS
     )
-    return result.message + note, outputs
+    return result.message + scripting.time_note(result.left, settings, "omero iscc verify") + note, outputs
 
 
 def run_script():
@@ -43,7 +44,9 @@ def run_script():
         """Recompute the ISCC-SUM and OMERO's import checksums of the selected images' files and
 compare them with what is stored; where an image has a pixel code, recompute it from the planes
 the server decodes now and compare it too. Attaches a CSV report (OK / CHANGED / MISSING_FILE /
-NO_ANNOTATION per image) to the first selected object.""",
+NO_ANNOTATION per image) to the first selected object. The script stops taking new images
+before OMERO's script time limit (omero.scripts.timeout) and says how many are left: for long
+runs use `omero iscc verify`.""",
         scripts.String(
             P_DATA_TYPE,
             optional=False,
