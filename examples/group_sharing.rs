@@ -18,11 +18,10 @@ fn main() {
         None => (&args[..], &[][..]),
     };
     let mut groups: Vec<(String, Vec<PathBuf>)> = Vec::new();
-    let resolver = omero_iscc::inputs::Resolver::new(None).expect("no root to open");
     for arg in dirs {
         let path = PathBuf::from(arg);
         let members = if path.is_dir() {
-            omero_iscc::inputs::tree_files(&path, &resolver).expect("a readable tree")
+            omero_iscc::engine::walk::tree_files(&path, None).expect("a readable tree")
         } else {
             vec![path]
         };

@@ -1,4 +1,5 @@
-//! Command-line arguments (clap derive). Validation of combinations lives with each command.
+//! Command-line arguments as clap parses them (clap derive). What clap cannot refuse alone is
+//! refused once, when the arguments become a plan (`plan`).
 
 use crate::engine::checksum::Algorithm;
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -1,6 +1,9 @@
-//! Exit statuses, and the errors that end a command early. `main` alone turns them into the
-//! process's exit status (with [`Error::status`]); commands only return them.
+//! Exit statuses, and the errors that end a run early. `main` alone turns them into the
+//! process's exit status (with [`RunError::status`]); plans and commands only return them.
+//! (Why one record failed is a [`Failure`](crate::engine::failure::Failure), written in the
+//! record: the run goes on.)
 
+use crate::engine::failure::plain;
 use std::fmt;
 use std::io;
 
@@ -10,7 +13,7 @@ pub enum Status {
     /// Every record succeeded.
     Success = 0,
     /// At least one record failed; all others were still produced.
-    Failure = 1,
+    SomeFailed = 1,
     /// The command line or its inputs could not be used at all: nothing was done.
     Usage = 2,
     /// The run stopped before every record was written: standard output was closed by its
@@ -26,19 +29,19 @@ impl Status {
         self as u8
     }
 
-    /// `Failure` if anything failed, else `Success`.
+    /// `SomeFailed` if anything failed, else `Success`.
     pub fn from_failed(failed: bool) -> Status {
         if failed {
-            Status::Failure
+            Status::SomeFailed
         } else {
             Status::Success
         }
     }
 }
 
-/// Why a command ended before its last record.
+/// Why a run ended before its last record.
 #[derive(Debug)]
-pub enum Error {
+pub enum RunError {
     /// The command line or its inputs cannot be used (a message for the user).
     Usage(String),
     /// Standard output was closed by its reader: the run ends quietly.
@@ -50,44 +53,50 @@ pub enum Error {
     NoOutput,
 }
 
-impl Error {
+impl RunError {
     /// The exit status this error ends the process with.
     pub fn status(&self) -> Status {
         match self {
-            Error::Usage(_) => Status::Usage,
-            Error::OutputClosed | Error::Output(_) | Error::NoOutput => Status::Incomplete,
+            RunError::Usage(_) => Status::Usage,
+            RunError::OutputClosed | RunError::Output(_) | RunError::NoOutput => Status::Incomplete,
         }
     }
 
     /// The message to print, if any (a closed pipe is not worth one).
     pub fn message(&self) -> Option<String> {
         match self {
-            Error::Usage(m) => Some(m.clone()),
-            Error::OutputClosed => None,
-            Error::Output(e) => Some(format!("cannot write output: {e}; the run stopped before its end")),
-            Error::NoOutput => Some("standard output is closed: no record can be written".into()),
+            RunError::Usage(m) => Some(m.clone()),
+            RunError::OutputClosed => None,
+            RunError::Output(e) => Some(format!("cannot write output: {e}; the run stopped before its end")),
+            RunError::NoOutput => Some("standard output is closed: no record can be written".into()),
         }
     }
 
     /// Classifies a failed write to standard output.
-    pub fn from_write(e: io::Error) -> Error {
+    pub fn from_write(e: io::Error) -> RunError {
         if e.kind() == io::ErrorKind::BrokenPipe {
-            Error::OutputClosed
+            RunError::OutputClosed
         } else {
-            Error::Output(e)
+            RunError::Output(e)
         }
     }
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message().unwrap_or_else(|| "standard output was closed".into()))
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for RunError {}
 
 /// Shorthand for a usage error.
-pub fn usage<T>(message: impl Into<String>) -> Result<T, Error> {
-    Err(Error::Usage(message.into()))
+pub fn usage<T>(message: impl Into<String>) -> Result<T, RunError> {
+    Err(RunError::Usage(message.into()))
+}
+
+/// A usage error for an input that cannot be opened or read: `what: why`, e.g.
+/// `--files-from list: No such file or directory`.
+pub fn unusable(what: impl fmt::Display, error: &io::Error) -> RunError {
+    RunError::Usage(format!("{what}: {}", plain(error)))
 }

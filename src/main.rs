@@ -1,11 +1,14 @@
-//! `omero-iscc`: parse the command line, run the command, exit with its status.
+//! `omero-iscc`: parse the command line, make the plan, run it, exit with its status.
 
 use clap::Parser;
 use omero_iscc::cli::Cli;
+use omero_iscc::plan::Plan;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let run = omero_iscc::streams::check_stdout().and_then(|()| omero_iscc::commands::run(&Cli::parse()));
+    let run = omero_iscc::streams::check_stdout()
+        .and_then(|()| Plan::new(Cli::parse()))
+        .and_then(omero_iscc::commands::run);
     let status = match run {
         Ok(status) => status,
         Err(error) => {

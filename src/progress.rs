@@ -1,38 +1,32 @@
 //! The progress bar of `sum` on standard error: files, bytes read (all threads), rate, ETA.
 //!
-//! On a terminal indicatif draws it in place. `--progress always` must also work when standard
-//! error is a pipe or a log file, where indicatif's own terminal target stays silent; there the
-//! bar is redrawn after a carriage return, which log viewers and `less -r` show as updates.
+//! Whether it is drawn is the plan's decision (`--progress`: always, never, or when standard
+//! error is a terminal). On a terminal indicatif draws it in place. `--progress always` must
+//! also work when standard error is a pipe or a log file, where indicatif's own terminal target
+//! stays silent; there the bar is redrawn after a carriage return, which log viewers and
+//! `less -r` show as updates.
 
-use crate::cli::ProgressMode;
-use crate::engine::source;
 use indicatif::{
     HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike,
 };
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
-/// Whether a bar will be drawn for this mode.
-pub fn wanted(mode: ProgressMode) -> bool {
-    match mode {
-        ProgressMode::Never => false,
-        ProgressMode::Always => true,
-        ProgressMode::Auto => io::stderr().is_terminal(),
+/// A bar for `len` records of `total` bytes (0 if unknown), or a hidden one when `draw` is
+/// false. `bytes_read` counts the bytes read so far by every thread (the engine's counter:
+/// `engine::source::bytes_read`).
+pub fn bar(draw: bool, len: usize, total: u64, bytes_read: fn() -> u64) -> ProgressBar {
+    if !draw {
+        return ProgressBar::hidden();
     }
-}
-
-/// A bar for `len` records of `total` bytes (0 if unknown), or a hidden one.
-pub fn bar(mode: ProgressMode, len: usize, total: u64) -> ProgressBar {
-    let terminal = io::stderr().is_terminal();
-    let target = match mode {
-        ProgressMode::Never => return ProgressBar::hidden(),
-        ProgressMode::Auto if !terminal => return ProgressBar::hidden(),
-        _ if terminal => ProgressDrawTarget::stderr(),
-        _ => ProgressDrawTarget::term_like(Box::new(PlainStderr)),
+    let target = if io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::term_like(Box::new(PlainStderr))
     };
     let bar = ProgressBar::with_draw_target(Some(len as u64), target);
-    let start = source::bytes_read();
-    let bytes = move || source::bytes_read().saturating_sub(start);
+    let start = bytes_read();
+    let bytes = move || bytes_read().saturating_sub(start);
     bar.set_style(
         ProgressStyle::with_template(
             "{elapsed_precise} [{bar:30}] {pos}/{len} files, {bytes_read}, {byte_rate}, ETA {byte_eta}",

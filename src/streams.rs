@@ -7,8 +7,8 @@
 //! with a message and the same status. Messages on standard error are best effort: a closed
 //! standard error never stops records from reaching standard output.
 
-use crate::cli::Priority;
-use crate::exit::{usage, Error};
+use crate::engine::failure::plain;
+use crate::exit::{unusable, usage, RunError};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
@@ -47,7 +47,7 @@ pub struct Inputs {
 impl Inputs {
     /// Claims standard input for `what` (an option or argument); a second claim is a usage
     /// error.
-    pub fn claim_stdin(&mut self, what: &str) -> Result<(), Error> {
+    pub fn claim_stdin(&mut self, what: &str) -> Result<(), RunError> {
         match &self.stdin_claimed_by {
             Some(first) => {
                 usage(format!("standard input ('-') can be used only once (by {first} and by {what})"))
@@ -60,13 +60,18 @@ impl Inputs {
     }
 
     /// Opens a file of lines named by the user (`-`: standard input) for `what`.
-    pub fn open(&mut self, name: &OsStr, what: &str) -> Result<Box<dyn BufRead + Send>, Error> {
+    pub fn open(&mut self, name: &OsStr, what: &str) -> Result<Box<dyn BufRead + Send>, RunError> {
         self.open_claiming(name, what, what)
     }
 
     /// [`Inputs::open`] for the `n`th (from 1) of several arguments called `what`, so that a
     /// second claim on standard input says which arguments made both.
-    pub fn open_nth(&mut self, name: &OsStr, what: &str, n: usize) -> Result<Box<dyn BufRead + Send>, Error> {
+    pub fn open_nth(
+        &mut self,
+        name: &OsStr,
+        what: &str,
+        n: usize,
+    ) -> Result<Box<dyn BufRead + Send>, RunError> {
         self.open_claiming(name, what, &format!("{what} {n}"))
     }
 
@@ -75,7 +80,7 @@ impl Inputs {
         name: &OsStr,
         what: &str,
         claim: &str,
-    ) -> Result<Box<dyn BufRead + Send>, Error> {
+    ) -> Result<Box<dyn BufRead + Send>, RunError> {
         if is_stdin(name) {
             self.claim_stdin(claim)?;
             return Ok(Box::new(BufReader::new(io::stdin())));
@@ -85,26 +90,14 @@ impl Inputs {
         }
         File::open(name)
             .map(|f| Box::new(BufReader::new(f)) as Box<dyn BufRead + Send>)
-            .map_err(|e| Error::Usage(format!("{what} {}: {}", name.to_string_lossy(), plain(&e))))
+            .map_err(|e| unusable(format_args!("{what} {}", name.to_string_lossy()), &e))
     }
 }
 
-/// "No such file or directory (os error 2)" → "No such file or directory".
-pub fn plain(error: &io::Error) -> String {
-    let text = error.to_string();
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
-}
-
-/// Lowers this process's CPU and I/O priority for `Priority::Low`: nice 10 and the lowest
+/// Lowers this process's CPU and I/O priority (`--priority low`): nice 10 and the lowest
 /// level of best-effort I/O, never raising a priority that is already lower. Called before any
 /// thread is started: Linux keeps both per thread, and new threads inherit them.
-pub fn set_priority(priority: Priority) {
-    if priority == Priority::Normal {
-        return;
-    }
+pub fn lower_priority() {
     const NICE: libc::c_int = 10;
     // SAFETY: getpriority/setpriority only read and change this thread's nice value; errno is
     // cleared first because -1 is also a valid priority.
@@ -138,7 +131,7 @@ pub fn set_priority(priority: Priority) {
 
 /// The worker threads of a run: `threads` if given (capped at 4 × cores and at
 /// [`MAX_THREADS`], with a message), else one per core.
-pub fn pool(threads: Option<u16>) -> Result<rayon::ThreadPool, Error> {
+pub fn pool(threads: Option<u16>) -> Result<rayon::ThreadPool, RunError> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let cap = (THREADS_PER_CORE * cores).min(MAX_THREADS);
     let threads = match threads.map(usize::from) {
@@ -153,7 +146,7 @@ pub fn pool(threads: Option<u16>) -> Result<rayon::ThreadPool, Error> {
         .num_threads(threads)
         .thread_name(|i| format!("omero-iscc-{i}"))
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start {threads} threads: {e}")))
+        .map_err(|e| RunError::Usage(format!("cannot start {threads} threads: {e}")))
 }
 
 /// Whether descriptor 1 was closed when the process started.
@@ -178,12 +171,12 @@ extern "C" fn note_closed_stdout() {
 
 /// `Err(NoOutput)` when standard output was closed as the process started (`>&-`), where the
 /// platform lets that be told apart from a standard output on `/dev/null`.
-pub fn check_stdout() -> Result<(), Error> {
+pub fn check_stdout() -> Result<(), RunError> {
     // The reference keeps the constructor (and the object that holds it) in every link.
     #[cfg(target_os = "linux")]
     std::hint::black_box(&NOTE_CLOSED_STDOUT);
     if STDOUT_CLOSED_AT_START.load(Ordering::Relaxed) {
-        return Err(Error::NoOutput);
+        return Err(RunError::NoOutput);
     }
     Ok(())
 }
@@ -202,8 +195,8 @@ impl Default for Output {
 impl Output {
     /// Writes one record's bytes and flushes them, so a reader sees each record as soon as
     /// it is ready (and a closed pipe is noticed at once).
-    pub fn record(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.out.write_all(bytes).and_then(|_| self.out.flush()).map_err(Error::from_write)
+    pub fn record(&mut self, bytes: &[u8]) -> Result<(), RunError> {
+        self.out.write_all(bytes).and_then(|_| self.out.flush()).map_err(RunError::from_write)
     }
 
     /// The underlying writer, for output built piece by piece; pair it with [`Output::flush`].
@@ -211,12 +204,12 @@ impl Output {
         &mut self.out
     }
 
-    pub fn flush(&mut self) -> Result<(), Error> {
-        self.out.flush().map_err(Error::from_write)
+    pub fn flush(&mut self) -> Result<(), RunError> {
+        self.out.flush().map_err(RunError::from_write)
     }
 }
 
-/// Maps a write error to the run's [`Error`] (for `?` on `io::Result`).
-pub fn written<T>(result: io::Result<T>) -> Result<T, Error> {
-    result.map_err(Error::from_write)
+/// Maps a write error to the run's [`RunError`] (for `?` on `io::Result`).
+pub fn written<T>(result: io::Result<T>) -> Result<T, RunError> {
+    result.map_err(RunError::from_write)
 }

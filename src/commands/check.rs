@@ -1,22 +1,22 @@
 //! The `check` command: recompute and compare the codes in lines written by `sum` (text or
 //! JSON, also group records) or by iscc-sum (default and BSD-tag lines).
 //!
-//! JSON records also have their `datahash`, `filesize` and `checksums` compared, all from
-//! the same read of each file.
+//! JSON records are read into the record types `sum` writes them from (`records::sum`, unknown
+//! fields refused), and also have their `datahash`, `filesize` and `checksums` compared, all
+//! from the same read of each file.
 
-use crate::cli::CheckArgs;
 use crate::engine::checksum::Algorithm;
 use crate::engine::codes;
+use crate::engine::failure::FailureKind;
 use crate::engine::group;
 use crate::engine::hash::{self, HashConfig, Outcome};
-use crate::error::ErrorKind;
-use crate::exit::{Error, Status};
-use crate::inputs::{self, Resolver};
+use crate::engine::resolve::Resolver;
+use crate::engine::walk;
+use crate::exit::{unusable, RunError, Status};
 use crate::ordered;
-use crate::pathcodec::PathText;
+use crate::plan::CheckPlan;
+use crate::records::sum::{FileLine, Line};
 use crate::streams::{self, Inputs, Output};
-use serde::Deserialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -40,25 +40,21 @@ enum Verdict {
 }
 
 /// Runs `check`; returns the exit status.
-pub fn run(args: &CheckArgs) -> Result<Status, Error> {
-    let resolver = Resolver::new(args.root.as_deref())
-        .map_err(|e| Error::Usage(format!("--root: {}", streams::plain(&e))))?;
+pub fn run(plan: &CheckPlan) -> Result<Status, RunError> {
     let mut inputs = Inputs::default();
     let mut expected = Vec::new();
     let mut malformed = 0usize;
     let mut empty_files = 0usize;
     // Every input is opened (standard input claimed) before any is read.
-    let readers = args
+    let readers = plan
         .files
         .iter()
         .enumerate()
         .map(|(i, name)| inputs.open_nth(name, "FILE", i + 1))
         .collect::<Result<Vec<_>, _>>()?;
-    for (name, mut reader) in args.files.iter().zip(readers) {
+    for (name, mut reader) in plan.files.iter().zip(readers) {
         let mut text = Vec::new();
-        reader
-            .read_to_end(&mut text)
-            .map_err(|e| Error::Usage(format!("{}: {}", name.to_string_lossy(), streams::plain(&e))))?;
+        reader.read_to_end(&mut text).map_err(|e| unusable(name.to_string_lossy(), &e))?;
         let before = expected.len();
         malformed += read_records(&text, &name.to_string_lossy(), &mut expected);
         if expected.len() == before {
@@ -73,7 +69,7 @@ pub fn run(args: &CheckArgs) -> Result<Status, Error> {
     ordered::for_each_ordered(
         &pool,
         expected.len(),
-        |i| (i, verify(&expected[i], &resolver, parallel)),
+        |i| (i, verify(&expected[i], &plan.resolver, parallel)),
         |(i, verdict)| {
             let e: &Expected = &expected[i];
             let word = match &verdict {
@@ -91,7 +87,7 @@ pub fn run(args: &CheckArgs) -> Result<Status, Error> {
                     "MISSING"
                 }
             };
-            if verdict == Verdict::Ok && args.quiet {
+            if verdict == Verdict::Ok && plan.quiet {
                 return Ok(());
             }
             out.record(&[&e.path[..], b": ", word.as_bytes(), b"\n"].concat())
@@ -169,8 +165,11 @@ fn parse_line(line: &[u8]) -> Result<Vec<Expected>, String> {
     }
     if line.first() == Some(&b'{') {
         let text = std::str::from_utf8(line).map_err(|_| "JSON line is not UTF-8".to_string())?;
-        let record: JsonRecord = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        return parse_json(record);
+        let record: Line = serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => format!("not a record of `sum --json`: {e}"),
+            _ => format!("not valid JSON: {e}"),
+        })?;
+        return expected_of(record);
     }
     // iscc-sum's default format `ISCC:CODE *path` and BSD format `ISCC-SUM (path) = ISCC:CODE`.
     if let Some(rest) = line.strip_prefix(b"ISCC-SUM (") {
@@ -196,55 +195,40 @@ fn valid_code(code: &str) -> Result<(), String> {
     codes::is_wide(code).map(|_| ()).ok_or_else(|| format!("not an ISCC-SUM code: {code:?}"))
 }
 
-/// The fields of a `sum --json` record (file, tree or group) that `check` compares; the others
-/// are ignored.
-#[derive(Deserialize)]
-struct JsonRecord {
-    #[serde(default)]
-    path: Option<PathText>,
-    #[serde(default)]
-    iscc: Option<String>,
-    #[serde(default)]
-    datahash: Option<String>,
-    #[serde(default)]
-    filesize: Option<Value>,
-    #[serde(default)]
-    checksums: Option<BTreeMap<String, Value>>,
-    /// A group record: its files.
-    #[serde(default)]
-    files: Option<Vec<JsonRecord>>,
+/// What a `sum --json` record expects: a file's or tree's code, or the codes of a group's
+/// files (the group's own code is not checked: its files are).
+fn expected_of(record: Line) -> Result<Vec<Expected>, String> {
+    match record {
+        Line::File(file) => Ok(vec![expected_file(file)?]),
+        Line::Group(group) => group.files.into_iter().map(expected_file).collect(),
+        Line::Bad(_) => Err("JSON record has no \"path\"".into()),
+    }
 }
 
-fn parse_json(record: JsonRecord) -> Result<Vec<Expected>, String> {
-    if let Some(files) = record.files {
-        // A group record: verify each of its files.
-        let mut all = Vec::new();
-        for f in files {
-            all.append(&mut parse_json(f)?);
-        }
-        return Ok(all);
-    }
-    let path = record.path.ok_or("JSON record has no \"path\"")?;
+fn expected_file(record: FileLine) -> Result<Expected, String> {
     let Some(iscc) = record.iscc else {
         return Err(format!(
             "record for {:?} has no \"iscc\" (it failed when it was computed)",
-            String::from_utf8_lossy(path.as_bytes())
+            String::from_utf8_lossy(record.path.as_bytes())
         ));
     };
     valid_code(&iscc)?;
     let mut checksums = Vec::new();
-    for (name, v) in record.checksums.unwrap_or_default() {
+    // By name, each once (the last value of a name counts).
+    let by_name: BTreeMap<String, String> =
+        record.checksums.map(|c| c.0).unwrap_or_default().into_iter().collect();
+    for (name, value) in by_name {
         let algorithm =
             Algorithm::from_name(&name).ok_or_else(|| format!("unsupported checksum {name:?}"))?;
-        checksums.push((algorithm, v.as_str().unwrap_or_default().to_string()));
+        checksums.push((algorithm, value));
     }
-    Ok(vec![Expected {
-        path: path.0,
+    Ok(Expected {
+        path: record.path.0,
         iscc,
         datahash: record.datahash,
-        filesize: record.filesize.as_ref().and_then(Value::as_u64),
+        filesize: record.filesize,
         checksums,
-    }])
+    })
 }
 
 fn verify(e: &Expected, resolver: &Resolver, parallel: bool) -> Verdict {
@@ -259,13 +243,13 @@ fn verify(e: &Expected, resolver: &Resolver, parallel: bool) -> Verdict {
     let path = resolver.resolve(Path::new(OsStr::from_bytes(&e.path)));
     let outcome = path.and_then(|p| {
         if tree {
-            group::hash_files(&inputs::tree_files(&p, resolver)?, &config)
+            group::hash_files(&walk::tree_files(&p, resolver.roots().map(|r| &**r))?, &config)
         } else {
             hash::hash_path(&p, &config)
         }
     });
     match outcome {
-        Err(f) if f.kind == ErrorKind::NotFound => Verdict::Missing,
+        Err(f) if f.kind == FailureKind::NotFound => Verdict::Missing,
         Err(f) => Verdict::Failed(f.message),
         Ok(outcome) => compare(e, &outcome),
     }

@@ -1,5 +1,6 @@
-//! The commands of the `omero-iscc` binary. Each returns `Result<Status, Error>`: the status of
-//! a run that reached its end, or the error that ended it early (see `exit`).
+//! The commands of the `omero-iscc` binary. Each runs its plan and returns `Result<Status,
+//! RunError>`: the status of a run that reached its end, or the error that ended it early (see
+//! `exit`).
 
 pub mod check;
 pub mod index;
@@ -8,17 +9,17 @@ pub mod selftest;
 pub mod similar;
 pub mod sum;
 
-use crate::cli::{Cli, Command};
-use crate::exit::{Error, Status};
+use crate::exit::{RunError, Status};
+use crate::plan::Plan;
 
-/// Runs the command the user chose.
-pub fn run(cli: &Cli) -> Result<Status, Error> {
-    match &cli.command {
-        Command::Sum(args) => sum::run(args),
-        Command::Check(args) => check::run(args),
-        Command::Selftest => selftest::run(),
-        Command::Similar(args) => similar::run(args),
-        Command::Pixels(args) => pixels::run(args),
-        Command::Index(args) => index::run(args),
+/// Runs the command the plan is for.
+pub fn run(plan: Plan) -> Result<Status, RunError> {
+    match plan {
+        Plan::Sum(plan) => sum::run(&plan),
+        Plan::Check(plan) => check::run(&plan),
+        Plan::Selftest => selftest::run(),
+        Plan::Similar(plan) => similar::run(&plan),
+        Plan::Pixels(plan) => pixels::run(&plan),
+        Plan::Index(plan) => index::run(&plan),
     }
 }

@@ -6,13 +6,13 @@
 //! through bounded channels, which bounds memory to a few pieces whatever an image's size.
 //! Each piece is hashed on the run's pool (the Data-Code split across its threads).
 
-use crate::cli::PixelsArgs;
 use crate::engine::codes::Codes;
+use crate::engine::failure::{plain, Failure, FailureKind};
 use crate::engine::pixelcode::{base64, ImageHasher, PixelOutcome};
-use crate::engine::planes::{Event, Header, Reader};
-use crate::error::{ErrorKind, Failure};
-use crate::exit::{Error, Status};
-use crate::records::{PixelLine, SimprintLine};
+use crate::engine::planes::{Event, ImageHeader, Reader};
+use crate::exit::{RunError, Status};
+use crate::plan::PixelsPlan;
+use crate::records::pixels::{PixelLine, SimprintLine};
 use crate::streams::{self, Inputs, Output};
 use serde_json::Value;
 use std::ffi::OsStr;
@@ -23,11 +23,12 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 const IN_FLIGHT: usize = 3;
 
 /// Runs `pixels`; returns the exit status.
-pub fn run(args: &PixelsArgs) -> Result<Status, Error> {
-    streams::set_priority(args.priority);
-    let name = args.input.clone().unwrap_or_else(|| "-".into());
-    let input = Inputs::default().open(&name, "the plane stream")?;
-    let pool = streams::pool(args.threads)?;
+pub fn run(plan: &PixelsPlan) -> Result<Status, RunError> {
+    if plan.low_priority {
+        streams::lower_priority();
+    }
+    let input = Inputs::default().open(&plan.input, "the plane stream")?;
+    let pool = streams::pool(plan.threads)?;
     let mut output = Output::default();
     let (events_tx, events_rx) = sync_channel::<io::Result<Event>>(IN_FLIGHT);
     let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
@@ -36,8 +37,8 @@ pub fn run(args: &PixelsArgs) -> Result<Status, Error> {
     std::thread::Builder::new()
         .name("omero-iscc-frames".into())
         .spawn(move || read_frames(input, events_tx, spare_rx))
-        .map_err(|e| Error::Usage(format!("cannot start the reader thread: {e}")))?;
-    hash_images(&events_rx, &spare_tx, &pool, args.simprints, &mut output, &name)
+        .map_err(|e| RunError::Usage(format!("cannot start the reader thread: {e}")))?;
+    hash_images(&events_rx, &spare_tx, &pool, plan.simprints, &mut output, &plan.input)
 }
 
 /// The reader thread: frames to events, until the stream ends or the hasher hangs up.
@@ -66,7 +67,7 @@ fn read_frames(
 
 /// The image being hashed.
 struct Open {
-    header: Header,
+    header: ImageHeader,
     hasher: ImageHasher,
     seen: u64,
     /// The first fault in its frames; the image is reported failed at its end.
@@ -80,10 +81,10 @@ fn hash_images(
     simprints: bool,
     output: &mut Output,
     name: &OsStr,
-) -> Result<Status, Error> {
+) -> Result<Status, RunError> {
     let mut failed = false;
     let mut open: Option<Open> = None;
-    let mut emit = |line: PixelLine, output: &mut Output| -> Result<(), Error> {
+    let mut emit = |line: PixelLine, output: &mut Output| -> Result<(), RunError> {
         failed |= line.error.is_some();
         let mut bytes = serde_json::to_vec(&line).expect("records always serialize");
         bytes.push(b'\n');
@@ -94,8 +95,8 @@ fn hash_images(
             Ok(event) => event,
             Err(error) => {
                 let failure = Failure::new(
-                    ErrorKind::Io,
-                    format!("reading {}: {}", name.to_string_lossy(), streams::plain(&error)),
+                    FailureKind::Io,
+                    format!("reading {}: {}", name.to_string_lossy(), plain(&error)),
                 );
                 if let Some(image) = open.take() {
                     emit(failed_line(image.header.id, image.hasher.planes_done(), failure), output)?;
@@ -115,7 +116,7 @@ fn hash_images(
                 // A new image began, however bad its frame: the open one ended unfinished, and
                 // the bad frame's image gets its own record.
                 end_unfinished(&mut open, &mut emit, output)?;
-                emit(failed_line(id, 0, Failure::new(ErrorKind::InvalidInput, message)), output)?;
+                emit(failed_line(id, 0, Failure::new(FailureKind::InvalidInput, message)), output)?;
             }
             Event::Data(piece) => {
                 // The reader sends bytes only while an image is open (stray frames are skipped).
@@ -126,7 +127,7 @@ fn hash_images(
                             "more pixel bytes than declared: {} planes of {} bytes",
                             image.header.planes, image.header.plane_bytes
                         );
-                        image.fault = Some(Failure::new(ErrorKind::InvalidInput, message));
+                        image.fault = Some(Failure::new(FailureKind::InvalidInput, message));
                     } else {
                         pool.install(|| image.hasher.update(&piece));
                         image.seen += piece.len() as u64;
@@ -135,31 +136,31 @@ fn hash_images(
                 let _ = spares.try_send(piece);
             }
             Event::Stray { .. } => {
-                let failure = Failure::new(ErrorKind::InvalidInput, "pixel bytes outside an image");
+                let failure = Failure::new(FailureKind::InvalidInput, "pixel bytes outside an image");
                 emit(failed_line(Value::Null, 0, failure), output)?;
             }
             Event::End => match open.take() {
                 Some(image) => emit(finish(image), output)?,
                 None => {
-                    let failure = Failure::new(ErrorKind::InvalidInput, "an end frame outside an image");
+                    let failure = Failure::new(FailureKind::InvalidInput, "an end frame outside an image");
                     emit(failed_line(Value::Null, 0, failure), output)?;
                 }
             },
             Event::Abort(why) => {
-                let failure = Failure::new(ErrorKind::Io, format!("the producer gave the image up: {why}"));
+                let failure = Failure::new(FailureKind::Io, format!("the producer gave the image up: {why}"));
                 let (id, planes) =
                     open.take().map(|i| (i.header.id, i.hasher.planes_done())).unwrap_or_default();
                 emit(failed_line(id, planes, failure), output)?;
             }
             Event::Garbage(message) => {
-                let failure = Failure::new(ErrorKind::InvalidInput, message);
+                let failure = Failure::new(FailureKind::InvalidInput, message);
                 let (id, planes) =
                     open.take().map(|i| (i.header.id, i.hasher.planes_done())).unwrap_or_default();
                 emit(failed_line(id, planes, failure), output)?;
             }
             Event::Truncated { missing } => {
                 let message = format!("the stream ended {missing} byte(s) short of a bytes frame");
-                let failure = Failure::new(ErrorKind::InvalidInput, message);
+                let failure = Failure::new(FailureKind::InvalidInput, message);
                 let (id, planes) =
                     open.take().map(|i| (i.header.id, i.hasher.planes_done())).unwrap_or_default();
                 emit(failed_line(id, planes, failure), output)?;
@@ -176,9 +177,9 @@ fn hash_images(
 /// Ends the open image, if any, as unfinished: the next image began before its end frame.
 fn end_unfinished(
     open: &mut Option<Open>,
-    emit: &mut impl FnMut(PixelLine, &mut Output) -> Result<(), Error>,
+    emit: &mut impl FnMut(PixelLine, &mut Output) -> Result<(), RunError>,
     output: &mut Output,
-) -> Result<(), Error> {
+) -> Result<(), RunError> {
     match open.take() {
         Some(image) => {
             let failure = short(&image, "the next image began before this one's end frame");
@@ -190,14 +191,14 @@ fn end_unfinished(
 
 /// The failure of an image that ended early.
 fn short(image: &Open, why: &str) -> Failure {
-    let Header { planes, plane_bytes, .. } = image.header;
+    let ImageHeader { planes, plane_bytes, .. } = image.header;
     let message = format!(
         "{why}: {} of {planes} planes ({} of {} bytes)",
         image.hasher.planes_done(),
         image.seen,
         planes * plane_bytes
     );
-    image.fault.clone().unwrap_or_else(|| Failure::new(ErrorKind::InvalidInput, message))
+    image.fault.clone().unwrap_or_else(|| Failure::new(FailureKind::InvalidInput, message))
 }
 
 /// The record of an image whose end frame came.

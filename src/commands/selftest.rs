@@ -4,7 +4,7 @@
 
 use crate::engine::codes::{hex, unit};
 use crate::engine::datacode::DataHasher;
-use crate::exit::{Error, Status};
+use crate::exit::{RunError, Status};
 use crate::streams::Output;
 use iscc_lib::codec::MainType;
 use serde_json::Value;
@@ -12,11 +12,11 @@ use serde_json::Value;
 const VECTORS: &str = include_str!("selftest_vectors.json");
 
 /// Runs every check, printing one line each; returns the exit status.
-pub fn run() -> Result<Status, Error> {
+pub fn run() -> Result<Status, RunError> {
     let vectors: Value = serde_json::from_str(VECTORS).expect("compiled-in vectors are valid JSON");
     let mut failures = 0;
     let mut out = Output::default();
-    let mut report = |name: &str, ok: bool, detail: String| -> Result<(), Error> {
+    let mut report = |name: &str, ok: bool, detail: String| -> Result<(), RunError> {
         if ok {
             out.record(format!("ok      {name}\n").as_bytes())
         } else {

@@ -5,20 +5,21 @@
 //! whose Data-Codes are at most `threshold` bits apart; the pairs come from `hamming`, exactly
 //! those a brute-force comparison finds. Memory: about 170 bytes per code plus the names.
 
-use crate::cli::SimilarArgs;
 use crate::engine::codes;
-use crate::exit::{Error, Status};
+use crate::engine::hamming;
+use crate::exit::{unusable, RunError, Status};
 use crate::pathcodec::PathText;
+use crate::plan::{Grouping, SimilarPlan};
+use crate::records::similar::{Member, SimilarKind, SimilarLine};
 use crate::streams::{self, Inputs, Output};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::io::{self, Write};
 
 /// One input code.
 #[derive(Clone, Debug)]
-pub struct Entry {
+pub struct InputCode {
     /// `true`: named by an `id`; `false`: by a `path`.
     pub by_id: bool,
     pub wide: bool,
@@ -31,7 +32,7 @@ pub struct Entry {
     pub datahash: Option<[u8; 32]>,
 }
 
-impl Entry {
+impl InputCode {
     /// The ISCC-SUM as it was given.
     pub fn iscc(&self) -> String {
         codes::DecodedSum { header: self.header, data: self.data, instance: self.instance, wide: self.wide }
@@ -41,9 +42,9 @@ impl Entry {
 
 /// A group of the output.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Group {
-    pub identical: bool,
-    /// Entry indexes, in input order.
+pub struct CodeGroup {
+    pub kind: SimilarKind,
+    /// Indexes of the input codes, in input order.
     pub members: Vec<usize>,
 }
 
@@ -52,8 +53,10 @@ pub fn decode(iscc: &str) -> Option<([u8; 2], u128, u128, bool)> {
     codes::decode_sum(iscc).map(|d| (d.header, d.data, d.instance, d.wide))
 }
 
+/// A JSON record of any command (`sum`, `pixels`, a caller's own), read for its code and name
+/// only: other fields are ignored.
 #[derive(Deserialize)]
-struct JsonRecord<'a> {
+struct AnyRecord<'a> {
     #[serde(borrow, default)]
     id: Option<&'a serde_json::value::RawValue>,
     /// `pixels` records name their image so.
@@ -68,14 +71,14 @@ struct JsonRecord<'a> {
 }
 
 /// Parses one input line (JSON record or iscc-sum line); `Ok(None)` for blank lines.
-pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
+pub fn parse_line(line: &[u8]) -> Result<Option<InputCode>, String> {
     let trimmed = line.trim_ascii();
     if trimmed.is_empty() || line.starts_with(b"  ISCC:") {
         return Ok(None); // blank, or a `--units` line belonging to the record above
     }
     if trimmed[0] == b'{' {
         let text = std::str::from_utf8(trimmed).map_err(|_| "not UTF-8".to_string())?;
-        let rec: JsonRecord = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let rec: AnyRecord = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
         let iscc = rec.iscc.ok_or("no \"iscc\" (a failed record?)")?;
         let (by_id, name) = match (rec.id.or(rec.image), &rec.path) {
             (Some(raw), _) if raw.get() != "null" => {
@@ -96,13 +99,13 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
             }
             None => None,
         };
-        return Ok(Some(Entry { by_id, wide, name: name.into(), header, data, instance, datahash }));
+        return Ok(Some(InputCode { by_id, wide, name: name.into(), header, data, instance, datahash }));
     }
     let pos =
         trimmed.windows(2).position(|w| w == b" *").ok_or("not an ISCC line (expected 'ISCC:... *name')")?;
     let code = std::str::from_utf8(&trimmed[..pos]).map_err(|_| "code is not ASCII")?;
     let (header, data, instance, wide) = decode(code).ok_or_else(|| format!("not an ISCC-SUM: {code:?}"))?;
-    Ok(Some(Entry {
+    Ok(Some(InputCode {
         by_id: false,
         wide,
         name: trimmed[pos + 2..].into(),
@@ -119,7 +122,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
 /// Instance-Code bits (wide codes) or 64 (narrow codes); the Instance-Code is the start of the
 /// datahash. Entries whose first 64 bits agree are joined at the finest precision both carry,
 /// so a file listed as a text line and as a JSON record is one content.
-fn identity_classes(entries: &[Entry]) -> Vec<u32> {
+fn identity_classes(entries: &[InputCode]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..entries.len() as u32).collect();
     order.par_sort_unstable_by_key(|&i| (entries[i as usize].instance >> 64, i));
     let mut class = vec![0u32; entries.len()];
@@ -179,19 +182,19 @@ fn identity_classes(entries: &[Entry]) -> Vec<u32> {
 }
 
 /// Identical groups (2+ members with the same content), in order of their first member.
-pub fn identical_groups(entries: &[Entry]) -> Vec<Group> {
+pub fn identical_groups(entries: &[InputCode]) -> Vec<CodeGroup> {
     groups_of_classes(&identity_classes(entries))
 }
 
-fn groups_of_classes(class: &[u32]) -> Vec<Group> {
+fn groups_of_classes(class: &[u32]) -> Vec<CodeGroup> {
     let mut members: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, &c) in class.iter().enumerate() {
         members.entry(c).or_default().push(i);
     }
-    let mut groups: Vec<Group> = members
+    let mut groups: Vec<CodeGroup> = members
         .into_values()
         .filter(|m| m.len() > 1)
-        .map(|members| Group { identical: true, members })
+        .map(|members| CodeGroup { kind: SimilarKind::Identical, members })
         .collect();
     groups.par_sort_unstable_by_key(|g| g.members[0]);
     groups
@@ -206,13 +209,13 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
 }
 
 /// Near-identical groups: components of 2+ members that are not all one identical group.
-pub fn similar_groups(entries: &[Entry], threshold: u32) -> Vec<Group> {
+pub fn similar_groups(entries: &[InputCode], threshold: u32) -> Vec<CodeGroup> {
     let all_wide = entries.iter().all(|e| e.wide);
     let (bits, threshold) = if all_wide { (128, threshold * 2) } else { (64, threshold) };
     let codes: Vec<u128> =
         entries.iter().map(|e| if bits == 64 { e.data & (u128::MAX << 64) } else { e.data }).collect();
     let mut parent: Vec<u32> = (0..entries.len() as u32).collect();
-    for (i, j) in crate::engine::hamming::near_pairs(&codes, bits, threshold) {
+    for (i, j) in hamming::near_pairs(&codes, bits, threshold) {
         let (a, b) = (find(&mut parent, i), find(&mut parent, j));
         if a != b {
             parent[a.max(b) as usize] = a.min(b);
@@ -225,17 +228,17 @@ pub fn similar_groups(entries: &[Entry], threshold: u32) -> Vec<Group> {
     }
     let class = identity_classes(entries);
     let same_content = |m: &[usize]| m.iter().all(|&i| class[i] == class[m[0]]);
-    let mut groups: Vec<Group> = components
+    let mut groups: Vec<CodeGroup> = components
         .into_values()
         .filter(|m| m.len() > 1 && !same_content(m))
-        .map(|members| Group { identical: false, members })
+        .map(|members| CodeGroup { kind: SimilarKind::Similar, members })
         .collect();
     groups.sort_by_key(|g| g.members[0]);
     groups
 }
 
 /// Data-Code distance between two entries, at the width used for grouping.
-fn distance(a: &Entry, b: &Entry) -> u32 {
+fn distance(a: &InputCode, b: &InputCode) -> u32 {
     if a.wide && b.wide {
         (a.data ^ b.data).count_ones()
     } else {
@@ -244,24 +247,22 @@ fn distance(a: &Entry, b: &Entry) -> u32 {
 }
 
 /// Runs `similar`; returns the exit status.
-pub fn run(args: &SimilarArgs) -> Result<Status, Error> {
-    let name = args.input.as_deref().unwrap_or(OsStr::new("-"));
-    let reader = Inputs::default().open(name, "FILE")?;
-    let (entries, bad) =
-        read_entries(reader).map_err(|e| Error::Usage(format!("reading input: {}", streams::plain(&e))))?;
+pub fn run(plan: &SimilarPlan) -> Result<Status, RunError> {
+    let reader = Inputs::default().open(&plan.input, "FILE")?;
+    let (entries, bad) = read_entries(reader).map_err(|e| unusable("reading input", &e))?;
     for (line, why) in &bad {
         crate::warn!("line {line}: {why} (skipped)");
     }
     let mut groups = identical_groups(&entries);
-    if !args.exact {
-        groups.extend(similar_groups(&entries, args.threshold));
+    if let Grouping::AlsoSimilar { threshold } = plan.groups {
+        groups.extend(similar_groups(&entries, threshold));
     }
     let mut out = Output::default();
     let mut writer = io::BufWriter::new(out.writer());
-    streams::written(write_groups(&mut writer, &entries, &groups, args.json).and_then(|_| writer.flush()))?;
+    streams::written(write_groups(&mut writer, &entries, &groups, plan.json).and_then(|_| writer.flush()))?;
     drop(writer);
     out.flush()?;
-    let identical = groups.iter().filter(|g| g.identical).count();
+    let identical = groups.iter().filter(|g| g.kind == SimilarKind::Identical).count();
     crate::warn!(
         "{} code(s): {identical} identical group(s), {} similar group(s){}",
         entries.len(),
@@ -276,7 +277,7 @@ pub type Malformed = (usize, String);
 
 /// Reads all entries, parsing lines in parallel, block by block; returns the malformed lines
 /// (line number, reason) too.
-pub fn read_entries(mut reader: impl io::Read) -> io::Result<(Vec<Entry>, Vec<Malformed>)> {
+pub fn read_entries(mut reader: impl io::Read) -> io::Result<(Vec<InputCode>, Vec<Malformed>)> {
     const BLOCK: usize = 32 << 20;
     let mut entries = Vec::new();
     let mut bad = Vec::new();
@@ -303,7 +304,8 @@ pub fn read_entries(mut reader: impl io::Read) -> io::Result<(Vec<Entry>, Vec<Ma
         let cut = if eof { buf.len() } else { buf.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) };
         let lines: Vec<&[u8]> = buf[..cut].split(|&b| b == b'\n').collect();
         let lines = if buf[..cut].ends_with(b"\n") { &lines[..lines.len() - 1] } else { &lines[..] };
-        let parsed: Vec<Result<Option<Entry>, String>> = lines.par_iter().map(|l| parse_line(l)).collect();
+        let parsed: Vec<Result<Option<InputCode>, String>> =
+            lines.par_iter().map(|l| parse_line(l)).collect();
         for (k, p) in parsed.into_iter().enumerate() {
             match p {
                 Ok(Some(e)) => entries.push(e),
@@ -317,29 +319,7 @@ pub fn read_entries(mut reader: impl io::Read) -> io::Result<(Vec<Entry>, Vec<Ma
     Ok((entries, bad))
 }
 
-/// A group as `similar --json` writes it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupLine {
-    /// `identical` or `similar`.
-    pub kind: String,
-    pub members: Vec<Member>,
-}
-
-/// One member of a group: named by the `id` or the `path` of its input record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Member {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<PathText>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathText>,
-    pub iscc: String,
-    /// Data-Code bits from the group's first member.
-    pub distance: u32,
-}
-
-fn group_line(entries: &[Entry], group: &Group) -> GroupLine {
+fn group_line(entries: &[InputCode], group: &CodeGroup) -> SimilarLine {
     let first = &entries[group.members[0]];
     let members = group
         .members
@@ -351,10 +331,15 @@ fn group_line(entries: &[Entry], group: &Group) -> GroupLine {
             Member { id, path, iscc: e.iscc(), distance: distance(first, e) }
         })
         .collect();
-    GroupLine { kind: if group.identical { "identical" } else { "similar" }.into(), members }
+    SimilarLine { kind: group.kind, members }
 }
 
-fn write_groups(out: &mut dyn Write, entries: &[Entry], groups: &[Group], json: bool) -> io::Result<()> {
+fn write_groups(
+    out: &mut dyn Write,
+    entries: &[InputCode],
+    groups: &[CodeGroup],
+    json: bool,
+) -> io::Result<()> {
     for (n, group) in groups.iter().enumerate() {
         let first = &entries[group.members[0]];
         if json {
@@ -364,12 +349,15 @@ fn write_groups(out: &mut dyn Write, entries: &[Entry], groups: &[Group], json: 
             if n > 0 {
                 out.write_all(b"\n")?;
             }
-            let kind = if group.identical { "identical" } else { "similar" };
+            let (kind, mark) = match group.kind {
+                SimilarKind::Identical => ("identical", '='),
+                SimilarKind::Similar => ("similar", '~'),
+            };
             writeln!(out, "# {kind}: {} members", group.members.len())?;
             for (k, &i) in group.members.iter().enumerate() {
                 let e = &entries[i];
                 if k > 0 {
-                    write!(out, "  {}{:02} ", if group.identical { '=' } else { '~' }, distance(first, e))?;
+                    write!(out, "  {mark}{:02} ", distance(first, e))?;
                 }
                 out.write_all(format!("{} *", e.iscc()).as_bytes())?;
                 out.write_all(&e.name)?;

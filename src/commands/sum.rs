@@ -2,135 +2,179 @@
 //! soon as each is ready.
 //!
 //! Jobs run through `ordered` (claimed in input order, so the first records come out at
-//! once); a large file's buffers are split further across idle threads by the hashers.
+//! once); a large file's buffers are split further across idle threads by the hashers. A
+//! text run has path jobs only, written as iscc-sum writes them; a JSON run may also have
+//! groups (the plan decides which run it is).
 
-use crate::cli::SumArgs;
 use crate::engine::beneath::{self, Roots};
-use crate::engine::budget::Budget;
+use crate::engine::checksum::Algorithm;
+use crate::engine::failure::{Failure, FailureKind};
 use crate::engine::group;
-use crate::engine::hash::{self, HashConfig, Outcome};
-use crate::error::{ErrorKind, Failure};
-use crate::exit::{usage, Error, Status};
-use crate::inputs::{self, GroupFile, Job, Origin, Resolver};
+use crate::engine::hash::{self, HashConfig};
+use crate::engine::resolve::Resolver;
+use crate::engine::source;
+use crate::exit::{unusable, RunError, Status};
+use crate::jobs::{self, GroupFile, Job, Origin, PathJob};
 use crate::ordered;
+use crate::plan::{JsonSources, Paths, SumOutput, SumPlan};
 use crate::progress;
-use crate::records::{self, Format, Record};
+use crate::records::sum::{self as records, PathRecord, Record, RecordStatus};
 use crate::streams::{self, Inputs, Output};
 use indicatif::ProgressBar;
+use rayon::ThreadPool;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// Runs `sum`; returns the exit status.
-pub fn run(args: &SumArgs) -> Result<Status, Error> {
-    let started = Instant::now();
-    streams::set_priority(args.priority);
-    if args.groups.is_some() && !args.json {
-        return usage("--groups writes JSON records: add --json");
+pub fn run(plan: &SumPlan) -> Result<Status, RunError> {
+    if plan.low_priority {
+        streams::lower_priority();
     }
-    if !args.checksums.is_empty() && !args.json {
-        return usage("--checksum values are written in JSON records only: add --json");
+    match &plan.output {
+        SumOutput::Text { paths, format } => {
+            let jobs = path_jobs(paths, &plan.resolver, &mut Inputs::default())?;
+            let (pool, config) = hashing(plan, Vec::new())?;
+            let write = |record: &PathRecord| match records::text_line(record, *format) {
+                Ok(line) => (line, None),
+                Err(message) => (Vec::new(), Some(message)),
+            };
+            execute(plan, &pool, &jobs, |job| path_record(job, &config), write)
+        }
+        SumOutput::Json { sources, format, checksums } => {
+            let jobs = json_jobs(sources, &plan.resolver, &mut Inputs::default())?;
+            let (pool, config) = hashing(plan, checksums.clone())?;
+            let write = |record: &Record| (records::json_line(record, *format), None);
+            execute(plan, &pool, &jobs, |job| record(job, &config), write)
+        }
     }
-    if args.tree && args.paths.iter().any(|p| streams::is_stdin(p)) {
-        return usage("--tree needs directories, not standard input");
-    }
-    let mut resolver = Resolver::new(args.root.as_deref()).map_err(|e| {
-        let root = args.root.as_deref().unwrap_or(Path::new("")).display();
-        Error::Usage(format!("--root {root}: {}", streams::plain(&e)))
-    })?;
-    for dir in &args.allowed_roots {
-        resolver = resolver
-            .allow(dir)
-            .map_err(|e| Error::Usage(format!("--allow-root {}: {}", dir.display(), streams::plain(&e))))?;
-    }
-    let jobs = collect_jobs(args, &resolver, &mut Inputs::default())?;
-    let pool = streams::pool(args.threads)?;
-    let mut checksums = args.checksums.clone();
-    checksums.sort();
-    checksums.dedup();
-    let budget = Budget {
-        deadline: args.time_budget.map(|budget| started + budget),
-        max_file_size: args.max_file_size,
-    };
+}
+
+/// The run's threads, and how each file is hashed on them.
+fn hashing(plan: &SumPlan, checksums: Vec<Algorithm>) -> Result<(ThreadPool, HashConfig), RunError> {
+    let pool = streams::pool(plan.threads)?;
     let config = HashConfig {
         parallel: pool.current_num_threads() > 1,
-        mmap: !args.no_mmap,
+        mmap: plan.mmap,
         checksums,
-        roots: resolver.roots().cloned(),
-        budget,
+        roots: plan.resolver.roots().cloned(),
+        budget: plan.budget,
     };
-    let format = Format { json: args.json, wide: args.wide, units: args.units };
-    let total = if progress::wanted(args.progress) { total_bytes(&jobs) } else { 0 };
-    let progress = progress::bar(args.progress, jobs.len(), total);
-    let result = execute(&pool, &jobs, &config, format, &progress);
+    Ok((pool, config))
+}
+
+/// The jobs of the paths named on the command line and in the list, in that order; no path
+/// at all is standard input.
+fn path_jobs(paths: &Paths, resolver: &Resolver, inputs: &mut Inputs) -> Result<Vec<PathJob>, RunError> {
+    let mut given = paths.given.clone();
+    claim_stdin(&given, inputs)?;
+    if given.is_empty() && paths.list.is_none() {
+        inputs.claim_stdin("the default input")?;
+        given.push(b"-".to_vec());
+    }
+    let mut jobs = jobs::path_jobs(&given, paths.tree, Origin::CommandLine, resolver);
+    if let Some(list) = &paths.list {
+        let mut reader = inputs.open(&list.name, "--files-from")?;
+        let listed =
+            jobs::read_path_list(&mut *reader, list.nul).map_err(|e| unusable("--files-from", &e))?;
+        jobs.extend(jobs::path_jobs(&listed, paths.tree, Origin::List, resolver));
+    }
+    Ok(jobs)
+}
+
+/// The jobs of a JSON run: its paths', or its groups' and then those of the files named
+/// beside them.
+fn json_jobs(sources: &JsonSources, resolver: &Resolver, inputs: &mut Inputs) -> Result<Vec<Job>, RunError> {
+    match sources {
+        JsonSources::Paths(paths) => {
+            Ok(path_jobs(paths, resolver, inputs)?.into_iter().map(Job::Path).collect())
+        }
+        JsonSources::Groups { groups, given } => {
+            claim_stdin(given, inputs)?;
+            let mut reader = inputs.open(groups, "--groups")?;
+            let mut jobs = jobs::group_jobs(&mut *reader, resolver).map_err(|e| unusable("--groups", &e))?;
+            let paths = jobs::path_jobs(given, false, Origin::CommandLine, resolver);
+            jobs.extend(paths.into_iter().map(Job::Path));
+            Ok(jobs)
+        }
+    }
+}
+
+/// Claims standard input for each `-` on the command line (`PATH n`).
+fn claim_stdin(given: &[Vec<u8>], inputs: &mut Inputs) -> Result<(), RunError> {
+    for (i, _) in given.iter().enumerate().filter(|(_, p)| p.as_slice() == b"-") {
+        inputs.claim_stdin(&format!("PATH {}", i + 1))?;
+    }
+    Ok(())
+}
+
+/// What a job reads, as far as it is known up front (for the progress bar's estimate).
+trait Size {
+    fn size(&self) -> u64;
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+impl Size for PathJob {
+    fn size(&self) -> u64 {
+        match self {
+            PathJob::File { path: Ok(p), .. } => file_size(p),
+            PathJob::Tree { files: Ok(files), .. } => files.iter().map(|p| file_size(p)).sum(),
+            _ => 0,
+        }
+    }
+}
+
+impl Size for Job {
+    fn size(&self) -> u64 {
+        match self {
+            Job::Path(job) => job.size(),
+            Job::Group { files, .. } => {
+                files.iter().filter_map(|f| f.path.as_ref().ok()).map(|p| file_size(p)).sum()
+            }
+            Job::BadLine { .. } => 0,
+        }
+    }
+}
+
+/// Runs every job on `pool`, writing each record in order (its standard-output bytes, and a
+/// message for standard error), under the progress bar the plan asks for.
+fn execute<J: Size + Sync, R: RecordStatus + Send>(
+    plan: &SumPlan,
+    pool: &ThreadPool,
+    jobs: &[J],
+    work: impl Fn(&J) -> R + Sync,
+    write: impl Fn(&R) -> (Vec<u8>, Option<String>),
+) -> Result<Status, RunError> {
+    let total = if plan.progress { jobs.iter().map(Size::size).sum() } else { 0 };
+    let progress = progress::bar(plan.progress, jobs.len(), total, source::bytes_read);
+    let result = write_in_order(pool, jobs, work, write, &progress);
     progress::finish(&progress);
     let (failed, out_of_time) = result?;
     Ok(if out_of_time { Status::OutOfTime } else { Status::from_failed(failed) })
 }
 
-fn collect_jobs(args: &SumArgs, resolver: &Resolver, inputs: &mut Inputs) -> Result<Vec<Job>, Error> {
-    let given: Vec<Vec<u8>> = args.paths.iter().map(|p| p.as_bytes().to_vec()).collect();
-    for (i, _) in given.iter().enumerate().filter(|(_, p)| p.as_slice() == b"-") {
-        inputs.claim_stdin(&format!("PATH {}", i + 1))?;
-    }
-    if let Some(groups) = &args.groups {
-        let mut reader = inputs.open(groups, "--groups")?;
-        let mut jobs = inputs::group_jobs(&mut *reader, resolver)
-            .map_err(|e| Error::Usage(format!("--groups: {}", streams::plain(&e))))?;
-        jobs.extend(inputs::path_jobs(&given, false, Origin::CommandLine, resolver));
-        return Ok(jobs);
-    }
-    let mut paths = given;
-    if paths.is_empty() && args.files_from.is_none() {
-        inputs.claim_stdin("the default input")?;
-        paths.push(b"-".to_vec());
-    }
-    let mut jobs = inputs::path_jobs(&paths, args.tree, Origin::CommandLine, resolver);
-    if let Some(list) = &args.files_from {
-        let mut reader = inputs.open(list, "--files-from")?;
-        let listed = inputs::read_path_list(&mut *reader, args.null)
-            .map_err(|e| Error::Usage(format!("--files-from: {}", streams::plain(&e))))?;
-        jobs.extend(inputs::path_jobs(&listed, args.tree, Origin::List, resolver));
-    }
-    Ok(jobs)
-}
-
-/// Bytes the jobs will read, as far as known up front (for the progress bar's estimate).
-fn total_bytes(jobs: &[Job]) -> u64 {
-    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-    jobs.iter()
-        .map(|job| match job {
-            Job::File { path: Ok(p), .. } => size(p),
-            Job::Tree { files: Ok(files), .. } => files.iter().map(|p| size(p)).sum(),
-            Job::Group { files, .. } => {
-                files.iter().filter_map(|f| f.path.as_ref().ok()).map(|p| size(p)).sum()
-            }
-            _ => 0,
-        })
-        .sum()
-}
-
 /// Runs every job, writing records in order. Returns whether any record failed, and whether
 /// any was cut short by the time budget.
-fn execute(
-    pool: &rayon::ThreadPool,
-    jobs: &[Job],
-    config: &HashConfig,
-    format: Format,
+fn write_in_order<J: Sync, R: RecordStatus + Send>(
+    pool: &ThreadPool,
+    jobs: &[J],
+    work: impl Fn(&J) -> R + Sync,
+    write: impl Fn(&R) -> (Vec<u8>, Option<String>),
     progress: &ProgressBar,
-) -> Result<(bool, bool), Error> {
+) -> Result<(bool, bool), RunError> {
     let mut out = Output::default();
     let mut failed = false;
     let mut out_of_time = false;
     ordered::for_each_ordered(
         pool,
         jobs.len(),
-        |i| run_job(&jobs[i], config),
+        |i| work(&jobs[i]),
         |record| {
             failed |= record.failed();
-            out_of_time |= ran_out_of_time(&record);
-            let (bytes, message) = records::render(&record, format);
+            out_of_time |= record.out_of_time();
+            let (bytes, message) = write(&record);
             progress.suspend(|| {
                 if let Some(message) = message {
                     crate::warn!("{message}");
@@ -138,47 +182,45 @@ fn execute(
                 out.record(&bytes)
             })?;
             progress.inc(1);
-            Ok::<(), Error>(())
+            Ok::<(), RunError>(())
         },
     )?;
     Ok((failed, out_of_time))
 }
 
-/// Whether the time budget cost this record (or a file in it) its code.
-fn ran_out_of_time(record: &Record) -> bool {
-    let budget = |r: &Result<Outcome, Failure>| matches!(r, Err(f) if f.kind == ErrorKind::Budget);
-    match record {
-        Record::File { result, .. } | Record::Tree { result, .. } => budget(result),
-        Record::Group { result, files, .. } => budget(result) || files.iter().any(|(_, r)| budget(r)),
-        Record::BadLine { .. } => false,
-    }
-}
-
-/// Hashes one job into its record. Never panics on bad input: every failure is a record.
-pub fn run_job(job: &Job, config: &HashConfig) -> Record {
+/// Hashes one path job into its record. Never panics on bad input: every failure is a record.
+fn path_record(job: &PathJob, config: &HashConfig) -> PathRecord {
     match job {
-        Job::File { display, path } => Record::File {
+        PathJob::File { display, path } => PathRecord::File {
             path: display.clone(),
             result: path.clone().and_then(|p| hash::hash_path(&p, config)),
         },
-        Job::Stdin => {
-            Record::File { path: b"-".to_vec(), result: hash::hash_reader(&mut io::stdin().lock(), config) }
-        }
-        Job::Tree { display, files } => {
+        PathJob::Stdin => PathRecord::File {
+            path: b"-".to_vec(),
+            result: hash::hash_reader(&mut io::stdin().lock(), config),
+        },
+        PathJob::Tree { display, files } => {
             let (count, result) = match files {
                 Ok(files) => (files.len(), group::hash_files(files, config)),
                 Err(f) => (0, Err(f.clone())),
             };
-            Record::Tree { path: display.clone(), files: count, result }
+            PathRecord::Tree { path: display.clone(), files: count, result }
         }
-        Job::Group { id, files } => hash_group(id, files, config),
+    }
+}
+
+/// Hashes one job of a JSON run into its record.
+fn record(job: &Job, config: &HashConfig) -> Record {
+    match job {
+        Job::Path(job) => Record::Path(path_record(job, config)),
+        Job::Group { id, files } => group_record(id, files, config),
         Job::BadLine { line, failure } => Record::BadLine { line: *line, failure: failure.clone() },
     }
 }
 
 /// A group's record. A file whose size is not the one its line gives is not read; one whose
 /// size changed between that check and its read loses its code (and the group its code).
-fn hash_group(id: &str, files: &[GroupFile], config: &HashConfig) -> Record {
+fn group_record(id: &str, files: &[GroupFile], config: &HashConfig) -> Record {
     let resolved: Vec<Result<PathBuf, Failure>> = files
         .iter()
         .map(|f| {
@@ -235,7 +277,7 @@ fn size_beneath(path: &Path, roots: Option<&Roots>) -> Result<Option<u64>, Failu
 
 fn size_mismatch(expected: u64, actual: u64, what: &str) -> Failure {
     Failure::new(
-        ErrorKind::SizeMismatch,
+        FailureKind::SizeMismatch,
         format!("{what}: the file has {actual} bytes, its group line says {expected} (the size recorded at import)"),
     )
 }

@@ -1,7 +1,7 @@
 //! Opening a file beneath its root, never through a symbolic link that appeared after the path
 //! was checked.
 //!
-//! Paths are resolved and checked against the roots first (`inputs::Resolver`: symbolic links
+//! Paths are resolved and checked against the roots first (`resolve::Resolver`: symbolic links
 //! followed, the result canonical and inside `--root` or an `--allow-root`). Between that check
 //! and the open, anyone who can write in a root could swap a file or a directory on the path
 //! for a symbolic link to a file outside every root. So the open does not go by name from `/`:
@@ -15,7 +15,7 @@
 //! `outside_root`, whatever the link's target. Where the root's own directory is renamed or
 //! replaced during the run, the descriptor still names the directory that was checked.
 
-use crate::error::{ErrorKind, Failure};
+use crate::engine::failure::{Failure, FailureKind};
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -38,7 +38,7 @@ pub struct Roots {
 pub const READ_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
 
 impl Roots {
-    /// Opens each directory (canonical paths: `inputs::Resolver` canonicalises them).
+    /// Opens each directory (canonical paths: `resolve::Resolver` canonicalises them).
     pub fn new(dirs: &[PathBuf]) -> io::Result<Roots> {
         let mut roots = Vec::with_capacity(dirs.len());
         for dir in dirs {
@@ -81,7 +81,7 @@ impl Roots {
 }
 
 fn outside(why: &str) -> Failure {
-    Failure::new(ErrorKind::OutsideRoot, format!("refused: {why}"))
+    Failure::new(FailureKind::OutsideRoot, format!("refused: {why}"))
 }
 
 /// `openat(dir or AT_FDCWD, path, flags)`.
@@ -110,7 +110,7 @@ pub fn open_beneath(root: BorrowedFd<'_>, rel: &Path, flags: libc::c_int) -> io:
             result => return result,
         }
     }
-    walk_beneath(root, rel, flags)
+    stepwise_beneath(root, rel, flags)
 }
 
 /// `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`.
@@ -141,7 +141,7 @@ pub fn openat2_beneath(root: BorrowedFd<'_>, rel: &Path, flags: libc::c_int) -> 
 /// The walk that stands in for `openat2`: every directory of the path opened from the one
 /// before with `O_NOFOLLOW`, then the file itself. `rel` must be plain names (canonical): `..`,
 /// `.` and absolute paths are refused with `EXDEV`.
-pub fn walk_beneath(root: BorrowedFd<'_>, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+pub fn stepwise_beneath(root: BorrowedFd<'_>, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
     let names: Vec<&std::ffi::OsStr> = rel
         .components()
         .map(|c| match c {
@@ -211,7 +211,7 @@ mod tests {
         symlink("a", root.join("alias")).unwrap();
         let roots = Roots::new(std::slice::from_ref(&root)).unwrap();
         let fd = roots.roots[0].1.as_fd();
-        let openers: [(&str, Opener); 2] = [("openat2", openat2_beneath), ("walk", walk_beneath)];
+        let openers: [(&str, Opener); 2] = [("openat2", openat2_beneath), ("walk", stepwise_beneath)];
         for (name, open) in openers {
             assert_eq!(read(open(fd, Path::new("a/b/f"), READ_FLAGS).unwrap()), "inside", "{name}");
             for bad in ["a/out", "a/in", "updir/secret", "alias/b/f", "../secret", "/etc/passwd"] {
@@ -224,9 +224,9 @@ mod tests {
         // Through `Roots`: by canonical path, refusals named as such.
         assert!(roots.open(&root.join("a/b/f"), READ_FLAGS).is_ok());
         let refused = roots.open(&root.join("a/out"), READ_FLAGS).unwrap_err();
-        assert_eq!(refused.kind, ErrorKind::OutsideRoot);
+        assert_eq!(refused.kind, FailureKind::OutsideRoot);
         let elsewhere = roots.open(&tmp.path().join("secret"), READ_FLAGS).unwrap_err();
-        assert_eq!(elsewhere.kind, ErrorKind::OutsideRoot);
+        assert_eq!(elsewhere.kind, FailureKind::OutsideRoot);
     }
 
     /// A file swapped for a link to a file outside the root while it is opened again and
@@ -263,7 +263,7 @@ mod tests {
             i += 1;
             // Pauses let the swapper run at any point of its cycle.
             std::thread::sleep(std::time::Duration::from_micros(i % 7));
-            let open: Opener = if i % 2 == 0 { openat2_beneath } else { walk_beneath };
+            let open: Opener = if i % 2 == 0 { openat2_beneath } else { stepwise_beneath };
             match open(fd, Path::new("d/f"), READ_FLAGS) {
                 Ok(fd) => {
                     assert_eq!(read(fd), "inside");

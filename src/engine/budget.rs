@@ -7,7 +7,7 @@
 //! for hours. Files not finished get a `budget` failure; files above the ceiling a `too_large`
 //! one, before any byte of theirs is read.
 
-use crate::error::{ErrorKind, Failure};
+use crate::engine::failure::{Failure, FailureKind};
 use std::time::Instant;
 
 /// A run's limits; the default has none.
@@ -37,7 +37,7 @@ impl Budget {
     pub fn check_size(&self, size: u64) -> Result<(), Failure> {
         match self.max_file_size {
             Some(max) if size > max => Err(Failure::new(
-                ErrorKind::TooLarge,
+                FailureKind::TooLarge,
                 format!("not read: {size} bytes is more than --max-file-size {max}"),
             )),
             _ => Ok(()),
@@ -47,7 +47,7 @@ impl Budget {
 
 /// The failure of a file the time budget did not let finish.
 pub fn out_of_time() -> Failure {
-    Failure::new(ErrorKind::Budget, "not hashed: the run's time budget ran out; hash it in a later run")
+    Failure::new(FailureKind::Budget, "not hashed: the run's time budget ran out; hash it in a later run")
 }
 
 /// Checks `deadline` (a run's [`Budget::deadline`]) while a file is read.
@@ -68,9 +68,9 @@ mod tests {
         let none = Budget::default();
         assert!(none.check_time().is_ok() && none.check_size(u64::MAX).is_ok());
         let past = Budget { deadline: Some(Instant::now()), max_file_size: Some(10) };
-        assert_eq!(past.check_time().unwrap_err().kind, ErrorKind::Budget);
+        assert_eq!(past.check_time().unwrap_err().kind, FailureKind::Budget);
         assert!(past.check_size(10).is_ok());
-        assert_eq!(past.check_size(11).unwrap_err().kind, ErrorKind::TooLarge);
+        assert_eq!(past.check_size(11).unwrap_err().kind, FailureKind::TooLarge);
         let later = Budget { deadline: Some(Instant::now() + Duration::from_secs(60)), max_file_size: None };
         assert!(later.check_time().is_ok());
     }

@@ -15,9 +15,9 @@
 
 use crate::engine::concat::{self, FileChain, Join, Sharing};
 use crate::engine::datacode::DataHasher;
+use crate::engine::failure::Failure;
 use crate::engine::hash::{self, HashConfig, InstanceHasher, Outcome, StreamHasher};
 use crate::engine::source::{self, MMAP_MIN};
-use crate::error::Failure;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 

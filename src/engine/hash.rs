@@ -6,8 +6,8 @@ use crate::engine::budget::Budget;
 use crate::engine::checksum::{Algorithm, Checksum};
 use crate::engine::codes::Digests;
 use crate::engine::datacode::DataHasher;
+use crate::engine::failure::{Failure, FailureKind};
 use crate::engine::source;
-use crate::error::{ErrorKind, Failure};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -199,7 +199,7 @@ fn refuse_generated(file: &File) -> Result<(), Failure> {
     }
     match GENERATED_FS.iter().find(|(magic, _)| fs.f_type as libc::c_long == *magic) {
         Some((_, name)) => Err(Failure::new(
-            ErrorKind::NotAFile,
+            FailureKind::NotAFile,
             format!(
                 "a generated file ({name}): its content is made as it is read and has no fixed size; \
                  to hash what it gives now, pass it on standard input ('-')"
@@ -224,7 +224,7 @@ fn refuse_non_regular(meta: &std::fs::Metadata) -> Result<(), Failure> {
     } else {
         "is not a regular file"
     };
-    Err(Failure::new(ErrorKind::NotAFile, format!("not a regular file: {what}")))
+    Err(Failure::new(FailureKind::NotAFile, format!("not a regular file: {what}")))
 }
 
 /// Hashes one regular file into the given streams.

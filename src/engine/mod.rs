@@ -1,11 +1,13 @@
 //! The hashing engine: everything that turns bytes into codes, independent of the commands.
+//! It imports nothing from outside `engine` (tests/integration/house.rs checks it).
 //!
 //! - `cdc`, `minhash`, `datacode`: the Data-Code (content-defined chunks, MinHash), exact and
 //!   parallel.
 //! - `hash`, `source`, `sigbus`: one pass over a file or stream feeding every hasher; files
 //!   mapped in windows, with recovery when a file shrinks under its mapping.
-//! - `beneath`, `budget`: files opened beneath their root through no symbolic link; a run's
-//!   time budget and file size ceiling.
+//! - `failure`: why one record failed (its `error` kind and message).
+//! - `resolve`, `beneath`, `budget`: paths confined to their roots, and files opened beneath
+//!   them through no symbolic link; a run's time budget and file size ceiling.
 //! - `group`: many files as one stream (a group, a tree) on every core, each file's own code
 //!   alongside; `concat`: the group's Data-Code and its files' from one chunking.
 //! - `checksum`: OMERO's import checksums, computed in the same pass.
@@ -23,6 +25,7 @@ pub mod checksum;
 pub mod codes;
 pub mod concat;
 pub mod datacode;
+pub mod failure;
 pub mod group;
 pub mod hamming;
 pub mod hash;
@@ -31,6 +34,7 @@ pub mod index;
 pub mod minhash;
 pub mod pixelcode;
 pub mod planes;
+pub mod resolve;
 pub mod sigbus;
 pub mod source;
 pub mod testdata;

@@ -35,7 +35,7 @@ pub const PIECE: usize = 4 << 20;
 #[derive(Debug)]
 pub enum Event {
     /// An `image` frame, checked.
-    Begin(Header),
+    Begin(ImageHeader),
     /// Up to [`PIECE`] pixel bytes of the current `bytes` frame.
     Data(Vec<u8>),
     /// `{"end": true}`.
@@ -55,13 +55,13 @@ pub enum Event {
 
 /// An image's declared shape.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Header {
+pub struct ImageHeader {
     pub id: Value,
     pub planes: u64,
     pub plane_bytes: u64,
 }
 
-impl Header {
+impl ImageHeader {
     pub fn total(&self) -> u64 {
         self.planes.saturating_mul(self.plane_bytes)
     }
@@ -218,7 +218,7 @@ impl<R: BufRead> Reader<R> {
         match shape {
             Ok((planes, plane_bytes)) => {
                 self.open = true;
-                Event::Begin(Header { id, planes, plane_bytes })
+                Event::Begin(ImageHeader { id, planes, plane_bytes })
             }
             Err(message) => {
                 // Its bytes frames follow: skip them until the next image.

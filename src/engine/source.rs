@@ -9,8 +9,8 @@
 //! (`--time-budget`), a file is given up between two windows or buffers once it has passed.
 
 use crate::engine::budget::check_deadline;
+use crate::engine::failure::{Failure, FailureKind};
 use crate::engine::sigbus::Watch;
-use crate::error::{ErrorKind, Failure};
 use memmap2::{Advice, MmapOptions};
 use std::cell::RefCell;
 use std::fs::{File, Metadata};
@@ -77,7 +77,7 @@ impl Stamp {
 }
 
 fn changed(what: &str) -> Failure {
-    Failure::new(ErrorKind::ChangedWhileReading, format!("file changed while it was read ({what})"))
+    Failure::new(FailureKind::ChangedWhileReading, format!("file changed while it was read ({what})"))
 }
 
 /// Feeds an open regular file to `sink`; returns the number of bytes fed.

@@ -13,8 +13,8 @@
 //! during the walk is refused, and no name or pattern outside the roots is ever read.
 
 use crate::engine::beneath::{Roots, READ_FLAGS};
+use crate::engine::failure::{plain, Failure, FailureKind};
 use crate::engine::ignore::IgnoreSpec;
-use crate::error::{ErrorKind, Failure};
 use std::ffi::{CStr, OsStr, OsString};
 use std::fs::{self, File, FileType};
 use std::io::{self, Read};
@@ -41,6 +41,18 @@ pub fn walk_beneath(root: &Path, roots: Option<&Roots>) -> Walk {
     let mut out = Walk::default();
     visit(root, "", &IgnoreSpec::default(), roots, &mut out);
     out
+}
+
+/// The files of a directory hashed as one tree, in walk order (beneath `roots` when given):
+/// the one rule for `sum --tree` and `check`. A directory it cannot read, an unusable
+/// `.isccignore`, or no file at all is the tree's failure.
+pub fn tree_files(dir: &Path, roots: Option<&Roots>) -> Result<Vec<PathBuf>, Failure> {
+    let walked = walk_beneath(dir, roots);
+    match walked.errors.into_iter().next() {
+        Some((p, failure)) => Err(failure.at(&p)),
+        None if walked.files.is_empty() => Err(Failure::new(FailureKind::InvalidInput, "no files found")),
+        None => Ok(walked.files),
+    }
 }
 
 /// What kind of entry a directory holds, without following a link.
@@ -170,7 +182,7 @@ fn read_ignore_file(dir: &Path, roots: Option<&Roots>) -> Result<Option<Vec<u8>>
             None
         };
         match why {
-            Some(e) => Err(Failure::new(ErrorKind::NotAFile, crate::streams::plain(&e))),
+            Some(e) => Err(Failure::new(FailureKind::NotAFile, plain(&e))),
             None => Ok(()),
         }
     };
@@ -213,7 +225,7 @@ fn visit(dir: &Path, rel: &str, inherited: &IgnoreSpec, roots: Option<&Roots>, o
         Ok(Some(bytes)) => {
             if let Err(why) = spec.add_file(&bytes) {
                 // iscc-sum stops on an ignore file it cannot use: so does this walk's tree.
-                out.errors.push((dir.join(".isccignore"), Failure::new(ErrorKind::InvalidInput, why)));
+                out.errors.push((dir.join(".isccignore"), Failure::new(FailureKind::InvalidInput, why)));
                 return;
             }
         }

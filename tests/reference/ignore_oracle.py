@@ -1,4 +1,4 @@
-"""The reference side of tests/ignore_parity.rs: pathspec and iscc-sum's own tree walk.
+"""The reference side of tests/integration/ignore_parity.rs: pathspec and iscc-sum's own tree walk.
 
 Reads one JSON request on standard input and writes one JSON answer per case:
   {"match": [{"file": F, "paths": [...]}, ...]}  -> per case: {"error": msg} or {"ignored": [bool, ...]}

@@ -74,7 +74,7 @@ impl fmt::Display for IndexError {
                 write!(f, "{}: {why} (rebuild the index with `index rebuild`)", path.display())
             }
             IndexError::Io { path, error } => {
-                write!(f, "{}: {}", path.display(), crate::streams::plain(error))
+                write!(f, "{}: {}", path.display(), crate::engine::failure::plain(error))
             }
         }
     }

@@ -1,13 +1,12 @@
 //! `index`: the answers equal a brute-force comparison with every live code, after adds,
 //! replacements, removals, merges and crashed updates; the lock, the records and their errors.
 
-mod common;
-use common::*;
-use omero_iscc::commands::index::{
-    AnswerLine, CodeLine, MatchKind, StatsLine, UpdateLine, UpdateStatus, VerifyLine,
-};
+use crate::harness::*;
 use omero_iscc::engine::codes::{hex, Digests};
 use omero_iscc::engine::index::entry::Space;
+use omero_iscc::records::index::{
+    AnswerLine, CodeLine, MatchKind, StatsLine, UpdateLine, UpdateStatus, VerifyLine,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;

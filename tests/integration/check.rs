@@ -1,8 +1,7 @@
 //! `check` verifies what `sum` (text and JSON) and iscc-sum wrote, and catches changed and
 //! missing files.
 
-mod common;
-use common::*;
+use crate::harness::*;
 use std::fs;
 
 #[test]

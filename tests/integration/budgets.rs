@@ -5,18 +5,14 @@
 //! than its modification time, which any read (or mapping) of it updates, also under
 //! `relatime`.
 
-mod common;
-use common::*;
-use serde_json::Value;
+use crate::harness::*;
+use omero_iscc::engine::failure::{Failure, FailureKind};
+use omero_iscc::records::sum::Line;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn error_kind(record: &Value) -> &str {
-    record["error"]["kind"].as_str().unwrap_or("<no error>")
-}
 
 /// Sets the file's access time to 2001 (older than its modification time).
 fn age_access_time(path: &Path) {
@@ -70,9 +66,9 @@ fn a_huge_sparse_file_stops_at_the_time_budget() {
     );
     let took = started.elapsed().as_secs_f64();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    let records = json_lines(&out);
-    let kinds: Vec<&str> = records.iter().map(error_kind).collect();
-    assert_eq!(kinds, ["<no error>", "budget", "budget"]);
+    let records = sum_lines(&out);
+    let kinds: Vec<_> = records.iter().map(error_kind).collect();
+    assert_eq!(kinds, [None, Some(FailureKind::Budget), Some(FailureKind::Budget)]);
     assert!(!was_read(&d.join("after.tif")), "a file after the budget is not read");
     // A loose bound (a loaded test machine): the budget, then at most a window of hashing.
     assert!(took < budget + 5.0, "stopped {took:.1} s after the start, budget {budget} s");
@@ -80,7 +76,7 @@ fn a_huge_sparse_file_stops_at_the_time_budget() {
     // A tree is cut the same way.
     let out = run_in(d, &["sum", "--json", "--tree", "--time-budget", "0.5", "."], b"");
     assert_eq!(out.status.code(), Some(4));
-    assert_eq!(error_kind(&json_lines(&out)[0]), "budget");
+    assert_eq!(error_kind(&sum_lines(&out)[0]), Some(FailureKind::Budget));
     // And standard input that does not end.
     let mut child = bin()
         .args(["sum", "--json", "--time-budget", "0.5", "-"])
@@ -98,7 +94,7 @@ fn a_huge_sparse_file_stops_at_the_time_budget() {
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     assert_eq!(out.status.code(), Some(4));
-    assert_eq!(error_kind(&json_lines(&out)[0]), "budget");
+    assert_eq!(error_kind(&sum_lines(&out)[0]), Some(FailureKind::Budget));
 }
 
 // `--max-file-size`: a larger file is not read (not even mapped); one at the ceiling is.
@@ -114,21 +110,24 @@ fn files_above_the_size_ceiling_are_not_read() {
     }
     let out = run_in(d, &["sum", "--json", "--max-file-size", "2M", "small", "large", "exact"], b"");
     assert_eq!(out.status.code(), Some(1));
-    let records = json_lines(&out);
-    let kinds: Vec<&str> = records.iter().map(error_kind).collect();
-    assert_eq!(kinds, ["<no error>", "too_large", "<no error>"]);
+    let records = sum_lines(&out);
+    let kinds: Vec<_> = records.iter().map(error_kind).collect();
+    assert_eq!(kinds, [None, Some(FailureKind::TooLarge), None]);
     assert_eq!(
-        records[1]["error"]["message"],
-        "not read: 3145728 bytes is more than --max-file-size 2097152"
+        failure(&records[1]),
+        Some(&Failure::new(
+            FailureKind::TooLarge,
+            "not read: 3145728 bytes is more than --max-file-size 2097152"
+        ))
     );
     assert!(!was_read(&d.join("large")));
     assert!(was_read(&d.join("small")) && was_read(&d.join("exact")));
     // In a group, the large file costs the group its code; its neighbours keep theirs.
     let line = "{\"id\": \"g\", \"files\": [\"small\", \"large\"]}\n";
     let out = run_in(d, &["sum", "--json", "--max-file-size", "2M", "--groups", "-"], line.as_bytes());
-    let record = &json_lines(&out)[0];
-    assert_eq!(error_kind(record), "too_large");
-    assert!(record["files"][0]["iscc"].is_string());
+    let record = &sum_lines(&out)[0];
+    assert_eq!(error_kind(record), Some(FailureKind::TooLarge));
+    assert!(group_record(record).files[0].iscc.is_some());
 }
 
 // Issue 29, item 3: a file whose size differs from the one its group line gives (what OMERO
@@ -155,17 +154,20 @@ fn a_file_of_another_size_than_recorded_is_not_hashed() {
     );
     let out = run_in(d, &["sum", "--json", "--root", ".", "--groups", "-"], lines.as_bytes());
     assert_eq!(out.status.code(), Some(1));
-    let r = json_lines(&out);
-    assert!(r[0]["iscc"].is_string() && r[1]["iscc"].is_string());
-    assert_eq!(error_kind(&r[2]), "size_mismatch");
-    assert_eq!(error_kind(&r[2]["files"][0]), "size_mismatch");
+    let r = sum_lines(&out);
+    assert!(group_record(&r[0]).iscc.is_some() && group_record(&r[1]).iscc.is_some());
+    assert_eq!(error_kind(&r[2]), Some(FailureKind::SizeMismatch));
     assert_eq!(
-        r[2]["files"][0]["error"]["message"],
-        "not hashed: the file has 3145728 bytes, its group line says 3145727 (the size recorded at import)"
+        group_record(&r[2]).files[0].error,
+        Some(Failure::new(
+            FailureKind::SizeMismatch,
+            "not hashed: the file has 3145728 bytes, its group line says 3145727 (the size recorded at import)"
+        ))
     );
     assert!(!was_read(&d.join("c.tif")), "the file of the wrong size was read");
     for n in [3, 4] {
-        assert_eq!((r[n]["id"].clone(), error_kind(&r[n])), (Value::Null, "invalid_input"), "{}", r[n]);
+        let Line::Bad(bad) = &r[n] else { panic!("not a bad line's record: {:?}", r[n]) };
+        assert_eq!((&bad.id, bad.error.kind), (&None, FailureKind::InvalidInput), "{bad:?}");
     }
 }
 
@@ -258,17 +260,18 @@ fn a_file_that_changes_size_after_the_check_loses_its_code() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while (codes == 0 || refused == 0 || codes + refused < 200) && Instant::now() < deadline {
         let out = run_in(&d, &["sum", "--json", "--root", ".", "--groups", "-"], lines.as_bytes());
-        for record in json_lines(&out) {
-            let file = &record["files"][40];
-            match error_kind(file) {
-                "<no error>" => {
-                    assert_eq!(file["filesize"], 3000, "{record}");
-                    assert_eq!(record["filesize"], 40 * 20_000 + 3000, "{record}");
+        for line in sum_lines(&out) {
+            let record = group_record(&line);
+            let file = &record.files[40];
+            match file.error.as_ref().map(|e| e.kind) {
+                None => {
+                    assert_eq!(file.filesize, Some(3000), "{record:?}");
+                    assert_eq!(record.filesize, Some(40 * 20_000 + 3000), "{record:?}");
                     codes += 1;
                 }
                 // Changed between the batch's sizing and its read: refused all the same.
-                "size_mismatch" | "changed_while_reading" => refused += 1,
-                other => panic!("{other}: {record}"),
+                Some(FailureKind::SizeMismatch | FailureKind::ChangedWhileReading) => refused += 1,
+                other => panic!("{other:?}: {record:?}"),
             }
         }
     }

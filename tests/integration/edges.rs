@@ -2,9 +2,10 @@
 //! differently, names that are not UTF-8 in every place a path is read, and standard streams
 //! that are closed or claimed twice. Each test guards one case that once went wrong.
 
-mod common;
-use common::*;
-use omero_iscc::records::PixelLine;
+use crate::harness::*;
+use omero_iscc::engine::failure::FailureKind;
+use omero_iscc::records::pixels::PixelLine;
+use omero_iscc::records::sum::Line;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -132,8 +133,9 @@ fn group_lines_read_names_that_are_not_utf8() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(text.contains(r#""path":"caf\udce9\udcff.tif""#), "{text}");
-    let record = &json_lines(&out)[0];
-    assert_eq!(record["files"][0]["iscc"], record["files"][1]["iscc"]);
+    let Line::Group(group) = &sum_lines(&out)[0] else { panic!("not a group's record: {text}") };
+    assert!(group.files[0].iscc.is_some(), "{group:?}");
+    assert_eq!(group.files[0].iscc, group.files[1].iscc);
     // The same escapes in a `{"path", "size"}` entry.
     let line = "{\"id\": \"g\", \"files\": [{\"path\": \"caf\\udce9\\udcff.tif\", \"size\": 15}]}\n";
     let out = run_in(d, &["sum", "--json", "--root", ".", "--groups", "-"], line.as_bytes());
@@ -141,9 +143,12 @@ fn group_lines_read_names_that_are_not_utf8() {
     // What is not a name that surrogateescape writes is refused, with the line's number.
     let line = "{\"id\": \"g\", \"files\": [\"a\\udc41\"]}\n";
     let out = run_in(d, &["sum", "--json", "--groups", "-"], line.as_bytes());
-    let record = &json_lines(&out)[0];
-    assert_eq!(record["error"]["kind"], "invalid_input", "{record}");
-    assert_eq!(record["line"], 1);
+    let Line::Bad(record) = &sum_lines(&out)[0] else { panic!("not a bad line's record: {}", stdout(&out)) };
+    assert_eq!(
+        (record.id.as_deref(), record.line, record.error.kind),
+        (None, 1, FailureKind::InvalidInput),
+        "{record:?}"
+    );
 }
 
 // Issue 26, item 6: one codec, exact for every name: a name holding the characters the codec
@@ -177,7 +182,7 @@ fn every_name_round_trips_through_the_records() {
     let similar = run_in(d, &["similar", "--json", "--exact", "twice.jsonl"], b"");
     let mut named: Vec<Vec<u8>> = Vec::new();
     for line in stdout(&similar).lines() {
-        let group: omero_iscc::commands::similar::GroupLine = serde_json::from_str(line).unwrap();
+        let group: omero_iscc::records::similar::SimilarLine = serde_json::from_str(line).unwrap();
         assert_eq!(group.members.len(), 2, "{line}");
         for member in group.members {
             named.push(member.path.expect("named by path").0);
@@ -271,13 +276,10 @@ fn an_isccignore_that_is_no_file_is_refused_as_iscc_sum_refuses_it() {
         assert!(stderr(&theirs).contains("Is a directory"), "{name}: {}", stderr(&theirs));
         let ours = run_in(d, &["sum", "--json", "--tree", name], b"");
         assert_eq!(ours.status.code(), Some(1), "{name}: {}", stdout(&ours));
-        let record = &json_lines(&ours)[0];
-        assert!(record.get("iscc").is_none(), "{name}: {record}");
-        assert_eq!(record["error"]["kind"], "not_a_file", "{name}: {record}");
-        assert!(
-            record["error"]["message"].as_str().unwrap().contains(".isccignore: Is a directory"),
-            "{record}"
-        );
+        let Line::File(record) = &sum_lines(&ours)[0] else { panic!("{name}: {}", stdout(&ours)) };
+        let error = record.error.as_ref().expect("an error record");
+        assert_eq!((&record.iscc, error.kind), (&None, FailureKind::NotAFile), "{name}: {record:?}");
+        assert!(error.message.contains(".isccignore: Is a directory"), "{record:?}");
         // Listing the directory fails the same way: iscc-sum lists nothing, the worker gives
         // the directory's error record.
         let ours = run_in(d, &["sum", "--json", name], b"");

@@ -3,9 +3,7 @@
 //! never stops records from reaching standard output. Streams are pipes whose reading end is
 //! closed before the command starts, so the first write fails every time.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use std::fs;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;

@@ -1,20 +1,22 @@
-//! From command-line arguments to jobs: paths resolved (under `--root` when given),
-//! directories walked, file lists and group lines read.
+//! The jobs of `sum`, from what it reads: paths resolved (under `--root` when given),
+//! directories walked, file lists and group lines read. Each job gives exactly one record.
+//!
+//! Paths give [`PathJob`]s, which every output writes; `--groups` lines give groups (or bad
+//! lines), which only JSON records can hold: [`Job`] is either, and only a JSON run has them.
 
-use crate::engine::beneath::Roots;
+use crate::engine::failure::{Failure, FailureKind};
+use crate::engine::resolve::Resolver;
 use crate::engine::walk;
-use crate::error::{ErrorKind, Failure};
 use crate::pathcodec::PathText;
 use serde::{Deserialize, Deserializer};
 use std::ffi::OsStr;
 use std::io::{self, BufRead};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
-/// One unit of work; each gives exactly one record.
+/// A job that names a path (or standard input): one record in text or JSON.
 #[derive(Debug)]
-pub enum Job {
+pub enum PathJob {
     /// A file, as the user named it, and where it resolved.
     File {
         display: Vec<u8>,
@@ -26,10 +28,17 @@ pub enum Job {
         display: Vec<u8>,
         files: Result<Vec<PathBuf>, Failure>,
     },
+}
+
+/// A job of a JSON run: a path, or a `--groups` line.
+#[derive(Debug)]
+pub enum Job {
+    Path(PathJob),
     Group {
         id: String,
         files: Vec<GroupFile>,
     },
+    /// A `--groups` line that could not be read.
     BadLine {
         line: usize,
         failure: Failure,
@@ -43,91 +52,6 @@ pub struct GroupFile {
     pub display: Vec<u8>,
     pub path: Result<PathBuf, Failure>,
     pub size: Option<u64>,
-}
-
-/// Resolves user paths, confining them to a root when one is given.
-#[derive(Debug, Clone)]
-pub struct Resolver {
-    root: Option<PathBuf>,
-    /// Where symbolic links in the root may also lead (canonical).
-    allowed: Vec<PathBuf>,
-    /// The root and the allowed roots, opened: what files are opened beneath.
-    roots: Option<Arc<Roots>>,
-}
-
-/// A directory, canonicalised.
-fn canonical_dir(dir: &Path) -> io::Result<PathBuf> {
-    let canonical = std::fs::canonicalize(dir)?;
-    if !canonical.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory"));
-    }
-    Ok(canonical)
-}
-
-impl Resolver {
-    /// `root` must exist and be a directory; it is canonicalised and opened once.
-    pub fn new(root: Option<&Path>) -> io::Result<Resolver> {
-        let mut resolver =
-            Resolver { root: root.map(canonical_dir).transpose()?, allowed: Vec::new(), roots: None };
-        resolver.open_roots()?;
-        Ok(resolver)
-    }
-
-    /// Also lets links in the root lead into `dir` (an allowed root). An allowed root that
-    /// does not exist here is an error: the admin named it for a reason.
-    pub fn allow(mut self, dir: &Path) -> io::Result<Resolver> {
-        self.allowed.push(canonical_dir(dir)?);
-        self.open_roots()?;
-        Ok(self)
-    }
-
-    fn open_roots(&mut self) -> io::Result<()> {
-        if let Some(root) = &self.root {
-            let all: Vec<PathBuf> = std::iter::once(root).chain(&self.allowed).cloned().collect();
-            self.roots = Some(Arc::new(Roots::new(&all)?));
-        }
-        Ok(())
-    }
-
-    /// The opened roots (with `--root`): every file is opened beneath one of them.
-    pub fn roots(&self) -> Option<&Arc<Roots>> {
-        self.roots.as_ref()
-    }
-
-    /// Where `path` points. Under a root: relative paths are taken from the root, `..` that
-    /// climbs out and symbolic links that lead out are refused.
-    pub fn resolve(&self, path: &Path) -> Result<PathBuf, Failure> {
-        let Some(root) = &self.root else {
-            return Ok(path.to_path_buf());
-        };
-        let joined = root.join(path);
-        let lexical = normalize(&joined);
-        let outside =
-            || Failure::new(ErrorKind::OutsideRoot, format!("resolves outside the root {}", root.display()));
-        if !lexical.starts_with(root) {
-            return Err(outside());
-        }
-        let canonical = std::fs::canonicalize(&joined).map_err(|e| Failure::io(&e))?;
-        if !canonical.starts_with(root) && !self.allowed.iter().any(|a| canonical.starts_with(a)) {
-            return Err(outside());
-        }
-        Ok(canonical)
-    }
-}
-
-/// Removes `.` and resolves `..` without touching the file system.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 fn display_join(base: &[u8], rel: &Path) -> Vec<u8> {
@@ -148,36 +72,24 @@ pub enum Origin {
     List,
 }
 
-/// The files of a directory hashed as one tree, in walk order: the one rule for `sum --tree`
-/// and `check`. A directory it cannot read, an unusable `.isccignore`, or no file at all is
-/// the tree's failure.
-pub fn tree_files(dir: &Path, resolver: &Resolver) -> Result<Vec<PathBuf>, Failure> {
-    let walked = walk::walk_beneath(dir, resolver.roots().map(|r| &**r));
-    match walked.errors.into_iter().next() {
-        Some((p, failure)) => Err(failure.at(&p)),
-        None if walked.files.is_empty() => Err(Failure::new(ErrorKind::InvalidInput, "no files found")),
-        None => Ok(walked.files),
-    }
-}
-
 /// Jobs for paths given on the command line or in a file list.
 ///
 /// Directories are walked when given on the command line; in file lists, where a file is
 /// expected, a directory is a `not_a_file` record (unless `tree`).
-pub fn path_jobs(paths: &[Vec<u8>], tree: bool, origin: Origin, resolver: &Resolver) -> Vec<Job> {
+pub fn path_jobs(paths: &[Vec<u8>], tree: bool, origin: Origin, resolver: &Resolver) -> Vec<PathJob> {
     let mut jobs = Vec::with_capacity(paths.len());
     for given in paths {
         if given.as_slice() == b"-" && origin == Origin::CommandLine {
-            jobs.push(Job::Stdin);
+            jobs.push(PathJob::Stdin);
             continue;
         }
         let display = given.clone();
         if given.is_empty() {
-            let failure = Failure::new(ErrorKind::InvalidInput, "an empty path names no file");
+            let failure = Failure::new(FailureKind::InvalidInput, "an empty path names no file");
             jobs.push(if tree {
-                Job::Tree { display, files: Err(failure) }
+                PathJob::Tree { display, files: Err(failure) }
             } else {
-                Job::File { display, path: Err(failure) }
+                PathJob::File { display, path: Err(failure) }
             });
             continue;
         }
@@ -191,27 +103,30 @@ pub fn path_jobs(paths: &[Vec<u8>], tree: bool, origin: Origin, resolver: &Resol
                     display.pop();
                 }
                 display.push(b'/');
-                jobs.push(Job::Tree { display, files: tree_files(&dir, resolver) });
+                jobs.push(PathJob::Tree {
+                    display,
+                    files: walk::tree_files(&dir, resolver.roots().map(|r| &**r)),
+                });
             }
             Ok(dir) if is_dir && origin == Origin::CommandLine => {
                 let walked = walk::walk_beneath(&dir, resolver.roots().map(|r| &**r));
                 for file in walked.files {
                     let rel = file.strip_prefix(&dir).unwrap_or(&file).to_path_buf();
-                    jobs.push(Job::File { display: display_join(&display, &rel), path: Ok(file) });
+                    jobs.push(PathJob::File { display: display_join(&display, &rel), path: Ok(file) });
                 }
                 for (p, failure) in walked.errors {
                     let rel = p.strip_prefix(&dir).unwrap_or(&p).to_path_buf();
-                    jobs.push(Job::File { display: display_join(&display, &rel), path: Err(failure) });
+                    jobs.push(PathJob::File { display: display_join(&display, &rel), path: Err(failure) });
                 }
             }
-            Ok(file) if tree => jobs.push(Job::Tree {
+            Ok(file) if tree => jobs.push(PathJob::Tree {
                 display,
                 files: Err(Failure::new(
-                    ErrorKind::NotAFile,
+                    FailureKind::NotAFile,
                     format!("--tree needs a directory: {}", file.display()),
                 )),
             }),
-            path => jobs.push(Job::File { display, path }),
+            path => jobs.push(PathJob::File { display, path }),
         }
     }
     jobs
@@ -239,10 +154,10 @@ pub fn read_path_list(reader: &mut dyn BufRead, nul: bool) -> io::Result<Vec<Vec
     }
 }
 
-/// A `--groups` line.
+/// A line of the `--groups` input.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupLine {
+struct ListedGroup {
     id: String,
     files: Vec<ListedFile>,
 }
@@ -290,7 +205,7 @@ pub fn group_jobs(reader: &mut dyn BufRead, resolver: &Resolver) -> io::Result<V
         number += 1;
         let parsed = match std::str::from_utf8(&buf) {
             Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => serde_json::from_str::<GroupLine>(text).map_err(|e| e.to_string()),
+            Ok(text) => serde_json::from_str::<ListedGroup>(text).map_err(|e| e.to_string()),
             Err(_) => {
                 Err("the line is not UTF-8 text (names that are not UTF-8 are written with \\udcXY escapes)"
                     .to_string())
@@ -310,7 +225,7 @@ pub fn group_jobs(reader: &mut dyn BufRead, resolver: &Resolver) -> io::Result<V
                     .into_iter()
                     .map(|ListedFile { path, size }| {
                         let resolved = if path.is_empty() {
-                            Err(Failure::new(ErrorKind::InvalidInput, "an empty path names no file"))
+                            Err(Failure::new(FailureKind::InvalidInput, "an empty path names no file"))
                         } else {
                             resolver.resolve(Path::new(OsStr::from_bytes(&path)))
                         };
@@ -322,7 +237,7 @@ pub fn group_jobs(reader: &mut dyn BufRead, resolver: &Resolver) -> io::Result<V
             Err(message) => jobs.push(Job::BadLine {
                 line: number,
                 failure: Failure::new(
-                    ErrorKind::InvalidInput,
+                    FailureKind::InvalidInput,
                     format!(
                         "malformed group line (expected {{\"id\": \"..\", \"files\": [\"..\" or \
                          {{\"path\": \"..\", \"size\": N}}, ..]}}): {message}"

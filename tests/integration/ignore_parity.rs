@@ -4,9 +4,7 @@
 //! with ignore files at several levels, their walks compared with iscc-sum's own walk and, for
 //! some, `sum --tree` with `iscc-sum --tree`. Seeded: `OMERO_ISCC_SEED=N` reproduces a run.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use omero_iscc::engine::ignore::IgnoreSpec;
 use omero_iscc::engine::walk;
 use serde_json::{json, Value};

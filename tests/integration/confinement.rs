@@ -2,17 +2,13 @@
 //! directories in a root are swapped for symbolic links during the run: a record carries the
 //! code of a file inside a root or an error, never the code of a file outside every root.
 
-mod common;
-use common::*;
-use serde_json::Value;
+use crate::harness::*;
+use omero_iscc::engine::failure::FailureKind;
+use omero_iscc::records::sum::Line;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn error_kind(record: &Value) -> &str {
-    record["error"]["kind"].as_str().unwrap_or("<no error>")
-}
 
 /// A layout of an OMERO host: the repository (`--root`), an instrument share (an
 /// `--allow-root` that in-place imports link into), and what lies outside both.
@@ -36,7 +32,7 @@ fn host() -> Host {
 /// The code `sum --json` gives a file (run without a root).
 fn code_of(path: &Path) -> String {
     let out = run_in(path.parent().unwrap(), &["sum", "--json", path.to_str().unwrap()], b"");
-    json_lines(&out)[0]["iscc"].as_str().unwrap().to_string()
+    file_record(&sum_lines(&out)[0]).iscc.clone().expect("a code")
 }
 
 /// Swaps `at` between a regular file holding `inside` (or a real directory holding such a
@@ -96,14 +92,14 @@ while True:
 /// Runs `args` (with `--groups -` fed `groups`) at least `rounds` times, and on until a code
 /// and an `outside_root` refusal were both seen (or 60 s passed: on a loaded machine the
 /// swapper may wait long for a core); returns every record.
-fn race(dir: &Path, args: &[&str], groups: &str, rounds: usize) -> Vec<Value> {
+fn race(dir: &Path, args: &[&str], groups: &str, rounds: usize) -> Vec<Line> {
     let mut all = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     for round in 0.. {
         let out = run_in(dir, args, groups.as_bytes());
-        all.extend(json_lines(&out));
+        all.extend(sum_lines(&out));
         let seen = outcomes(&all);
-        let both = seen.iter().any(|(c, _)| c.is_some()) && seen.iter().any(|(_, k)| k == "outside_root");
+        let both = seen.iter().any(|(c, _)| c.is_some()) && seen.iter().any(|(_, k)| *k == OUTSIDE);
         if (round + 1 >= rounds && both) || Instant::now() > deadline {
             break;
         }
@@ -112,16 +108,24 @@ fn race(dir: &Path, args: &[&str], groups: &str, rounds: usize) -> Vec<Value> {
 }
 
 /// Every record and every file record in `records`: (its code, its error kind).
-fn outcomes(records: &[Value]) -> Vec<(Option<String>, String)> {
+fn outcomes(records: &[Line]) -> Vec<(Option<String>, Option<FailureKind>)> {
     let mut all = Vec::new();
     for r in records {
-        all.push((r["iscc"].as_str().map(str::to_string), error_kind(r).to_string()));
-        for f in r["files"].as_array().into_iter().flatten() {
-            all.push((f["iscc"].as_str().map(str::to_string), error_kind(f).to_string()));
+        match r {
+            Line::File(file) => all.push((file.iscc.clone(), error_kind(r))),
+            Line::Group(group) => {
+                all.push((group.iscc.clone(), error_kind(r)));
+                for f in &group.files {
+                    all.push((f.iscc.clone(), f.error.as_ref().map(|e| e.kind)));
+                }
+            }
+            Line::Bad(_) => all.push((None, error_kind(r))),
         }
     }
     all
 }
+
+const OUTSIDE: Option<FailureKind> = Some(FailureKind::OutsideRoot);
 
 // Issue 29, item 3: a file of the repository swapped for a link to a file outside every root
 // while the worker runs gives an error record, never the outside file's code.
@@ -145,9 +149,11 @@ fn a_file_swapped_for_a_link_during_the_run_never_gives_the_outside_code() {
         "the outside file's code"
     );
     let codes = seen.iter().filter(|(c, _)| c.as_deref() == Some(inside_code.as_str())).count();
-    let refused = seen.iter().filter(|(_, k)| k == "outside_root").count();
-    let other: Vec<_> =
-        seen.iter().filter(|(c, k)| c.is_none() && k != "outside_root" && k != "not_found").collect();
+    let refused = seen.iter().filter(|(_, k)| *k == OUTSIDE).count();
+    let other: Vec<_> = seen
+        .iter()
+        .filter(|(c, k)| c.is_none() && *k != OUTSIDE && *k != Some(FailureKind::NotFound))
+        .collect();
     assert!(other.is_empty(), "{other:?}");
     assert!(codes > 0 && refused > 0, "{codes} codes, {refused} refusals: the race did not run");
 }
@@ -183,7 +189,7 @@ fn directories_and_allowed_roots_are_raced_the_same_way() {
         "the outside file's code"
     );
     assert!(seen.iter().any(|(c, _)| c.is_some()), "no code at all");
-    assert!(seen.iter().any(|(_, k)| k == "outside_root"), "the race did not run");
+    assert!(seen.iter().any(|(_, k)| *k == OUTSIDE), "the race did not run");
 }
 
 // A directory walked under `--root` that is swapped for a link during the walk: no name and no
@@ -209,7 +215,7 @@ fn a_walk_under_the_root_never_lists_outside() {
     while (runs < 40 || refused < 3) && Instant::now() < deadline {
         let out = run_in(&h.repo, &["sum", "--json", "--root", root, "tree"], b"");
         assert!(!stdout(&out).contains("outside-name"), "{}", stdout(&out));
-        refused += json_lines(&out).iter().filter(|r| error_kind(r) == "outside_root").count();
+        refused += sum_lines(&out).iter().filter(|r| error_kind(r) == OUTSIDE).count();
         runs += 1;
     }
     drop(swap);
@@ -248,10 +254,10 @@ fn links_into_an_allowed_root_are_followed_and_links_out_of_it_refused() {
         ],
         b"",
     );
-    let records = json_lines(&out);
-    let kinds: Vec<&str> = records.iter().map(error_kind).collect();
-    assert_eq!(kinds, ["<no error>", "outside_root", "outside_root", "<no error>"]);
-    assert_eq!(records[0]["iscc"].as_str().unwrap(), code_of(&h.share.join("scan.czi")));
+    let records = sum_lines(&out);
+    let kinds: Vec<_> = records.iter().map(error_kind).collect();
+    assert_eq!(kinds, [None, OUTSIDE, OUTSIDE, None]);
+    assert_eq!(file_record(&records[0]).iscc, Some(code_of(&h.share.join("scan.czi"))));
 }
 
 // Under `--root`, an `.isccignore` that is a link out of the root is refused: its content (a
@@ -266,17 +272,17 @@ fn an_ignore_file_that_links_out_of_the_root_is_refused() {
     symlink(h.outside.join("patterns"), h.repo.join("tree/.isccignore")).unwrap();
     let root = h.repo.to_str().unwrap();
     let out = run_in(&h.repo, &["sum", "--json", "--root", root, "--tree", "tree"], b"");
-    let record = &json_lines(&out)[0];
-    assert_eq!(error_kind(record), "outside_root", "{record}");
+    let record = &sum_lines(&out)[0];
+    assert_eq!(error_kind(record), OUTSIDE, "{record:?}");
     // An ignore file that links inside the root is read, as iscc-sum reads it.
     fs::write(h.repo.join("patterns"), "a.tif\n").unwrap();
     fs::remove_file(h.repo.join("tree/.isccignore")).unwrap();
     symlink(h.repo.join("patterns"), h.repo.join("tree/.isccignore")).unwrap();
     let out = run_in(&h.repo, &["sum", "--json", "--root", root, "--tree", "tree"], b"");
-    let record = &json_lines(&out)[0];
-    assert_eq!(record["file_count"], 1, "{record}"); // b.tif: a link is never hashed itself
+    let record = file_record(&sum_lines(&out)[0]).clone();
+    assert_eq!(record.file_count, Some(1), "{record:?}"); // b.tif: a link is never hashed itself
     let theirs = stdout(&iscc_sum(&h.repo, &["--narrow", "--tree", "tree"]));
-    assert_eq!(theirs, format!("{} *tree/\n", record["iscc"].as_str().unwrap()));
+    assert_eq!(theirs, format!("{} *tree/\n", record.iscc.unwrap()));
 }
 
 // The root itself can be walked and hashed as a tree under `--root`, with the codes a run

@@ -1,11 +1,16 @@
 //! The records `sum` produces and how they are written: iscc-sum-compatible text lines or
-//! JSON Lines. The JSON shape is given by the serde types below (schema in the README); tests
-//! read the output back into the same types with unknown fields denied.
+//! JSON Lines. The JSON shape is given by the serde types below, the one definition of it:
+//! `check` and the tests read the output back into the same types with unknown fields
+//! denied.
+//!
+//! A record of a path ([`PathRecord`]) can be written either way; a group's record (and a
+//! `--groups` line that could not be read) only as JSON: [`Record`] holds either, and only
+//! [`json_line`] takes it, so no group can reach the text writer.
 
 use crate::engine::checksum::Algorithm;
 use crate::engine::codes::Codes;
+use crate::engine::failure::{Failure, FailureKind};
 use crate::engine::hash::Outcome;
-use crate::error::Failure;
 use crate::pathcodec::PathText;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
@@ -13,30 +18,70 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Write;
 
-/// What one job yields about one path, tree or group.
+/// What one job yields about one path or tree.
 #[derive(Debug)]
-pub enum Record {
+pub enum PathRecord {
     File { path: Vec<u8>, result: Result<Outcome, Failure> },
     Tree { path: Vec<u8>, files: usize, result: Result<Outcome, Failure> },
+}
+
+/// What one job of a JSON run yields: a path's record, a group's, or a bad `--groups` line's.
+#[derive(Debug)]
+pub enum Record {
+    Path(PathRecord),
     Group { id: String, result: Result<Outcome, Failure>, files: Vec<(Vec<u8>, Result<Outcome, Failure>)> },
     BadLine { line: usize, failure: Failure },
 }
 
-impl Record {
+/// What the exit status needs of a record.
+pub trait RecordStatus {
     /// Whether this record (or any file in it) failed.
-    pub fn failed(&self) -> bool {
+    fn failed(&self) -> bool;
+    /// Whether the time budget cost this record (or a file in it) its code.
+    fn out_of_time(&self) -> bool;
+}
+
+fn out_of_time(result: &Result<Outcome, Failure>) -> bool {
+    matches!(result, Err(f) if f.kind == FailureKind::Budget)
+}
+
+impl RecordStatus for PathRecord {
+    fn failed(&self) -> bool {
         match self {
-            Record::File { result, .. } | Record::Tree { result, .. } => result.is_err(),
-            Record::Group { result, files, .. } => result.is_err() || files.iter().any(|(_, r)| r.is_err()),
-            Record::BadLine { .. } => true,
+            PathRecord::File { result, .. } | PathRecord::Tree { result, .. } => result.is_err(),
+        }
+    }
+
+    fn out_of_time(&self) -> bool {
+        match self {
+            PathRecord::File { result, .. } | PathRecord::Tree { result, .. } => out_of_time(result),
         }
     }
 }
 
-/// How records are written.
-#[derive(Clone, Copy, Debug)]
+impl RecordStatus for Record {
+    fn failed(&self) -> bool {
+        match self {
+            Record::Path(record) => record.failed(),
+            Record::Group { result, files, .. } => result.is_err() || files.iter().any(|(_, r)| r.is_err()),
+            Record::BadLine { .. } => true,
+        }
+    }
+
+    fn out_of_time(&self) -> bool {
+        match self {
+            Record::Path(record) => record.out_of_time(),
+            Record::Group { result, files, .. } => {
+                out_of_time(result) || files.iter().any(|(_, r)| out_of_time(r))
+            }
+            Record::BadLine { .. } => false,
+        }
+    }
+}
+
+/// Which codes a record holds: narrow or wide, and the units or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Format {
-    pub json: bool,
     pub wide: bool,
     pub units: bool,
 }
@@ -126,43 +171,6 @@ pub struct BadLine {
     pub error: Failure,
 }
 
-/// The JSON record `pixels` writes per image: its pixel code (always wide), or the error that
-/// cost it its code, with the whole planes read before it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PixelLine {
-    /// The id the `image` frame gave (a number or a string); `null` for a fault outside any
-    /// image.
-    pub image: serde_json::Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iscc: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub datahash: Option<String>,
-    /// Bytes of the canonical stream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
-    pub planes: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plane_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub units: Option<[String; 2]>,
-    /// With `--simprints`: each plane's 256-bit Data-Code, as iscc-bio writes them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub simprints: Option<Vec<SimprintLine>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<Failure>,
-}
-
-/// One plane's simprint: iscc-bio's `{"simprint", "offset", "size"}` (offset: the plane's
-/// index in walk order).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimprintLine {
-    pub simprint: String,
-    pub offset: u64,
-    pub size: u64,
-}
-
 /// Any JSON line `sum` writes (for readers, such as the tests).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -196,9 +204,15 @@ impl<'de> Deserialize<'de> for Line {
     }
 }
 
-/// The code fields of a result: (iscc, datahash, filesize, units, checksums, error).
-type Fields =
-    (Option<String>, Option<String>, Option<u64>, Option<[String; 2]>, Option<Checksums>, Option<Failure>);
+/// The code fields of a record: all of them from its outcome, or only its error.
+struct Fields {
+    iscc: Option<String>,
+    datahash: Option<String>,
+    filesize: Option<u64>,
+    units: Option<[String; 2]>,
+    checksums: Option<Checksums>,
+    error: Option<Failure>,
+}
 
 fn fields(result: &Result<Outcome, Failure>, format: Format) -> Fields {
     match result {
@@ -213,9 +227,23 @@ fn fields(result: &Result<Outcome, Failure>, format: Format) -> Fields {
                         .collect(),
                 )
             });
-            (Some(iscc), Some(datahash), Some(filesize), format.units.then_some(units), checksums, None)
+            Fields {
+                iscc: Some(iscc),
+                datahash: Some(datahash),
+                filesize: Some(filesize),
+                units: format.units.then_some(units),
+                checksums,
+                error: None,
+            }
         }
-        Err(failure) => (None, None, None, None, None, Some(failure.clone())),
+        Err(failure) => Fields {
+            iscc: None,
+            datahash: None,
+            filesize: None,
+            units: None,
+            checksums: None,
+            error: Some(failure.clone()),
+        },
     }
 }
 
@@ -225,17 +253,24 @@ fn file_line(
     result: &Result<Outcome, Failure>,
     format: Format,
 ) -> FileLine {
-    let (iscc, datahash, filesize, units, checksums, error) = fields(result, format);
+    let Fields { iscc, datahash, filesize, units, checksums, error } = fields(result, format);
     FileLine { path: PathText(path.to_vec()), file_count, iscc, datahash, filesize, units, checksums, error }
+}
+
+/// The JSON line of a path's record.
+pub fn path_line(record: &PathRecord, format: Format) -> FileLine {
+    match record {
+        PathRecord::File { path, result } => file_line(path, None, result, format),
+        PathRecord::Tree { path, files, result } => file_line(path, Some(*files), result, format),
+    }
 }
 
 /// The JSON line of a record.
 pub fn to_line(record: &Record, format: Format) -> Line {
     match record {
-        Record::File { path, result } => Line::File(file_line(path, None, result, format)),
-        Record::Tree { path, files, result } => Line::File(file_line(path, Some(*files), result, format)),
+        Record::Path(record) => Line::File(path_line(record, format)),
         Record::Group { id, result, files } => {
-            let (iscc, datahash, filesize, units, checksums, error) = fields(result, format);
+            let Fields { iscc, datahash, filesize, units, checksums, error } = fields(result, format);
             let files = files.iter().map(|(p, r)| file_line(p, None, r, format)).collect();
             Line::Group(GroupLine {
                 id: id.clone(),
@@ -254,32 +289,31 @@ pub fn to_line(record: &Record, format: Format) -> Line {
     }
 }
 
-/// One record as it is written: its standard-output bytes, and in text mode the message for
-/// standard error when it failed.
-pub fn render(record: &Record, format: Format) -> (Vec<u8>, Option<String>) {
-    if format.json {
-        let mut out = serde_json::to_vec(&to_line(record, format)).expect("records always serialize");
-        out.push(b'\n');
-        return (out, None);
-    }
-    match record {
-        Record::File { path, result } | Record::Tree { path, result, .. } => match result {
-            Ok(outcome) => {
-                let codes = outcome.digests.codes(format.wide);
-                let mut out = Vec::with_capacity(80 + path.len());
-                let _ = write!(out, "{} *", codes.iscc);
-                out.extend_from_slice(path);
-                out.push(b'\n');
-                if format.units {
-                    for unit in &codes.units {
-                        let _ = writeln!(out, "  {unit}");
-                    }
+/// A record as JSON Lines writes it: one line, flushed on its own.
+pub fn json_line(record: &Record, format: Format) -> Vec<u8> {
+    let mut out = serde_json::to_vec(&to_line(record, format)).expect("records always serialize");
+    out.push(b'\n');
+    out
+}
+
+/// A path's record as iscc-sum writes it: its standard-output bytes (`ISCC:... *path`, and the
+/// units below with `--units`), or, when it failed, the message for standard error.
+pub fn text_line(record: &PathRecord, format: Format) -> Result<Vec<u8>, String> {
+    let (PathRecord::File { path, result } | PathRecord::Tree { path, result, .. }) = record;
+    match result {
+        Ok(outcome) => {
+            let codes = outcome.digests.codes(format.wide);
+            let mut out = Vec::with_capacity(80 + path.len());
+            let _ = write!(out, "{} *", codes.iscc);
+            out.extend_from_slice(path);
+            out.push(b'\n');
+            if format.units {
+                for unit in &codes.units {
+                    let _ = writeln!(out, "  {unit}");
                 }
-                (out, None)
             }
-            Err(failure) => (Vec::new(), Some(format!("{}: {failure}", String::from_utf8_lossy(path)))),
-        },
-        Record::Group { .. } => unreachable!("groups are written as JSON only (checked with the arguments)"),
-        Record::BadLine { line, failure } => (Vec::new(), Some(format!("line {line}: {failure}"))),
+            Ok(out)
+        }
+        Err(failure) => Err(format!("{}: {failure}", String::from_utf8_lossy(path))),
     }
 }

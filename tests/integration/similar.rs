@@ -1,9 +1,11 @@
 //! `similar`: identical and near-identical groups, exactly the pairs brute force finds.
 
-mod common;
-use common::*;
+use crate::harness::{self, *};
 use iscc_lib::codec::{encode_component, MainType, SubType, Version};
-use std::collections::BTreeSet;
+use omero_iscc::pathcodec::PathText;
+use omero_iscc::records::similar::{Member, SimilarKind, SimilarLine};
+use omero_iscc::records::sum::{FileLine, Line};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 fn sum_code(data: [u8; 32], instance: [u8; 32], wide: bool) -> String {
@@ -75,16 +77,17 @@ fn brute_force_components(bits: &[u128], threshold: u32) -> BTreeSet<Vec<usize>>
     groups.into_values().filter(|g| g.len() > 1).collect()
 }
 
-fn groups_of(out: &std::process::Output, kind: &str) -> BTreeSet<Vec<usize>> {
-    json_lines(out)
+fn groups_of(out: &std::process::Output, kind: SimilarKind) -> BTreeSet<Vec<usize>> {
+    similar_lines(out)
         .iter()
-        .filter(|g| g["kind"] == kind)
+        .filter(|g| g.kind == kind)
         .map(|g| {
-            g["members"]
-                .as_array()
-                .unwrap()
+            g.members
                 .iter()
-                .map(|m| m["id"].as_str().unwrap().parse().unwrap())
+                .map(|m| {
+                    assert_eq!((&m.path, m.iscc.starts_with("ISCC:")), (&None, true), "{m:?}");
+                    std::str::from_utf8(m.id.as_ref().unwrap().as_bytes()).unwrap().parse().unwrap()
+                })
                 .collect()
         })
         .collect()
@@ -96,16 +99,15 @@ fn near_groups_equal_brute_force_on_20000_codes() {
         let (codes, bits) = planted(20_000, wide);
         let input: String =
             codes.iter().enumerate().map(|(i, c)| format!("{{\"id\":\"{i}\",\"iscc\":\"{c}\"}}\n")).collect();
-        let tmp = tempfile::tempdir().unwrap();
-        fs::write(tmp.path().join("codes.jsonl"), &input).unwrap();
+        let tree = Tree::new();
+        tree.file("codes.jsonl", &input);
         let t = threshold.to_string();
-        let out = run_in(tmp.path(), &["similar", "--json", "--threshold", &t, "codes.jsonl"], b"");
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let out = tree.run(&["similar", "--json", "--threshold", &t, "codes.jsonl"], b"", 0);
         let scaled = if wide { threshold * 2 } else { threshold };
         let want = brute_force_components(&bits, scaled);
         assert!(want.len() > 1000, "the planted pairs must give many groups ({})", want.len());
-        assert_eq!(groups_of(&out, "similar"), want, "wide={wide} threshold={threshold}");
-        assert!(groups_of(&out, "identical").is_empty());
+        assert_eq!(groups_of(&out, SimilarKind::Similar), want, "wide={wide} threshold={threshold}");
+        assert!(groups_of(&out, SimilarKind::Identical).is_empty());
     }
 }
 
@@ -129,43 +131,53 @@ fn real_files_copied_edited_and_extended() {
     fs::copy(samples.join("ome-tiff/neocortex-3Ch.tiff"), d.join("e-other.tiff")).unwrap();
     let sums = run_in(d, &["sum", "--json", "."], b"");
     fs::write(d.join("sums.jsonl"), &sums.stdout).unwrap();
+    let iscc_of: BTreeMap<Vec<u8>, String> = sum_lines(&sums)
+        .into_iter()
+        .map(|line| match line {
+            Line::File(FileLine { path, iscc: Some(iscc), .. }) => (path.0, iscc),
+            other => panic!("not a file's code: {other:?}"),
+        })
+        .collect();
     let out = run_in(d, &["similar", "--json", "sums.jsonl"], b"");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let groups = json_lines(&out);
-    assert_eq!(groups.len(), 2, "{}", stdout(&out));
-    assert_eq!(groups[0]["kind"], "identical");
-    let names = |g: &serde_json::Value| -> Vec<String> {
-        g["members"].as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap().to_string()).collect()
-    };
-    assert_eq!(names(&groups[0]), ["./a-original.tiff", "./b-copy.tiff"]);
-    assert_eq!(groups[1]["kind"], "similar");
-    assert_eq!(
-        names(&groups[1]),
-        ["./a-original.tiff", "./b-copy.tiff", "./c-edited.tiff", "./d-extended.tiff"]
-    );
     // Distances are the Data-Code Hamming distances of iscc-core's codes.
     let reference = iscc_core(d, &["a-original.tiff", "c-edited.tiff", "d-extended.tiff"]);
     let data_bits = |r: &serde_json::Value| {
         let data = omero_iscc::engine::codes::decode_sum(r["narrow"].as_str().unwrap()).unwrap().data;
         data
     };
-    let members = groups[1]["members"].as_array().unwrap();
-    for (member, want) in [(&members[2], &reference[1]), (&members[3], &reference[2])] {
-        let expected = ((data_bits(&reference[0]) ^ data_bits(want)) >> 64).count_ones();
-        assert_eq!(member["distance"].as_u64(), Some(expected as u64));
-        assert!(expected <= 12);
-    }
+    let distance =
+        |want: &serde_json::Value| ((data_bits(&reference[0]) ^ data_bits(want)) >> 64).count_ones();
+    let (edited, extended) = (distance(&reference[1]), distance(&reference[2]));
+    assert!(edited <= 12 && extended <= 12, "{edited} {extended}");
+    let member = |name: &str, distance| Member {
+        id: None,
+        path: Some(PathText(name.as_bytes().to_vec())),
+        iscc: iscc_of[name.as_bytes()].clone(),
+        distance,
+    };
+    let identical = vec![member("./a-original.tiff", 0), member("./b-copy.tiff", 0)];
+    let mut similar = identical.clone();
+    similar.extend([member("./c-edited.tiff", edited), member("./d-extended.tiff", extended)]);
+    assert_eq!(
+        similar_lines(&out),
+        [
+            SimilarLine { kind: SimilarKind::Identical, members: identical },
+            SimilarLine { kind: SimilarKind::Similar, members: similar },
+        ],
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 fn malformed_lines_are_reported_with_their_numbers_and_skipped() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tree = Tree::new();
     let code = sum_code([1; 32], [2; 32], false);
     let input = format!(
         "{{\"id\":\"1\",\"iscc\":\"{code}\"}}\nnonsense\n{{\"id\":\"2\",\"iscc\":\"ISCC:NOTACODE\"}}\n{code} *file-b\n{{\"path\":\"x\",\"error\":{{\"kind\":\"io\",\"message\":\"m\"}}}}\n"
     );
-    let out = run_in(tmp.path(), &["similar"], input.as_bytes());
-    assert_eq!(out.status.code(), Some(1));
+    let out = tree.run(&["similar"], input.as_bytes(), 1);
     let err = stderr(&out);
     for line in [2, 3, 5] {
         assert!(err.contains(&format!("line {line}:")), "{err}");
@@ -177,25 +189,25 @@ fn malformed_lines_are_reported_with_their_numbers_and_skipped() {
 fn units_lines_and_a_mix_of_text_and_json_records_are_read() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    fs::write(d.join("a"), common::pseudo_random(50_000, 1)).unwrap();
+    fs::write(d.join("a"), harness::pseudo_random(50_000, 1)).unwrap();
     fs::copy(d.join("a"), d.join("a-copy")).unwrap();
-    fs::write(d.join("other"), common::pseudo_random(50_000, 2)).unwrap();
+    fs::write(d.join("other"), harness::pseudo_random(50_000, 2)).unwrap();
     let mut input = Vec::new();
     for args in [
         &["sum", "--units", "a", "other"][..], // narrow text with unit lines
         &["sum", "--wide", "--units", "a-copy"][..], // wide text
         &["sum", "--json", "--units", "a"][..], // JSON with datahash and units
     ] {
-        let out = common::run_in(d, args, b"");
+        let out = harness::run_in(d, args, b"");
         assert!(out.status.success());
         input.extend_from_slice(&out.stdout);
     }
-    let out = common::run_in(d, &["similar", "--json", "--exact", "-"], &input);
-    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    assert!(!common::stderr(&out).contains("malformed"), "{}", common::stderr(&out));
-    let groups = common::json_lines(&out);
-    assert_eq!(groups.len(), 1, "{}", common::stdout(&out));
-    let names: Vec<&str> =
-        groups[0]["members"].as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap()).collect();
-    assert_eq!(names, ["a", "a-copy", "a"]);
+    let out = harness::run_in(d, &["similar", "--json", "--exact", "-"], &input);
+    assert_eq!(out.status.code(), Some(0), "{}", harness::stderr(&out));
+    assert!(!harness::stderr(&out).contains("malformed"), "{}", harness::stderr(&out));
+    let groups = harness::similar_lines(&out);
+    assert_eq!(groups.len(), 1, "{}", harness::stdout(&out));
+    assert_eq!(groups[0].kind, SimilarKind::Identical);
+    let names: Vec<&[u8]> = groups[0].members.iter().map(|m| m.path.as_ref().unwrap().as_bytes()).collect();
+    assert_eq!(names, [&b"a"[..], b"a-copy", b"a"]);
 }

@@ -1,16 +1,13 @@
 //! Bad input and edge cases: every one gives a clear error record (or a usage error), the
 //! other records are still produced, and nothing panics.
 
-mod common;
-use common::*;
-use serde_json::Value;
+use crate::harness::*;
+use omero_iscc::engine::failure::Failure;
+use omero_iscc::engine::failure::FailureKind::*;
+use omero_iscc::records::sum::Line;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-
-fn error_kind(record: &Value) -> &str {
-    record["error"]["kind"].as_str().unwrap_or("<no error>")
-}
 
 #[test]
 fn empty_file_has_the_iso_code() {
@@ -34,10 +31,10 @@ fn failures_are_records_and_the_rest_goes_on() {
     fs::write(d.join("list"), list).unwrap();
     let out = run_in(d, &["sum", "--json", "--files-from", "list"], b"");
     assert_eq!(out.status.code(), Some(1));
-    let records = json_lines(&out);
-    let kinds: Vec<&str> = records.iter().map(error_kind).collect();
-    assert_eq!(kinds, ["<no error>", "not_found", "not_a_file", "not_a_file", "not_a_file", "<no error>"]);
-    assert!(records[3]["error"]["message"].as_str().unwrap().contains("FIFO"));
+    let records = sum_lines(&out);
+    let kinds: Vec<_> = records.iter().map(error_kind).collect();
+    assert_eq!(kinds, [None, Some(NotFound), Some(NotAFile), Some(NotAFile), Some(NotAFile), None]);
+    assert!(failure(&records[3]).unwrap().message.contains("FIFO"));
     // Text mode: codes on stdout, errors on stderr, same exit status.
     let out = run_in(d, &["sum", "good", "missing"], b"");
     assert_eq!(out.status.code(), Some(1));
@@ -50,7 +47,7 @@ fn nul_separated_lists() {
     let tmp = tempfile::tempdir().unwrap();
     fs::write(tmp.path().join("a b\nc"), b"x").unwrap();
     let out = run_in(tmp.path(), &["sum", "--json", "--files-from", "-", "-0"], b"a b\nc\0");
-    assert_eq!(json_lines(&out)[0]["path"], "a b\nc");
+    assert_eq!(file_record(&sum_lines(&out)[0]).path.as_bytes(), b"a b\nc");
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -78,18 +75,19 @@ fn the_root_confines_symlinks_and_dot_dot() {
     );
     let out = run_in(tmp.path(), &["sum", "--json", "--root", "repo", "--groups", "-"], groups.as_bytes());
     assert_eq!(out.status.code(), Some(1));
-    let r = json_lines(&out);
+    let r = sum_lines(&out);
     assert_eq!(r.len(), 6);
-    assert!(r[0]["iscc"].is_string());
-    assert_eq!(error_kind(&r[1]), "outside_root");
-    assert_eq!(error_kind(&r[1]["files"][0]), "outside_root");
-    assert_eq!((r[2]["line"].as_u64(), error_kind(&r[2])), (Some(3), "invalid_input"));
-    assert_eq!(error_kind(&r[3]), "outside_root");
+    assert!(group_record(&r[0]).iscc.is_some());
+    assert_eq!(error_kind(&r[1]), Some(OutsideRoot));
+    assert_eq!(group_record(&r[1]).files[0].error.as_ref().map(|e| e.kind), Some(OutsideRoot));
+    let Line::Bad(bad) = &r[2] else { panic!("not a bad line's record: {:?}", r[2]) };
+    assert_eq!((bad.line, bad.error.kind), (3, InvalidInput));
+    assert_eq!(error_kind(&r[3]), Some(OutsideRoot));
     // A group with one failed file has no code but keeps the good file's record.
-    assert!(r[4].get("iscc").is_none());
-    assert_eq!(error_kind(&r[4]), "outside_root");
-    assert_eq!(r[4]["files"][0]["iscc"], r[0]["iscc"]);
-    assert_eq!(error_kind(&r[5]), "invalid_input");
+    assert!(group_record(&r[4]).iscc.is_none());
+    assert_eq!(error_kind(&r[4]), Some(OutsideRoot));
+    assert_eq!(group_record(&r[4]).files[0].iscc, group_record(&r[0]).iscc);
+    assert_eq!(error_kind(&r[5]), Some(InvalidInput));
 }
 
 #[test]
@@ -145,10 +143,9 @@ fn unreadable_file_is_permission_denied() {
         p = parent.to_path_buf();
     }
     let out = cmd.args(["sum", "--json", "locked", "open"]).current_dir(d).output().unwrap();
-    let records: Vec<Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(error_kind(&records[0]), "permission_denied", "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(records[1]["iscc"].is_string());
+    let records = sum_lines(&out);
+    assert_eq!(error_kind(&records[0]), Some(PermissionDenied), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(file_record(&records[1]).iscc.is_some());
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -214,22 +211,23 @@ fn a_listed_dash_is_a_file_called_dash_and_only_the_command_line_dash_is_stdin()
     fs::write(root.join("-"), b"the file called dash").unwrap();
     fs::write(tmp.path().join("list"), "-\n").unwrap();
     let want = run_in(&root, &["sum", "--json", "--", "./-"], b"");
-    let want = &json_lines(&want)[0]["iscc"];
+    let want = file_record(&sum_lines(&want)[0]).iscc.clone().expect("a code");
+    let want = Some(want.as_str());
     let root_arg = root.to_str().unwrap();
     let stdin = b"standard input, not the file";
     let out = run_in(tmp.path(), &["sum", "--json", "--root", root_arg, "--files-from", "list"], stdin);
-    let r = json_lines(&out);
-    assert_eq!((r.len(), &r[0]["path"], &r[0]["iscc"]), (1, &Value::from("-"), want));
+    let r = sum_lines(&out);
+    assert_eq!((r.len(), file_record(&r[0]).path.as_bytes(), iscc_of(&r[0])), (1, &b"-"[..], want));
     // Groups: the same (a group's file `-` is the file).
     let out = run_in(
         tmp.path(),
         &["sum", "--json", "--root", root_arg, "--groups", "-"],
         b"{\"id\":\"g\",\"files\":[\"-\"]}\n",
     );
-    assert_eq!(&json_lines(&out)[0]["iscc"], want);
+    assert_eq!(iscc_of(&sum_lines(&out)[0]), want);
     // The command line's `-` is standard input.
     let out = run_in(tmp.path(), &["sum", "--json", "-"], stdin);
-    assert_ne!(&json_lines(&out)[0]["iscc"], want);
+    assert_ne!(iscc_of(&sum_lines(&out)[0]), want);
 }
 
 #[test]
@@ -243,14 +241,18 @@ fn an_empty_path_is_an_error_not_the_root() {
         &["sum", "--json", "--tree", ""][..],
     ] {
         let out = run_in(tmp.path(), args, b"");
-        let r = json_lines(&out);
+        let r = sum_lines(&out);
         assert_eq!(r.len(), 1, "{args:?}: {}", stdout(&out));
-        assert_eq!(error_kind(&r[0]), "invalid_input", "{args:?}");
-        assert_eq!(r[0]["error"]["message"], "an empty path names no file");
+        assert_eq!(
+            failure(&r[0]),
+            Some(&Failure::new(InvalidInput, "an empty path names no file")),
+            "{args:?}"
+        );
         assert_eq!(out.status.code(), Some(1));
     }
     let out = run_in(tmp.path(), &["sum", "--json", "--groups", "-"], b"{\"id\":\"g\",\"files\":[\"\"]}\n");
-    assert_eq!(json_lines(&out)[0]["files"][0]["error"]["kind"], "invalid_input");
+    let files = group_record(&sum_lines(&out)[0]).files.clone();
+    assert_eq!(files[0].error.as_ref().map(|e| e.kind), Some(InvalidInput));
 }
 
 #[test]
@@ -261,12 +263,13 @@ fn generated_files_are_named_as_such() {
         &["sum", "--json", "/proc/self/status", "/sys/kernel/mm/transparent_hugepage/enabled"],
         b"",
     );
-    for r in json_lines(&out) {
-        if r["path"] == "/sys/kernel/mm/transparent_hugepage/enabled" && error_kind(&r) == "not_found" {
+    for r in sum_lines(&out) {
+        let path = file_record(&r).path.as_bytes();
+        if path == b"/sys/kernel/mm/transparent_hugepage/enabled" && error_kind(&r) == Some(NotFound) {
             continue; // not every kernel has it
         }
-        assert_eq!(error_kind(&r), "not_a_file", "{r}");
-        let message = r["error"]["message"].as_str().unwrap();
+        assert_eq!(error_kind(&r), Some(NotAFile), "{r:?}");
+        let message = &failure(&r).unwrap().message;
         assert!(message.starts_with("a generated file (") && message.contains("standard input"), "{message}");
     }
     // As a stream it hashes what it gives now.
@@ -327,18 +330,19 @@ fn allowed_roots_let_in_place_imports_link_out_of_the_root() {
     std::os::unix::fs::symlink(other.join("secret"), repo.join("secret")).unwrap();
     let (r, s) = (repo.to_str().unwrap(), share.to_str().unwrap());
     let out = run_in(tmp.path(), &["sum", "--json", "--root", r, "scan.czi", "secret"], b"");
-    let kinds: Vec<String> = json_lines(&out).iter().map(|x| error_kind(x).to_string()).collect();
-    assert_eq!(kinds, ["outside_root", "outside_root"]);
+    let kinds: Vec<_> = sum_lines(&out).iter().map(error_kind).collect();
+    assert_eq!(kinds, [Some(OutsideRoot), Some(OutsideRoot)]);
     let out =
         run_in(tmp.path(), &["sum", "--json", "--root", r, "--allow-root", s, "scan.czi", "secret"], b"");
-    let records = json_lines(&out);
+    let records = sum_lines(&out);
     let direct = run_in(&share, &["sum", "--json", "scan.czi"], b"");
-    assert_eq!(records[0]["iscc"], json_lines(&direct)[0]["iscc"]);
-    assert_eq!(error_kind(&records[1]), "outside_root", "only the allowed root is let in");
+    assert!(iscc_of(&records[0]).is_some());
+    assert_eq!(iscc_of(&records[0]), iscc_of(&sum_lines(&direct)[0]));
+    assert_eq!(error_kind(&records[1]), Some(OutsideRoot), "only the allowed root is let in");
     // `..` out of the root stays refused, whatever is allowed.
     let out =
         run_in(tmp.path(), &["sum", "--json", "--root", r, "--allow-root", s, "../share/scan.czi"], b"");
-    assert_eq!(error_kind(&json_lines(&out)[0]), "outside_root");
+    assert_eq!(error_kind(&sum_lines(&out)[0]), Some(OutsideRoot));
     let out = run_in(tmp.path(), &["sum", "--root", r, "--allow-root", "nowhere", "scan.czi"], b"");
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr(&out), "omero-iscc: --allow-root nowhere: No such file or directory\n");

@@ -1,4 +1,6 @@
 //! Why one record failed. A failure belongs to its record: the run goes on with the others.
+//! (What ends a whole run early is [`RunError`](crate::exit::RunError), beside the exit
+//! statuses.)
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -8,7 +10,7 @@ use std::path::Path;
 /// The `error.kind` of a failed JSON record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
+pub enum FailureKind {
     NotFound,
     PermissionDenied,
     OutsideRoot,
@@ -34,26 +36,26 @@ pub enum ErrorKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Failure {
-    pub kind: ErrorKind,
+    pub kind: FailureKind,
     pub message: String,
 }
 
 impl Failure {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Failure { kind, message: message.into() }
     }
 
     /// Classifies an I/O error.
     pub fn io(error: &io::Error) -> Self {
         let kind = match error.kind() {
-            io::ErrorKind::NotFound => ErrorKind::NotFound,
-            io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-            io::ErrorKind::InvalidData => ErrorKind::InvalidInput,
-            _ if error.raw_os_error() == Some(libc::ENOTDIR) => ErrorKind::NotFound,
-            _ if error.raw_os_error() == Some(libc::EISDIR) => ErrorKind::NotAFile,
-            _ => ErrorKind::Io,
+            io::ErrorKind::NotFound => FailureKind::NotFound,
+            io::ErrorKind::PermissionDenied => FailureKind::PermissionDenied,
+            io::ErrorKind::InvalidData => FailureKind::InvalidInput,
+            _ if error.raw_os_error() == Some(libc::ENOTDIR) => FailureKind::NotFound,
+            _ if error.raw_os_error() == Some(libc::EISDIR) => FailureKind::NotAFile,
+            _ => FailureKind::Io,
         };
-        Failure::new(kind, crate::streams::plain(error))
+        Failure::new(kind, plain(error))
     }
 
     /// The same failure, its message naming the file it happened on (for a failure inside a
@@ -71,5 +73,15 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+/// An I/O error's text without its code: "No such file or directory (os error 2)" is "No such
+/// file or directory". The one wording of OS errors in records and messages.
+pub fn plain(error: &io::Error) -> String {
+    let text = error.to_string();
+    match text.find(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
 }

@@ -2,8 +2,9 @@
 //! crash: the truncation happens on another thread in the middle of hashing a mapped window,
 //! so the reader touches pages past the new end of file (SIGBUS without the guard).
 
+use omero_iscc::engine::failure::FailureKind;
 use omero_iscc::engine::source;
-use omero_iscc::error::ErrorKind;
+use omero_iscc::records::sum::Line;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 
@@ -40,7 +41,7 @@ fn truncation_under_a_mapped_window_is_reported() {
         pages += bytes.len().div_ceil(4096);
     });
     let failure = result.expect_err("a truncated file must fail");
-    assert_eq!(failure.kind, ErrorKind::ChangedWhileReading, "{failure}");
+    assert_eq!(failure.kind, FailureKind::ChangedWhileReading, "{failure}");
     // Every page of the first window was read (past the new end: zero pages), no signal.
     assert_eq!(pages, (32 << 20) / 4096);
 }
@@ -60,7 +61,7 @@ fn growth_and_in_place_changes_between_windows_are_reported() {
                 f.write_all(b"appended").unwrap();
             }
         });
-        assert_eq!(result.unwrap_err().kind, ErrorKind::ChangedWhileReading, "mmap {use_mmap}");
+        assert_eq!(result.unwrap_err().kind, FailureKind::ChangedWhileReading, "mmap {use_mmap}");
         fs::write(&path, &fs::read(&path).unwrap()[..40 << 20]).unwrap();
     }
 }
@@ -81,10 +82,11 @@ fn the_binary_survives_a_concurrent_truncation() {
     OpenOptions::new().write(true).open(&path).unwrap().set_len(1 << 20).unwrap();
     let out = child.wait_with_output().unwrap();
     let code = out.status.code().expect("exited normally, not by a signal");
-    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let record: Line = serde_json::from_slice(&out.stdout).unwrap();
+    let Line::File(record) = record else { panic!("not a file's record: {record:?}") };
     match code {
-        0 => assert!(record["iscc"].is_string()),
-        1 => assert_eq!(record["error"]["kind"], "changed_while_reading"),
+        0 => assert!(record.iscc.is_some()),
+        1 => assert_eq!(record.error.map(|e| e.kind), Some(FailureKind::ChangedWhileReading)),
         other => panic!("unexpected status {other}"),
     }
 }

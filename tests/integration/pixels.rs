@@ -2,9 +2,9 @@
 //! same bytes (and iscc-sum's), simprints equal each plane's Data-Code, and a fault in one
 //! image's frames costs only that image.
 
-mod common;
-use common::*;
-use omero_iscc::records::PixelLine;
+use crate::harness::*;
+use omero_iscc::records::pixels::PixelLine;
+use omero_iscc::records::similar::SimilarKind;
 use std::fs;
 use std::path::Path;
 
@@ -204,17 +204,12 @@ fn similar_groups_pixel_records_by_their_image_ids() {
     let out = run_in(dir.path(), &["pixels"], &input);
     let grouped = run_in(dir.path(), &["similar", "--json"], &out.stdout);
     assert_eq!(grouped.status.code(), Some(0), "{}", stderr(&grouped));
-    let groups: Vec<serde_json::Value> = json_lines(&grouped);
+    let groups = similar_lines(&grouped);
     let members = |n: usize| -> Vec<String> {
-        groups[n]["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap().to_string())
-            .collect()
+        groups[n].members.iter().map(|m| String::from_utf8(m.id.clone().unwrap().0).unwrap()).collect()
     };
     assert_eq!(groups.len(), 2, "{groups:?}");
-    assert_eq!((groups[0]["kind"].as_str(), members(0)), (Some("identical"), vec!["a".into(), "b".into()]));
-    assert_eq!(groups[1]["kind"].as_str(), Some("similar"));
+    assert_eq!((groups[0].kind, members(0)), (SimilarKind::Identical, vec!["a".into(), "b".into()]));
+    assert_eq!(groups[1].kind, SimilarKind::Similar);
     assert!(members(1).contains(&"c".to_string()) && !members(1).contains(&"d".to_string()));
 }
