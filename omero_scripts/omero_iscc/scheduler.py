@@ -10,6 +10,10 @@ recently or too often. A lost connection is re-established with exponential back
 (capped at 5 minutes) and the same batch carried on: annotations are checked before each
 image is written, so nothing is annotated twice and nothing is lost. SIGTERM and SIGINT let
 the image in hand finish, save the state and end the run with status 0.
+
+Images a backlog plan holds (``holds.py``) are left to it, and a Fileset the backlog refused
+for fixity is never annotated: both are skipped when a batch is taken and checked again, with
+the image's annotations, under ``state_dir/annotate.lock`` just before each save.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import holds as holds_mod
 from . import state as state_mod
-from .annotate import annotate, annotate_pixels
+from .annotate import ImageOutcome, annotate, annotate_pixels, recheck
 from .config import Config
 from .connection import is_connection_error
 from .layout import IsccRecord, PixelRecord
@@ -131,17 +136,43 @@ class Scheduler:
         found without an ISCC."""
         excluded = set(self.states[self.code].excluded(self.clock()))
         namespace = self.cfg.namespace if self.code == "files" else self.cfg.pixels_namespace
+        # The backlog computes only the files' code: its holds do not concern the pixels'.
+        holds = holds_mod.load(self.cfg.state_dir) if self.code == "files" else holds_mod.Holds([])
+        excluded |= set(holds.fixity)
         found: list[int] = []
         after = 0
         while len(found) < self.cfg.batch_size:
+            after = holds.skip(after)
+            if after >= holds_mod.EVERYTHING:
+                break
             page = self.omero.unannotated_images(namespace, self.cfg.batch_size, after)
             if not page:
                 break
-            found += [i for i in page if i not in excluded]
+            found += [i for i in page if i not in excluded and holds.held_by(i) is None]
             after = page[-1]
         found = found[: self.cfg.batch_size]
-        whole = sorted(set(found) | {i for i in self.omero.fileset_images(found) if i not in excluded})
+        more = self.omero.fileset_images(found)
+        whole = sorted(set(found) | {i for i in more if i not in excluded and holds.held_by(i) is None})
         return whole, len(found)
+
+    @contextlib.contextmanager
+    def _guard(self, done: list):
+        """Around each save of the files' code: under the annotate lock, leaves out the images
+        a backlog plan took or refused meanwhile and those annotated meanwhile."""
+        with holds_mod.annotate_lock(self.cfg.state_dir):
+            holds = holds_mod.load(self.cfg.state_dir)
+            kept, left_out = [], []
+            for unit, record in done:
+                ids = [image.getId().val for image in unit.images]
+                why = next((holds.fixity[i] for i in ids if i in holds.fixity), None)
+                hold = next((h for h in map(holds.held_by, ids) if h is not None), None)
+                if why is None and hold is None:
+                    kept.append((unit, record))
+                    continue
+                message = f"refused for fixity: {why}" if why else f"left to the backlog plan in {hold.workdir}"
+                left_out += [ImageOutcome(i, ImageStatus.ALREADY, message) for i in ids]
+            kept, already = recheck(self.omero, kept, self.cfg.namespace)
+            yield kept, left_out + already
 
     def poll_once(self) -> PollResult:
         """One batch per code; see :meth:`_poll_code`."""
@@ -183,6 +214,7 @@ class Scheduler:
             should_stop=self._should_stop,
             detach=self.detach,
             allowed_roots=tuple(self.cfg.allowed_roots),
+            guard=self._guard,
         )
 
     def _poll_code(self) -> PollResult:
