@@ -626,7 +626,7 @@ def prepare(work: Workdir, cfg: Config, run: slurm.Runner | None, lim: slurm.Lim
     for n, state in list(states.items()):
         if state == "TIMEOUT":
             for m in _split(work, cfg, n):
-                states[m] = WAITING
+                states[n], states[m] = SPLIT, WAITING
     for m in _retry_shards(work, cfg):
         states[m] = WAITING
     work.save()

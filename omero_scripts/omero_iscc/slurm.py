@@ -218,7 +218,8 @@ def _user_max_submit(runner: Runner, lim: Limits) -> int | None:
                 "-P",
                 "show",
                 "assoc",
-                f"where user={lim.user}",
+                "where",
+                f"user={lim.user}",
                 f"cluster={lim.cluster}",
                 "format=MaxSubmit,GrpSubmit,QOS,DefaultQOS",
             ]
