@@ -8,7 +8,8 @@ process id). Prints wall time, MiB/s and images/s of each, and the ratio to the 
 
 Needs root (slurmd), the Slurm packages (tests/setup/slurm.sh), the test environment's Python
 (omero-py) and the release binary. On one node the array cannot beat --local: what it shows is
-the cost of going through Slurm; the gain is more nodes.
+the cost of going through Slurm (the probe job, the array, ingesting as shards finish); the
+gain is more nodes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,30 +50,32 @@ def server_over(repo: Path, layout: list):
     from fake_server import FakeServer
 
     server = FakeServer(root=str(repo))
+    images = []
     for d, names in layout:
-        server.add_fileset([server.original_file(str(repo / d / n), d) for n in names], d)
-    return server
+        images += server.add_fileset([server.original_file(str(repo / d / n), d) for n in names], d)
+    return server, images
 
 
-def timed(label: str, repo: Path, layout: list, argv: list[str], cfg_extra: dict, total: int, cluster=None) -> dict:
+def timed(label: str, repo: Path, layout: list, argv: list[str], cfg_extra: dict, total: int) -> dict:
     from omero_iscc.__main__ import main
 
-    server = server_over(repo, layout)
-    images = len(server.images_)
+    server, images = server_over(repo, layout)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "c.json"
-        values = {"worker": str(WORKER), "repository": str(repo), "state_dir": tmp, "backlog_dir": f"{tmp}/b"}
+        values = {
+            "worker": str(WORKER),
+            "repository": str(repo),
+            "state_dir": tmp,
+            "backlog_dir": f"{tmp}/b",
+            "backlog_poll_interval": 0.2,
+        }
         cfg.write_text(json.dumps({**values, **cfg_extra}))
         connect = lambda c: (None, server.access(0))  # noqa: E731
         start = time.perf_counter()
         status = main(["--config", str(cfg), *argv], connect=connect)
-        if cluster is not None:  # wait for the array, then ingest here
-            while subprocess.run(["squeue", "-h"], capture_output=True, text=True, check=True).stdout.strip():
-                time.sleep(0.2)
-            status = main(["--config", str(cfg), "backlog", "ingest"], connect=connect)
         wall = time.perf_counter() - start
-    annotated = sum(1 for i in server.images_ if server.iscc_anns(i))
-    assert status == 0 and annotated == images, (label, status, annotated, images)
+    annotated = sum(1 for i in images if server.iscc_anns(i))
+    assert status == 0 and annotated == len(images), (label, status, annotated, len(images))
     return {"label": label, "wall": wall, "mib_s": total / wall / (1 << 20), "images_s": images / wall}
 
 
@@ -97,10 +99,10 @@ def main() -> None:
     ]
     from slurm_local import LocalSlurm
 
-    with tempfile.TemporaryDirectory() as tmp, LocalSlurm(Path(tmp)) as cluster:
+    with tempfile.TemporaryDirectory() as tmp, LocalSlurm(Path(tmp)):
         extra = {"shard_bytes": shard, "slurm_throttle": 2}
-        argv = ["backlog", "--slurm", "--no-ingest-job"]
-        rows.append(timed("backlog --slurm (array %2, then ingest)", repo, layout, argv, extra, total, cluster))
+        argv = ["backlog", "--slurm", "--wait"]
+        rows.append(timed("backlog --slurm --wait (probe, array %2)", repo, layout, argv, extra, total))
     base = rows[0]["wall"]
     print(f"\n| {'mode':42} | {'wall':>8} | {'MiB/s':>7} | {'images/s':>8} | {'vs scheduler':>12} |")
     print(f"|{'-' * 44}|{'-' * 9}:|{'-' * 8}:|{'-' * 9}:|{'-' * 13}:|")
