@@ -47,7 +47,7 @@ def grow(server: FakeServer, repo: Path, first: int, filesets: int, per: int = 2
         images = server.add_fileset(files, d, n_images=2 if k % 25 == 0 else 1)
         groups.append((images, [d + n for n in names]))
     legacy_dir = repo.parent / f"legacy-{first}"
-    legacy_dir.mkdir()
+    legacy_dir.mkdir(exist_ok=True)
     legacy_ids = []
     for n in range(legacy):
         path = legacy_dir / f"old{n}.tif"

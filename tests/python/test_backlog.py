@@ -61,6 +61,14 @@ def scontrol_job(job: str) -> str:
     return subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=False).stdout
 
 
+def ended(job: str) -> bool:
+    """Whether accounting has the job as ended."""
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"], capture_output=True, text=True, check=False
+    )
+    return bool(out.stdout.split()) and out.stdout.split()[0] not in slurm.LIVE
+
+
 def test_sixty_shards_within_the_limits_timeout_requeue_and_resume(cluster, tmp_path, worker, capsys):
     server, repo, groups = synthetic(tmp_path, 120, per=2)
     direct = direct_codes(worker, repo, groups, tmp_path)
@@ -222,7 +230,7 @@ def test_an_ingest_job_on_the_nodes_gets_no_environment_and_no_password(cluster,
     shown = scontrol_job(ingest_job["job"])
     assert "TimeLimit=00:07:00" in shown and all(job in shown.split("Dependency=")[1].split()[0] for job in arrays)
     log = tmp_path / "backlog" / "logs" / f"ingest_{ingest_job['job']}.out"
-    wait_until(lambda: log.exists() and "no connection to OMERO" in log.read_text(), timeout=120, what="the ingest job")
+    wait_until(lambda: ended(ingest_job["job"]), timeout=120, what="the ingest job to end")
     text = log.read_text()
     assert f"backlog ingest: {tmp_path / 'backlog'}, {work.shard_count} shard(s)" in text
     assert f"no connection to OMERO at 127.0.0.1:{port}" in text

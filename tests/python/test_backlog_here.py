@@ -7,6 +7,7 @@ and the sbatch options that would break tracking refused."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -98,10 +99,11 @@ def hashed_plan(tmp_path: Path, worker: str, server, repo: Path, **extra) -> tup
     return cfg, work
 
 
-def test_two_ingests_and_the_scheduler_at_once_annotate_each_image_once(tmp_path, worker):
-    repo = tmp_path / "ManagedRepository"
-    server, repo, groups = synthetic(tmp_path, 400, per=2, legacy=0)
-    _, legacy = grow(server, repo, 400, 0, legacy=4)
+def test_two_ingests_and_the_scheduler_at_once_annotate_each_image_once(tmp_path, worker, caplog):
+    # Images without a Fileset amid the plan's ids: the plan hands them back to the scheduler.
+    server, repo, groups = synthetic(tmp_path, 200, per=2, legacy=0)
+    _, legacy = grow(server, repo, 200, 0, legacy=4)
+    groups += grow(server, repo, 200, 200)[0]
     direct = direct_codes(worker, repo, groups, tmp_path)
     cfg, work = hashed_plan(tmp_path, worker, server, repo, shard_files=40, batch_size=1000)
     assert work.shard_count >= 20
@@ -109,9 +111,11 @@ def test_two_ingests_and_the_scheduler_at_once_annotate_each_image_once(tmp_path
 
     # While the plan is active, the scheduler takes only what it left to it: the images without
     # a Fileset.
-    assert Scheduler(settings, admin(server)).run(once=True) == 0
+    with caplog.at_level(logging.INFO, logger="omero_iscc"):
+        assert Scheduler(settings, admin(server)).run(once=True) == 0
     assert all(len(iscc_of(server, i)) == 1 for i in legacy)
     assert all(iscc_of(server, i) == [] for i in direct), "the scheduler took images the plan holds"
+    assert "left to the backlog plan" not in caplog.text, "held images were hashed, then left out at the save"
 
     # Images imported since: the scheduler's, while two ingests run.
     later, later_legacy = grow(server, repo, 500, 60, legacy=3)
@@ -144,7 +148,23 @@ def test_two_ingests_and_the_scheduler_at_once_annotate_each_image_once(tmp_path
     assert holds_mod.read(settings.state_dir, work.manifest["plan"]).state == holds_mod.DONE
 
 
-def test_the_scheduler_leaves_a_fixity_failure_alone(tmp_path, worker, capsys):
+def test_a_batch_taken_before_the_plan_began_is_not_saved_over_it(tmp_path, worker):
+    server, repo, groups = synthetic(tmp_path, 20, per=2, legacy=0)
+    settings = load(config_file=str(config(tmp_path, worker, repo, batch_size=1000)))
+    scheduler = Scheduler(settings, admin(server))
+    scheduler._connect()
+    batch, _seen = scheduler._next_batch()  # the scheduler's poll takes its batch...
+    assert len(batch) == sum(len(images) for images, _ in groups)
+    work = backlog_mod.make_plan(  # ...a backlog plan begins while it hashes...
+        server.access(0), settings, str(tmp_path / "backlog"), settings.shard_bytes, settings.shard_files
+    )
+    report = scheduler._annotate_batch(batch)  # ...and its save leaves the plan's images alone
+    scheduler.close()
+    assert all(iscc_of(server, i) == [] for images, _ in groups for i in images)
+    assert {o.message for o in report.outcomes} == {f"left to the backlog plan in {work.root.resolve()}"}
+
+
+def test_the_scheduler_leaves_a_fixity_failure_alone(tmp_path, worker, capsys, caplog):
     server, repo, groups = synthetic(tmp_path, 30, per=3, legacy=0)
     direct = direct_codes(worker, repo, groups, tmp_path)
     changed_images, changed_files = groups[11]
@@ -157,9 +177,12 @@ def test_the_scheduler_leaves_a_fixity_failure_alone(tmp_path, worker, capsys):
     assert_annotated_once(server, groups, direct, skip=[changed_images])
     capsys.readouterr()
 
-    # The plan is finished: the scheduler may take every image again, but not this Fileset.
-    assert main(["--config", str(cfg), "run", "--once"], connect=admin(server)) == 0
+    # The plan is finished: the scheduler may take every image again, but not this Fileset,
+    # which it does not even read.
+    with caplog.at_level(logging.INFO, logger="omero_iscc"):
+        assert main(["--config", str(cfg), "run", "--once"], connect=admin(server)) == 0
     assert all(iscc_of(server, i) == [] for i in changed_images)
+    assert "refused for fixity" not in caplog.text
     assert main(["--config", str(cfg), "status"], connect=admin(server)) == 0
     text = capsys.readouterr().out
     assert "refused by the backlog's fixity check (never annotated): 1" in text
