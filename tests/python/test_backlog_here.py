@@ -70,7 +70,7 @@ def test_shards_are_bounded_by_files_as_well_as_bytes(tmp_path, worker):
     big = server.add_fileset([server.original_file(str(repo / d / f"f{j}"), d) for j in range(7)], d)
     cfg = config(tmp_path, worker, repo, shard_files=5, shard_bytes=1 << 40)
     # Bounded by bytes only: a quarter of the bytes per shard at most, unless one Fileset is more.
-    total = sum(f.size for f in server.files.values())
+    total = sum(p.stat().st_size for p in repo.rglob("*") if p.is_file())
     by_bytes = tmp_path / "by-bytes"
     plan = backlog_mod.make_plan(server.access(0), load(config_file=str(cfg)), str(by_bytes), total // 4, 10**9)
     assert 4 <= plan.shard_count <= 5
