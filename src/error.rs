@@ -20,6 +20,14 @@ pub enum ErrorKind {
     /// A malformed `--groups` line, an empty path, an unusable `.isccignore` pattern: input
     /// that names no file to hash.
     InvalidInput,
+    /// The file's size is not the one its `--groups` line gave (what OMERO recorded at
+    /// import): it was not hashed, or its code was withheld.
+    SizeMismatch,
+    /// The file is larger than `--max-file-size`: it was not read.
+    TooLarge,
+    /// The run's `--time-budget` ran out before this file was finished (or started): hash it
+    /// in a later run.
+    Budget,
 }
 
 /// A failed record's error: a kind a program can act on and a message a person can read.

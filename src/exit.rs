@@ -14,8 +14,11 @@ pub enum Status {
     /// The command line or its inputs could not be used at all: nothing was done.
     Usage = 2,
     /// The run stopped before every record was written: standard output was closed by its
-    /// reader (`| head`) or could not be written.
+    /// reader (`| head`), closed when the process started (`>&-`), or could not be written.
     Incomplete = 3,
+    /// The run's time budget ran out: every record was written, and those of the files it
+    /// did not hash have the error kind `budget` (hash them in a later run).
+    OutOfTime = 4,
 }
 
 impl Status {
@@ -42,6 +45,9 @@ pub enum Error {
     OutputClosed,
     /// Standard output could not be written (disk full, I/O error).
     Output(io::Error),
+    /// Standard output was closed before the process started (`>&-`): no record can reach
+    /// anyone, so nothing is done.
+    NoOutput,
 }
 
 impl Error {
@@ -49,7 +55,7 @@ impl Error {
     pub fn status(&self) -> Status {
         match self {
             Error::Usage(_) => Status::Usage,
-            Error::OutputClosed | Error::Output(_) => Status::Incomplete,
+            Error::OutputClosed | Error::Output(_) | Error::NoOutput => Status::Incomplete,
         }
     }
 
@@ -59,6 +65,7 @@ impl Error {
             Error::Usage(m) => Some(m.clone()),
             Error::OutputClosed => None,
             Error::Output(e) => Some(format!("cannot write output: {e}; the run stopped before its end")),
+            Error::NoOutput => Some("standard output is closed: no record can be written".into()),
         }
     }
 

@@ -1,13 +1,16 @@
 //! From command-line arguments to jobs: paths resolved (under `--root` when given),
 //! directories walked, file lists and group lines read.
 
+use crate::engine::beneath::Roots;
 use crate::engine::walk;
 use crate::error::{ErrorKind, Failure};
-use serde::Deserialize;
+use crate::pathcodec::PathText;
+use serde::{Deserialize, Deserializer};
 use std::ffi::OsStr;
 use std::io::{self, BufRead};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// One unit of work; each gives exactly one record.
 #[derive(Debug)]
@@ -25,12 +28,21 @@ pub enum Job {
     },
     Group {
         id: String,
-        files: Vec<(Vec<u8>, Result<PathBuf, Failure>)>,
+        files: Vec<GroupFile>,
     },
     BadLine {
         line: usize,
         failure: Failure,
     },
+}
+
+/// One file of a group: as the line named it, where it resolved, and the size the line said
+/// it has (what OMERO recorded), if it said one.
+#[derive(Debug)]
+pub struct GroupFile {
+    pub display: Vec<u8>,
+    pub path: Result<PathBuf, Failure>,
+    pub size: Option<u64>,
 }
 
 /// Resolves user paths, confining them to a root when one is given.
@@ -39,6 +51,8 @@ pub struct Resolver {
     root: Option<PathBuf>,
     /// Where symbolic links in the root may also lead (canonical).
     allowed: Vec<PathBuf>,
+    /// The root and the allowed roots, opened: what files are opened beneath.
+    roots: Option<Arc<Roots>>,
 }
 
 /// A directory, canonicalised.
@@ -51,16 +65,33 @@ fn canonical_dir(dir: &Path) -> io::Result<PathBuf> {
 }
 
 impl Resolver {
-    /// `root` must exist and be a directory; it is canonicalised once.
+    /// `root` must exist and be a directory; it is canonicalised and opened once.
     pub fn new(root: Option<&Path>) -> io::Result<Resolver> {
-        Ok(Resolver { root: root.map(canonical_dir).transpose()?, allowed: Vec::new() })
+        let mut resolver =
+            Resolver { root: root.map(canonical_dir).transpose()?, allowed: Vec::new(), roots: None };
+        resolver.open_roots()?;
+        Ok(resolver)
     }
 
     /// Also lets links in the root lead into `dir` (an allowed root). An allowed root that
     /// does not exist here is an error: the admin named it for a reason.
     pub fn allow(mut self, dir: &Path) -> io::Result<Resolver> {
         self.allowed.push(canonical_dir(dir)?);
+        self.open_roots()?;
         Ok(self)
+    }
+
+    fn open_roots(&mut self) -> io::Result<()> {
+        if let Some(root) = &self.root {
+            let all: Vec<PathBuf> = std::iter::once(root).chain(&self.allowed).cloned().collect();
+            self.roots = Some(Arc::new(Roots::new(&all)?));
+        }
+        Ok(())
+    }
+
+    /// The opened roots (with `--root`): every file is opened beneath one of them.
+    pub fn roots(&self) -> Option<&Arc<Roots>> {
+        self.roots.as_ref()
     }
 
     /// Where `path` points. Under a root: relative paths are taken from the root, `..` that
@@ -120,10 +151,10 @@ pub enum Origin {
 /// The files of a directory hashed as one tree, in walk order: the one rule for `sum --tree`
 /// and `check`. A directory it cannot read, an unusable `.isccignore`, or no file at all is
 /// the tree's failure.
-pub fn tree_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
-    let walked = walk::walk(dir);
+pub fn tree_files(dir: &Path, resolver: &Resolver) -> Result<Vec<PathBuf>, Failure> {
+    let walked = walk::walk_beneath(dir, resolver.roots().map(|r| &**r));
     match walked.errors.into_iter().next() {
-        Some((p, e)) => Err(Failure::io(&e).at(&p)),
+        Some((p, failure)) => Err(failure.at(&p)),
         None if walked.files.is_empty() => Err(Failure::new(ErrorKind::InvalidInput, "no files found")),
         None => Ok(walked.files),
     }
@@ -154,24 +185,23 @@ pub fn path_jobs(paths: &[Vec<u8>], tree: bool, origin: Origin, resolver: &Resol
         let is_dir = resolved.as_ref().is_ok_and(|p| p.is_dir());
         match resolved {
             Ok(dir) if is_dir && tree => {
+                // One trailing slash marks a tree, as iscc-sum writes it (`dir//` is `dir/`).
                 let mut display = display;
-                if !display.ends_with(b"/") {
-                    display.push(b'/');
+                while display.ends_with(b"/") {
+                    display.pop();
                 }
-                jobs.push(Job::Tree { display, files: tree_files(&dir) });
+                display.push(b'/');
+                jobs.push(Job::Tree { display, files: tree_files(&dir, resolver) });
             }
             Ok(dir) if is_dir && origin == Origin::CommandLine => {
-                let walked = walk::walk(&dir);
+                let walked = walk::walk_beneath(&dir, resolver.roots().map(|r| &**r));
                 for file in walked.files {
                     let rel = file.strip_prefix(&dir).unwrap_or(&file).to_path_buf();
                     jobs.push(Job::File { display: display_join(&display, &rel), path: Ok(file) });
                 }
-                for (p, e) in walked.errors {
+                for (p, failure) in walked.errors {
                     let rel = p.strip_prefix(&dir).unwrap_or(&p).to_path_buf();
-                    jobs.push(Job::File {
-                        display: display_join(&display, &rel),
-                        path: Err(Failure::io(&e)),
-                    });
+                    jobs.push(Job::File { display: display_join(&display, &rel), path: Err(failure) });
                 }
             }
             Ok(file) if tree => jobs.push(Job::Tree {
@@ -209,11 +239,42 @@ pub fn read_path_list(reader: &mut dyn BufRead, nul: bool) -> io::Result<Vec<Vec
     }
 }
 
+/// A `--groups` line.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GroupLine {
     id: String,
-    files: Vec<String>,
+    files: Vec<ListedFile>,
+}
+
+/// A file of a group line: `"path"`, or `{"path": "path", "size": N}` with the size OMERO
+/// recorded (`size` may be `null`). Paths that are not UTF-8 are written with `\udcXY` escapes
+/// (see `pathcodec`).
+struct ListedFile {
+    path: Vec<u8>,
+    size: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for ListedFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct WithSize {
+            path: PathText,
+            #[serde(default)]
+            size: Option<u64>,
+        }
+        // Read from the JSON text itself (not `#[serde(untagged)]`, which would read the path
+        // as UTF-8 text and refuse its escapes).
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        if raw.get().starts_with('"') {
+            let path: PathText = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+            return Ok(ListedFile { path: path.0, size: None });
+        }
+        let entry: WithSize = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+        Ok(ListedFile { path: entry.path.0, size: entry.size })
+    }
 }
 
 /// Reads `--groups` JSON Lines; a line that does not parse becomes a `BadLine` job.
@@ -227,12 +288,14 @@ pub fn group_jobs(reader: &mut dyn BufRead, resolver: &Resolver) -> io::Result<V
             return Ok(jobs);
         }
         number += 1;
-        let text = String::from_utf8_lossy(&buf);
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let parsed: Result<GroupLine, String> = serde_json::from_str(text).map_err(|e| e.to_string());
+        let parsed = match std::str::from_utf8(&buf) {
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => serde_json::from_str::<GroupLine>(text).map_err(|e| e.to_string()),
+            Err(_) => {
+                Err("the line is not UTF-8 text (names that are not UTF-8 are written with \\udcXY escapes)"
+                    .to_string())
+            }
+        };
         let parsed = parsed.and_then(|g| {
             if g.files.is_empty() {
                 Err("a group needs at least one file".to_string())
@@ -245,13 +308,13 @@ pub fn group_jobs(reader: &mut dyn BufRead, resolver: &Resolver) -> io::Result<V
                 let files = group
                     .files
                     .into_iter()
-                    .map(|f| {
-                        let resolved = if f.is_empty() {
+                    .map(|ListedFile { path, size }| {
+                        let resolved = if path.is_empty() {
                             Err(Failure::new(ErrorKind::InvalidInput, "an empty path names no file"))
                         } else {
-                            resolver.resolve(Path::new(&f))
+                            resolver.resolve(Path::new(OsStr::from_bytes(&path)))
                         };
-                        (f.into_bytes(), resolved)
+                        GroupFile { display: path, path: resolved, size }
                     })
                     .collect();
                 jobs.push(Job::Group { id: group.id, files });
@@ -261,7 +324,8 @@ pub fn group_jobs(reader: &mut dyn BufRead, resolver: &Resolver) -> io::Result<V
                 failure: Failure::new(
                     ErrorKind::InvalidInput,
                     format!(
-                        "malformed group line (expected {{\"id\": \"..\", \"files\": [\"..\"]}}): {message}"
+                        "malformed group line (expected {{\"id\": \"..\", \"files\": [\"..\" or \
+                         {{\"path\": \"..\", \"size\": N}}, ..]}}): {message}"
                     ),
                 ),
             }),

@@ -5,8 +5,8 @@ use omero_iscc::cli::Cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let status = match omero_iscc::commands::run(&cli) {
+    let run = omero_iscc::streams::check_stdout().and_then(|()| omero_iscc::commands::run(&Cli::parse()));
+    let status = match run {
         Ok(status) => status,
         Err(error) => {
             if let Some(message) = error.message() {

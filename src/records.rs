@@ -164,12 +164,36 @@ pub struct SimprintLine {
 }
 
 /// Any JSON line `sum` writes (for readers, such as the tests).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Line {
     Group(GroupLine),
     File(FileLine),
     Bad(BadLine),
+}
+
+impl<'de> Deserialize<'de> for Line {
+    /// Each kind of record tried in turn on the line's JSON text (not `#[serde(untagged)]`,
+    /// which would read paths as UTF-8 text: see `pathcodec`).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        let group = match serde_json::from_str(text) {
+            Ok(line) => return Ok(Line::Group(line)),
+            Err(e) => e,
+        };
+        let file = match serde_json::from_str(text) {
+            Ok(line) => return Ok(Line::File(line)),
+            Err(e) => e,
+        };
+        match serde_json::from_str(text) {
+            Ok(line) => Ok(Line::Bad(line)),
+            Err(bad) => Err(D::Error::custom(format!(
+                "not a record: as a group: {group}; as a file: {file}; as a bad line: {bad}"
+            ))),
+        }
+    }
 }
 
 /// The code fields of a result: (iscc, datahash, filesize, units, checksums, error).

@@ -163,12 +163,12 @@ fn usage_errors_exit_2_with_their_exact_message() {
         ),
         (
             &["sum", "-", "--files-from", "-"][..],
-            "standard input ('-') can be used only once (by a PATH argument and by --files-from)",
+            "standard input ('-') can be used only once (by PATH 1 and by --files-from)",
         ),
         (&["sum", "--tree", "-"][..], "--tree needs directories, not standard input"),
         (&["sum", "--root", "does-not-exist", "x"][..], "--root does-not-exist: No such file or directory"),
         (&["sum", "--files-from", "no-list"][..], "--files-from no-list: No such file or directory"),
-        (&["check", "-", "-"][..], "standard input ('-') can be used only once (by FILE and by FILE)"),
+        (&["check", "-", "-"][..], "standard input ('-') can be used only once (by FILE 1 and by FILE 2)"),
         (&["check", ""][..], "FILE: an empty path names no file"),
         (&["similar", "no-input"][..], "FILE no-input: No such file or directory"),
     ] {

@@ -12,10 +12,14 @@
                                             what it hashes next, until its tasks have ended)
     python -m omero_iscc backlog status     shards per state; throughput, time left; refusals
     python -m omero_iscc backlog close      cancel the plan's tasks, hand its images back
+    python -m omero_iscc scripts install --omero-dir DIR [--uninstall]
+                                            copy the OMERO.scripts into DIR/lib/scripts/iscc
+                                            (`omero iscc scripts install --upload` uploads them)
 
-Exit status (``statuses.ExitStatus``, as the worker's): 0 when nothing failed, 1 when an image
-(or a check) failed, 2 on configuration errors, 3 when another scheduler already holds the
-lock (nothing was done).
+Exit status (``statuses.ExitStatus``, 0 to 3 as the worker's): 0 when nothing failed, 1 when
+an image (or a check) failed, 2 on configuration errors (the server refusing the login
+included), 3 when another scheduler already holds the lock (nothing was done), 5 when the
+OMERO server cannot be reached (no image is counted as failed).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     find.add_argument("query", help="an ISCC (ISCC:...) or an image id")
     find.add_argument("--threshold", type=int, default=12, help="Data-Code bits apart (default 12)")
     add_backlog_arguments(sub.add_parser("backlog", help=BACKLOG_HELP))
+    add_scripts_arguments(sub.add_parser("scripts", help=SCRIPTS_HELP), upload=False)
     p.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -108,6 +113,22 @@ def add_backlog_arguments(p) -> None:
     p.add_argument(
         "--ingest-job", action="store_true", help="with --slurm: ingest in a job on the nodes (see cluster_python)"
     )
+
+
+SCRIPTS_HELP = "install (or --uninstall) the OMERO.scripts in OMERO.server/lib/scripts/iscc"
+
+
+def add_scripts_arguments(p, upload: bool = True) -> None:
+    """The ``scripts`` arguments, here (copy only: no session) and in ``omero iscc scripts``."""
+    p.add_argument("action", choices=["install"], help="put the scripts of this release in place")
+    where = p.add_mutually_exclusive_group(required=True)
+    if upload:
+        where.add_argument(
+            "--upload", action="store_true", help="as official scripts iscc/NAME.py, through this session"
+        )
+    where.add_argument("--omero-dir", metavar="DIR", help="copy into DIR/lib/scripts/iscc (on the server host)")
+    p.add_argument("--uninstall", action="store_true", help="remove them (only what this release installs)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
 
 
 def backlog_argv(args: argparse.Namespace) -> list[str]:
@@ -263,6 +284,25 @@ def _backlog(cfg: Config, connect, args: argparse.Namespace, workdir: str) -> in
 def main(argv: list[str] | None = None, connect=None) -> int:
     args = parser().parse_args(argv)
     try:
+        return _main(args, connect)
+    except Exception as exc:  # noqa: BLE001 - the three kinds an administrator must act on; the rest propagate
+        from .connection import is_connection_error, is_login_refused
+        from .errors import InputError
+
+        if isinstance(exc, InputError):
+            print(f"omero-iscc: {exc}", file=sys.stderr)
+            return ExitStatus.USAGE
+        if is_login_refused(exc):
+            print(f"omero-iscc: the OMERO server refused the login: {exc}; check the credentials", file=sys.stderr)
+            return ExitStatus.USAGE
+        if is_connection_error(exc):
+            print(f"omero-iscc: cannot reach the OMERO server: {type(exc).__name__} {exc}".rstrip(), file=sys.stderr)
+            return ExitStatus.NO_SERVER
+        raise
+
+
+def _main(args: argparse.Namespace, connect) -> int:
+    try:
         cfg = _config(args)
     except ConfigError as exc:
         print(f"omero-iscc: configuration error: {exc}", file=sys.stderr)
@@ -273,6 +313,10 @@ def main(argv: list[str] | None = None, connect=None) -> int:
 
         connect = connect_default
     command = args.command or "run"
+    if command == "scripts":
+        from . import deploy
+
+        return deploy.run(args.uninstall, args.omero_dir, dry_run=args.dry_run)
     if command == "status":
         return cmd_status(cfg)
     if command == "doctor":
@@ -301,7 +345,10 @@ def main(argv: list[str] | None = None, connect=None) -> int:
             print(f"omero-iscc: {exc}", file=sys.stderr)
             return ExitStatus.USAGE
         scheduler.install_signal_handlers()
-        return scheduler.run(once=bool(getattr(args, "once", False)))
+        status = scheduler.run(once=bool(getattr(args, "once", False)))
+        if status == ExitStatus.NO_SERVER:
+            print(f"omero-iscc: cannot reach the OMERO server at {cfg.host}:{cfg.port}: see the log", file=sys.stderr)
+        return status
     finally:
         lock.release()
 

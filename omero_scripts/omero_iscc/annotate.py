@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .compute import BATCH, compute
+from .config import WorkerLimits, worker_limits
 from .connection import is_connection_error
 from .filesets import Unit, plan
 from .gateway import NotPermitted, Omero
@@ -100,17 +101,27 @@ def annotate(
     detach: bool = False,
     allowed_roots: tuple[str, ...] = (),
     guard: Guard | None = None,
+    limits: WorkerLimits | None = None,
 ) -> AnnotateReport:
     """Annotates the images with the code of their original files; ``detach``: run the worker
     in a session of its own (the scheduler's daemon; a script's worker must stay in its process
-    group so that cancelling the script stops it). ``guard``: see :data:`Guard`."""
+    group so that cancelling the script stops it); ``guard``: see :data:`Guard`; ``limits``:
+    the worker's time budget and size ceiling."""
     layout = FILES.in_namespace(namespace)
     report, todo, existing = triage(omero, image_ids, namespace, replace)
     units = plan(omero, todo)
 
     def hash_batch(batch: list) -> tuple[list, list]:
         results = compute(
-            omero, batch, worker, root, wide=wide, chunk_size=chunk_size, detach=detach, allowed_roots=allowed_roots
+            omero,
+            batch,
+            worker,
+            root,
+            wide=wide,
+            chunk_size=chunk_size,
+            detach=detach,
+            allowed_roots=allowed_roots,
+            **worker_limits(limits),
         )
         done, failed = [], []
         for unit in batch:
@@ -178,6 +189,7 @@ def annotate_pixels(
     on_annotated: Callable[[int, PixelRecord, float], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     detach: bool = False,
+    limits: WorkerLimits | None = None,
 ) -> AnnotateReport:
     """Annotates the images with their pixel code (one annotation per image; the files'
     annotation is not touched). Same rules as :func:`annotate`: skipped when present unless
@@ -191,7 +203,9 @@ def annotate_pixels(
     todo = [im for im in todo if im.getId().val in infos]
 
     def hash_batch(batch: list) -> tuple[list, list]:
-        results = compute_pixels(omero, [infos[im.getId().val] for im in batch], worker, simprints, detach)
+        results = compute_pixels(
+            omero, [infos[im.getId().val] for im in batch], worker, simprints, detach, limits=limits
+        )
         done, failed = [], []
         for image in batch:
             image_id = image.getId().val
@@ -232,6 +246,7 @@ def annotate_codes(omero: Omero, image_ids: list[int], codes: tuple[str, ...], *
             on_annotated=options.get("on_annotated"),
             should_stop=options.get("should_stop", lambda: False),
             detach=options.get("detach", False),
+            limits=options.get("limits"),
         )
         report.outcomes += pixels.outcomes
         report.stopped |= pixels.stopped
@@ -252,14 +267,18 @@ def triage(omero: Omero, image_ids: list[int], namespace: str, replace: bool = F
     todo = []
     for image_id in [i for i in image_ids if i in by_id]:
         image = by_id[image_id]
-        if not image.getDetails().getPermissions().canAnnotate():
-            report.outcomes.append(ImageOutcome(image_id, NOT_PERMITTED, "you may not annotate this image"))
-        elif image.getDetails().getOwner().getId().val != me and "Sudo" not in privileges:
+        theirs = image.getDetails().getOwner().getId().val != me
+        # Another user's image is annotated in a session of its owner, who may annotate it
+        # whatever this session may: in a private group an administrator's own canAnnotate()
+        # is false (the server's graph-critical rule), yet the owner's session may.
+        if theirs and "Sudo" not in privileges:
             report.outcomes.append(
                 ImageOutcome(
                     image_id, NOT_PERMITTED, "annotating another user's image as its owner needs the Sudo privilege"
                 )
             )
+        elif not theirs and not image.getDetails().getPermissions().canAnnotate():
+            report.outcomes.append(ImageOutcome(image_id, NOT_PERMITTED, "you may not annotate this image"))
         elif existing.get(image_id) and not replace:
             report.outcomes.append(ImageOutcome(image_id, ALREADY))
         else:

@@ -14,7 +14,7 @@ from .filesets import Unit, resolve_files
 from .gateway import Omero
 from .layout import INPUT_REPOSITORY, INPUT_STREAM, FileCode, IsccRecord, utc_timestamp
 from .statuses import Problem
-from .worker import FileResult, GroupResult, WorkerError, run_groups, sum_streams
+from .worker import FileResult, GroupResult, Limits, WorkerError, run_groups, sum_streams
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,11 @@ def _stream(
     chunk_size: int,
     repository_error: str | None = None,
     detach: bool = False,
+    limits: Limits | None = None,
 ) -> UnitResult:
     streams = [omero.read_file(f.id, chunk_size) for f in unit.files]
     try:
-        results = sum_streams(worker, streams, wide, checksums, detach=detach)
+        results = sum_streams(worker, streams, wide, checksums, detach=detach, limits=limits)
     except WorkerError as exc:
         if is_connection_error(exc):
             raise
@@ -119,9 +120,12 @@ def _hash_in_repository(
     out: dict[str, UnitResult],
     detach: bool = False,
     allowed_roots: tuple[str, ...] = (),
+    limits: Limits | None = None,
+    recorded_sizes: bool = True,
 ) -> dict[str, str]:
-    """One worker run over the units' repository paths; returns the units to stream instead,
-    with why the repository could not serve them."""
+    """One worker run over the units' repository paths (with ``recorded_sizes``, each file
+    with the size OMERO recorded, which the worker checks before reading it); returns the
+    units to stream instead, with why the repository could not serve them."""
     if not units:
         return {}
     by_key = {u.key: u for u in units}
@@ -130,11 +134,12 @@ def _hash_in_repository(
             run_groups(
                 worker,
                 root,
-                [(u.key, [f.repo_path for f in u.files]) for u in units],
+                [(u.key, [(f.repo_path, f.size if recorded_sizes else None) for f in u.files]) for u in units],
                 wide=wide,
                 checksums=checksums,
                 detach=detach,
                 allowed_roots=allowed_roots,
+                limits=limits,
             )
         )
     except WorkerError as exc:
@@ -143,16 +148,25 @@ def _hash_in_repository(
         return {}
     to_stream: dict[str, str] = {}
     for result in results:
-        unit = by_key[result.id]
+        unit = by_key.pop(result.id, None)
+        if unit is None:
+            # A record that names no unit of this run (no id, or one it was not given) fails
+            # alone: the unit it stood for is reported below as having no record.
+            log.warning("the worker returned a record for no unit of this run (id %r): %s", result.id, result.error)
+            continue
         if result.ok:
             out[unit.key] = UnitResult(
                 unit, record=unit_record(unit, result, result.files, INPUT_REPOSITORY), files=result.files
             )
+        elif result.error_kind in (Problem.BUDGET, Problem.SIZE_MISMATCH):
+            out[unit.key] = UnitResult(unit, problem=Problem(result.error_kind), message=result.error)
         elif result.error_kind in STREAMABLE:
             log.info("%s: %s; reading through the RawFileStore", unit.key, result.error)
             to_stream[unit.key] = result.error or result.error_kind or ""
         else:
             out[unit.key] = UnitResult(unit, problem=Problem.UNREADABLE, message=result.error)
+    for unit in by_key.values():
+        out[unit.key] = UnitResult(unit, problem=Problem.WORKER, message="the worker returned no record for it")
     return to_stream
 
 
@@ -166,9 +180,13 @@ def compute(
     chunk_size: int = 1 << 20,
     detach: bool = False,
     allowed_roots: tuple[str, ...] = (),
+    limits: Limits | None = None,
+    recorded_sizes: bool = True,
 ) -> dict[str, UnitResult]:
     """Hashes every unit (the caller chooses the batch: one worker run serves them all); one
-    unit's failure never stops the others.
+    unit's failure never stops the others. ``limits``: what the worker may take of the host
+    (default: low priority, half the cores, no budget). ``recorded_sizes``: a file whose size
+    is not the one OMERO recorded is not hashed (the unit's problem is ``size_mismatch``).
 
     Three jobs, in order: the files of each unit (``filesets.resolve_files``), where each unit
     is read (``route``), and the hashing itself.
@@ -181,13 +199,13 @@ def compute(
     root, _why = repository_mode(root)
     in_repository, streamed = route([u for u in units if u.key not in out], root)
     repository_errors = _hash_in_repository(
-        in_repository, worker, root or "", wide, checksums, out, detach, allowed_roots
+        in_repository, worker, root or "", wide, checksums, out, detach, allowed_roots, limits, recorded_sizes
     )
     streamed += [u for u in in_repository if u.key in repository_errors]
     for unit in streamed:
         try:
             out[unit.key] = _stream(
-                omero, unit, worker, wide, checksums, chunk_size, repository_errors.get(unit.key), detach
+                omero, unit, worker, wide, checksums, chunk_size, repository_errors.get(unit.key), detach, limits
             )
         except Exception as exc:  # noqa: BLE001 - an OMERO or I/O error on one unit must not stop the batch
             if is_connection_error(exc):

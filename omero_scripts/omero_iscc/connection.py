@@ -37,8 +37,19 @@ def is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+#: What the server answers to a login it refuses (wrong password, disabled account).
+LOGIN_REFUSED = {"PermissionDeniedException", "CannotCreateSessionException"}
+
+
+def is_login_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server refusing the login (the configuration is wrong; retrying
+    will not help)."""
+    return any(cls.__name__ in LOGIN_REFUSED for cls in type(exc).__mro__)
+
+
 def connect(cfg: Config):
     """Opens a session (password or session key) and returns ``(client, BlitzOmero)``."""
+    cfg.require_credentials()
     import omero
     import omero.clients  # noqa: F401 - registers the object factories
     from omero.gateway import BlitzGateway

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from . import __version__
 from .compute import repository_mode
-from .config import Config
+from .config import Config, mask_url
 from .connection import session
 from .state import Lock
 from .statuses import ExitStatus
@@ -26,6 +28,16 @@ class Check:
     name: str
     ok: bool
     detail: str
+
+
+def worker_version(worker: str) -> str | None:
+    """The version ``omero-iscc --version`` reports (``omero-iscc 0.1.0`` -> ``0.1.0``)."""
+    try:
+        out = subprocess.run([worker, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return None
+    words = out.stdout.split()
+    return words[1] if out.returncode == 0 and len(words) == 2 and words[0] == "omero-iscc" else None
 
 
 def _static(worker: str) -> tuple[bool, str]:
@@ -51,7 +63,7 @@ def check_connection(cfg: Config, connect: Callable) -> list[Check]:
             Check(
                 "connection",
                 False,
-                f"cannot log in to {cfg.host}:{cfg.port} as {cfg.username}: {exc}; "
+                f"cannot log in to {cfg.host}:{cfg.port} as {cfg.username or '(session key)'}: {exc}; "
                 "check host, port and credentials in the configuration",
             )
         ]
@@ -64,7 +76,21 @@ def check_processing(cfg: Config, connect: Callable | None) -> list[Check]:
         worker = find_worker(cfg.worker)
     except WorkerError as exc:
         return [Check("worker found", False, str(exc))]
-    checks.append(Check("worker found", True, worker))
+    where = "configured" if cfg.worker else describe_location(worker)
+    checks.append(Check("worker found", True, f"{worker} ({where})"))
+    version = worker_version(worker)
+    checks.append(
+        Check(
+            "worker version",
+            version == __version__,
+            f"{version} (the helper's)"
+            if version == __version__
+            else f"{version or 'unknown'}, but the helper is {__version__}: install the worker of the same "
+            "release (pip install the omero-iscc wheel, or install.sh)",
+        )
+    )
+    if version != __version__:
+        return checks
     ok, detail = _static(worker)
     checks.append(Check("worker statically linked", ok, detail))
     ok, detail = selftest(worker)
@@ -109,6 +135,13 @@ def check_processing(cfg: Config, connect: Callable | None) -> list[Check]:
     return checks
 
 
+def describe_location(worker: str) -> str:
+    """Where :func:`find_worker` found it: beside this Python, or on PATH."""
+    if os.path.dirname(os.path.abspath(worker)) == os.path.dirname(os.path.abspath(sys.executable)):
+        return f"next to {sys.executable}"
+    return "on PATH"
+
+
 def _first_file(root: str) -> str | None:
     for dirpath, _dirs, files in os.walk(root):
         for name in sorted(files):
@@ -141,7 +174,7 @@ def check_service(cfg: Config) -> list[Check]:
             status = post(cfg.webhook_url, {"doctor": True, "server": cfg.host}, timeout=5)
             checks.append(Check("webhook answers", 200 <= status < 300, f"HTTP {status}"))
         except Exception as exc:  # noqa: BLE001 - reported as the check's failure
-            checks.append(Check("webhook answers", False, f"{cfg.webhook_url}: {exc}"))
+            checks.append(Check("webhook answers", False, f"{mask_url(cfg.webhook_url)}: {exc}"))
     return checks
 
 

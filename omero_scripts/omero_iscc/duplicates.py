@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import csv
 import io
 import json
 import subprocess
@@ -20,6 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from . import spreadsheet
 from .config import Config
 from .connection import session
 from .gateway import Omero
@@ -264,7 +264,7 @@ CSV_COLUMNS = [
 
 def to_csv(report: DuplicateReport) -> bytes:
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = spreadsheet.Writer(buf)
     w.writerow(CSV_COLUMNS)
     for n, group in enumerate(report.groups, 1):
         for c, distance in group["members"]:

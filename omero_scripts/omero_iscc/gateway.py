@@ -10,15 +10,20 @@ What a real server charges for, and how this module keeps it bounded:
 
 - Images and their files are loaded by separate queries: a collection fetch (``usedFiles``)
   multiplies rows, images x files, before the server pages or de-duplicates them.
-- Long id lists are passed as ``(:ids)``, the one form the server rewrites into a temporary
-  table (any other list binds one JDBC parameter per element, up to the driver's cap), and in
-  pages of ``ID_PAGE`` ids, so no single answer grows without bound.
+- Long id lists go in pages of ``ID_PAGE`` ids: a list binds one JDBC parameter per element
+  (PostgreSQL rewrites nothing, ``(:ids)`` included), up to the driver's cap, and no single
+  answer grows without bound.
 - No query pages over a collection fetch; server-wide reads page by id over projected values.
 - Annotations are saved one call per batch of images of one owner and group.
 
-Reads span all groups (``omero.group = -1``); writes happen in the object's group. An
-annotation made for another user's image is made in a session of that user (``suConn``, the
-``Sudo`` privilege), so the image's owner owns it and sees it even in a private group.
+Reads span all groups (``omero.group = -1``); writes happen in the object's group (a new
+object saved with group -1 is refused). An annotation made for another user's image is made
+in a session of that user (``suConn`` with the owner's and the group's NAMES, the ``Sudo``
+privilege), so the image's owner owns it and sees it even in a private group; one such session
+per owner and group, renewed before its lifetime ends. Deletes (``Delete2``) are one
+transaction each: they are submitted per owner, in a session that may delete, waited for to
+their end, and a refused one is retried object by object so that one refusal keeps only its
+own object.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -35,6 +41,14 @@ ID_PAGE = 1000
 SAVE_BATCH = 500
 #: Rows per page of server-wide reads.
 READ_PAGE = 5000
+#: A sudo session's whole lifetime (ms): the server ends it then, whatever it is doing.
+SUDO_TTL_MS = 600_000
+#: A cached sudo session is replaced once this share of its lifetime has passed.
+SUDO_RENEW_AFTER = 0.5
+#: How long a Delete2 request is waited for: loops of DELETE_POLL_MS (a request given up on
+#: is cancelled by the server, and what it was to delete stays).
+DELETE_WAIT_LOOPS = 1200
+DELETE_POLL_MS = 500
 
 #: Containers that can be expanded, and what they contain: (child kind, HQL of
 #: [parent id, child id] rows for the parents in ``:ids``).
@@ -47,6 +61,11 @@ CHILD_QUERIES = {
 }
 
 Q_EXISTING = "select o.id from {kind} o where o.id in (:ids)"
+#: Who owns objects, to delete each in a session that may: id, owner id and name, group id and name.
+Q_OWNERS = (
+    "select o.id, o.details.owner.id, o.details.owner.omeName, o.details.group.id, o.details.group.name"
+    " from {kind} o where o.id in (:ids)"
+)
 Q_IMAGES = (
     "select i from Image i join fetch i.details.owner join fetch i.details.group"
     " left outer join fetch i.fileset where i.id in (:ids) order by i.id"
@@ -153,7 +172,7 @@ class BlitzOmero:
     def __init__(self, conn) -> None:
         self.conn = conn
         conn.SERVICE_OPTS.setOmeroGroup(-1)
-        self._sudo: dict[tuple[int, int], BlitzOmero] = {}
+        self._sudo: dict[tuple[int, int], tuple[BlitzOmero, float]] = {}
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
@@ -313,26 +332,38 @@ class BlitzOmero:
     def _group_ctx(group_id: int) -> dict:
         return {"omero.group": str(group_id)}
 
-    def _as_owner(self, owner_id: int, owner_name: str, group_id: int) -> BlitzOmero:
-        """This session, or one of the image's owner (made with ``suConn``, which needs the
-        ``Sudo`` privilege)."""
+    def _as_owner(self, owner_id: int, owner_name: str, group_id: int, group_name: str) -> BlitzOmero:
+        """This session, or one of the image's owner in the image's group (``suConn``, which
+        needs the ``Sudo`` privilege), reused until part of its lifetime has passed."""
         if owner_id == self.user_id():
             return self
         key = (owner_id, group_id)
-        if key not in self._sudo:
-            if "Sudo" not in self.privileges():
-                raise NotPermitted(
-                    f"annotating another user's image as its owner needs the Sudo privilege (owner: {owner_name})"
-                )
-            conn = self.conn.suConn(owner_name, group_id)
-            if conn is None:
-                raise NotPermitted(f"cannot open a session as {owner_name}: Sudo refused")
-            self._sudo[key] = BlitzOmero(conn)
-        return self._sudo[key]
+        cached = self._sudo.pop(key, None)
+        if cached is not None:
+            if time.monotonic() - cached[1] < SUDO_TTL_MS / 1000 * SUDO_RENEW_AFTER:
+                self._sudo[key] = cached
+                return cached[0]
+            with contextlib.suppress(Exception):  # the old session ends on its own anyway
+                cached[0].conn.close()
+        if "Sudo" not in self.privileges():
+            raise NotPermitted(
+                f"annotating another user's image as its owner needs the Sudo privilege (owner: {owner_name})"
+            )
+        import omero
+
+        try:
+            # Principal.group is a string: the group's name, never its id.
+            conn = self.conn.suConn(owner_name, group_name, ttl=SUDO_TTL_MS)
+        except omero.SecurityViolation as exc:
+            raise NotPermitted(f"cannot open a session as {owner_name} in group {group_name}: {exc.message}") from exc
+        if conn is None or not conn.isConnected():
+            raise NotPermitted(f"cannot open a session as {owner_name} in group {group_name}")
+        self._sudo[key] = (BlitzOmero(conn), time.monotonic())
+        return self._sudo[key][0]
 
     def close_sudo_sessions(self) -> None:
         """Closes the sessions opened as image owners."""
-        for omero in self._sudo.values():
+        for omero, _started in self._sudo.values():
             omero.conn.close()
         self._sudo.clear()
 
@@ -348,20 +379,20 @@ class BlitzOmero:
         import omero.model
         from omero.rtypes import rstring
 
-        batches: dict[tuple[int, str, int], list] = {}
+        batches: dict[tuple[int, str, int, str], list] = {}
         for images, fileset_id, record in units:
             details = images[0].getDetails()
-            owner = details.getOwner()
-            key = (owner.getId().val, _val(owner.getOmeName()) or "", details.getGroup().getId().val)
+            owner, group = details.getOwner(), details.getGroup()
+            key = (owner.getId().val, _val(owner.getOmeName()) or "", group.getId().val, _val(group.getName()) or "")
             batches.setdefault(key, []).append((images, fileset_id, record))
         out: dict[int, object] = {}
 
         def fail(unit, exc) -> None:
             out.update({image.getId().val: exc for image in unit[0]})
 
-        for (owner_id, owner_name, group_id), batch in batches.items():
+        for (owner_id, owner_name, group_id, group_name), batch in batches.items():
             try:
-                session = self._as_owner(owner_id, owner_name, group_id)
+                session = self._as_owner(owner_id, owner_name, group_id, group_name)
             except NotPermitted as exc:
                 for unit in batch:
                     fail(unit, exc)
@@ -445,23 +476,67 @@ class BlitzOmero:
         return self._delete("Annotation", annotation_ids)
 
     def _delete(self, kind: str, ids: list[int]) -> list[int]:
-        """Deletes what this session may delete (Delete2 skips the rest, with or without an
-        error); returns the ids still there, read back rather than trusted."""
+        """Deletes the objects, each owner's in a session that may delete them (this one, or
+        one of their owner); returns the ids still there, read back rather than trusted."""
         if not ids:
             return []
-        try:
-            self.conn.deleteObjects(kind, list(ids), wait=True)
-        except Exception as exc:  # noqa: BLE001 - judged by what is left below
-            from .connection import is_connection_error
-
-            if is_connection_error(exc):
-                raise
+        by_session: dict[int, tuple[BlitzOmero, list[int]]] = {}
+        for oid, owner_id, owner_name, group_id, group_name in self._paged(
+            Q_OWNERS.format(kind=kind), sorted(set(ids)), query=self._rows
+        ):
+            session = self._deleter(owner_id, owner_name, group_id, group_name)
+            by_session.setdefault(id(session), (session, []))[1].append(oid)
+        for session, batch in by_session.values():
+            # One refusal rolls back a whole request: then each object alone.
+            if not session._submit_delete(kind, batch) and len(batch) > 1:
+                for oid in batch:
+                    session._submit_delete(kind, [oid])
         return self.existing_ids(kind, list(ids))
 
+    def _deleter(self, owner_id: int, owner_name: str, group_id: int, group_name: str) -> BlitzOmero:
+        """A session that may delete an object of this owner: this one when it owns it or may
+        delete others' objects (``DeleteOwned``), else one of the owner (``Sudo``)."""
+        privileges = self.privileges()
+        if owner_id == self.user_id() or "DeleteOwned" in privileges or "Sudo" not in privileges:
+            return self
+        try:
+            return self._as_owner(owner_id, owner_name, group_id, group_name)
+        except NotPermitted:
+            return self
+
+    def _submit_delete(self, kind: str, ids: list[int]) -> bool:
+        """One Delete2 request, waited for to its end and its answer read: True when the
+        server deleted the objects (an error or a request given up on deletes nothing)."""
+        import omero
+        from omero.cmd import Delete2
+
+        handle = self.conn.c.sf.submit(Delete2(targetObjects={kind: list(ids)}), self.conn.SERVICE_OPTS)
+        try:
+            callback = self.conn.c.waitOnCmd(
+                handle, loops=DELETE_WAIT_LOOPS, ms=DELETE_POLL_MS, failonerror=True, failontimeout=True
+            )
+            callback.close(False)
+            return True
+        except (omero.CmdError, omero.LockTimeout):
+            return False
+        finally:
+            with contextlib.suppress(Exception):  # closing a finished request changes nothing
+                handle.close()
+
+    @contextlib.contextmanager
+    def _in_group(self, group_id: int) -> Iterator[None]:
+        """omero-py's helpers save with ``SERVICE_OPTS``: new objects go in ``group_id``."""
+        before = self.conn.SERVICE_OPTS.getOmeroGroup()
+        self.conn.SERVICE_OPTS.setOmeroGroup(group_id)
+        try:
+            yield
+        finally:
+            self.conn.SERVICE_OPTS.setOmeroGroup(before)
+
     def upload_file(self, name: str, data: bytes, mimetype: str):
-        """Uploads ``data`` as an OriginalFile in the session's own default group (a script's
-        ``File`` output: OMERO.web offers it for download)."""
-        with tempfile.TemporaryDirectory() as tmp:
+        """Uploads ``data`` as an OriginalFile in the session's own group (a script's ``File``
+        output: OMERO.web offers it for download)."""
+        with self._in_group(self.conn.getEventContext().groupId), tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, name)
             with open(path, "wb") as f:
                 f.write(data)
@@ -474,10 +549,7 @@ class BlitzOmero:
         target = self.conn.getObject(kind, obj_id)
         if target is None:
             raise LookupError(f"{kind} {obj_id} not found")
-        group_id = target.getDetails().getGroup().getId()
-        ctx_group = self.conn.SERVICE_OPTS.getOmeroGroup()
-        self.conn.SERVICE_OPTS.setOmeroGroup(group_id)
-        try:
+        with self._in_group(target.getDetails().getGroup().getId()):
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, name)
                 with open(path, "wb") as f:
@@ -486,11 +558,9 @@ class BlitzOmero:
             try:
                 target.linkAnnotation(ann)
             except Exception:
-                self.conn.deleteObjects("Annotation", [ann.getId()], wait=True)
+                self.delete_annotations([ann.getId()])
                 raise
             return ann._obj
-        finally:
-            self.conn.SERVICE_OPTS.setOmeroGroup(ctx_group)
 
 
 class PlaneTooLarge(Exception):

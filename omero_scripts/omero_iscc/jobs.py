@@ -92,6 +92,7 @@ def annotate_job(
         allowed_roots=settings.allowed_roots,
         on_annotated=on_annotated,
         simprints=simprints,
+        limits=settings.limits(),
     )
     rows = [
         {"image_id": o.image_id, "status": str(o.status), "message": o.message, "iscc": o.iscc, "code": o.code}
@@ -144,7 +145,14 @@ def verify_job(omero: Omero, data_type: str, ids: list[int], settings: ScriptSet
     worker = find_worker(settings.worker)
     root = settings.repository or omero.repository_root()
     verdicts = verify(
-        omero, image_ids, worker, root, NAMESPACE, chunk_size=settings.chunk_size, allowed_roots=settings.allowed_roots
+        omero,
+        image_ids,
+        worker,
+        root,
+        NAMESPACE,
+        chunk_size=settings.chunk_size,
+        allowed_roots=settings.allowed_roots,
+        limits=settings.limits(),
     )
     rows = [
         {"image_id": v.image_id, "status": str(v.status), "message": v.detail, "iscc": v.computed_iscc}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .config import WorkerLimits, worker_limits
 from .connection import is_connection_error
 from .gateway import Omero, PlaneTooLarge
 from .layout import PixelRecord, utc_timestamp
@@ -145,6 +146,7 @@ def compute_pixels(
     simprints: bool = False,
     detach: bool = False,
     strip_bytes: int = STRIP_BYTES,
+    limits: WorkerLimits | None = None,
 ) -> dict[int, PixelResult]:
     """The pixel codes of the images, ``BATCH`` per worker run. A failure of one image is its
     result's error; a lost connection is raised."""
@@ -159,7 +161,9 @@ def compute_pixels(
                 out[info.image_id] = PixelResult(str(info.image_id), error_kind="invalid_input", error=str(exc))
                 continue
             jobs.append(PixelJob(str(info.image_id), info.planes, plane_bytes, image_pieces(omero, info, strip_bytes)))
-        results = run_pixels(worker, jobs, simprints=simprints, detach=detach, fatal=is_connection_error)
+        results = run_pixels(
+            worker, jobs, simprints=simprints, detach=detach, fatal=is_connection_error, **worker_limits(limits)
+        )
         for job in jobs:
             out[int(job.id)] = results[job.id]
     return out

@@ -8,8 +8,10 @@ One poll takes at most ``batch_size`` unannotated images across all groups, by a
 (an HQL query, so an image missed once is found next time), skipping images that failed
 recently or too often. A lost connection is re-established with exponential backoff
 (capped at 5 minutes) and the same batch carried on: annotations are checked before each
-image is written, so nothing is annotated twice and nothing is lost. SIGTERM and SIGINT let
-the image in hand finish, save the state and end the run with status 0.
+image is written, so nothing is annotated twice and nothing is lost. A ``--once`` run that
+cannot reach the server at all gives up at once (cron runs it again), with its own exit
+status (``NO_SERVER``): no image is counted as failed for it. SIGTERM and SIGINT let the
+image in hand finish, save the state and end the run with status 0.
 
 Images a backlog plan holds (``holds.py``) are left to it, and a Fileset the backlog refused
 for fixity is never annotated: both are skipped when a batch is taken and checked again, with
@@ -30,7 +32,7 @@ from typing import Callable
 from . import holds as holds_mod
 from . import state as state_mod
 from .annotate import ImageOutcome, annotate, annotate_pixels, recheck
-from .config import Config
+from .config import Config, WorkerLimits
 from .connection import is_connection_error
 from .layout import IsccRecord, PixelRecord
 from .statuses import ExitStatus, ImageStatus
@@ -50,6 +52,8 @@ class PollResult:
     failed: int = 0
     seen: int = 0
     stopped: bool = False
+    #: The server could not be reached (or the connection was lost and not regained).
+    unreachable: bool = False
 
 
 class Scheduler:
@@ -67,6 +71,9 @@ class Scheduler:
         self.sleep = sleep or (lambda s: self.stop_event.wait(s))
         self.client = None
         self.omero = None
+        #: Whether a session was opened in this run (a --once run that never got one gives
+        #: up at its first failure: the server is down, not the connection flaky).
+        self.connected = False
         #: Failure state per code: the files' in ``state_dir``, the pixels' beside it.
         self.state_dirs = {"files": cfg.state_dir, "pixels": os.path.join(cfg.state_dir, "pixels")}
         self.states = {code: state_mod.load(self.state_dirs[code]) for code in cfg.codes}
@@ -80,6 +87,8 @@ class Scheduler:
         self.detach = True
         #: time.monotonic() after which no new image is started (a script's time budget).
         self.deadline: float | None = None
+        #: The same for the poll in hand (``time_budget``): set when each poll starts.
+        self.poll_deadline: float | None = None
         #: Reconnections before a poll gives up (None: the default of the mode; a script,
         #: whose session is its own, has nothing to reconnect to: 0).
         self.max_reconnects: int | None = None
@@ -96,6 +105,7 @@ class Scheduler:
 
     def _connect(self) -> None:
         self.client, self.omero = self.connect_fn(self.cfg)
+        self.connected = True
 
     def _disconnect(self) -> None:
         client, self.client, self.omero = self.client, None, None
@@ -126,7 +136,14 @@ class Scheduler:
         )
 
     def _should_stop(self) -> bool:
-        return self.stop_event.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
+        now = time.monotonic()
+        return self.stop_event.is_set() or any(d is not None and now > d for d in (self.deadline, self.poll_deadline))
+
+    def limits(self) -> WorkerLimits:
+        """The worker's limits now: until the nearer of the script's and the poll's deadlines,
+        files up to ``max_file_size``."""
+        deadlines = [d for d in (self.deadline, self.poll_deadline) if d is not None]
+        return WorkerLimits(min(deadlines) if deadlines else None, self.cfg.max_file_size)
 
     def _next_batch(self) -> tuple[list[int], int]:
         """Up to ``batch_size`` images without an ISCC, by ascending id, leaving out those
@@ -176,6 +193,8 @@ class Scheduler:
 
     def poll_once(self) -> PollResult:
         """One batch per code; see :meth:`_poll_code`."""
+        if self.cfg.time_budget is not None:
+            self.poll_deadline = time.monotonic() + self.cfg.time_budget
         total = PollResult()
         annotated = 0
         for code in self.cfg.codes:
@@ -184,6 +203,9 @@ class Scheduler:
             annotated += result.annotated
             total.failed += result.failed
             total.seen = max(total.seen, result.seen)
+            if result.unreachable:
+                total.unreachable = True
+                break
             if result.stopped:
                 total.stopped = True
                 break
@@ -200,6 +222,7 @@ class Scheduler:
                 on_annotated=self._annotated,
                 should_stop=self._should_stop,
                 detach=self.detach,
+                limits=self.limits(),
             )
         root = self.cfg.repository or self.omero.repository_root()
         return annotate(
@@ -215,6 +238,7 @@ class Scheduler:
             detach=self.detach,
             allowed_roots=tuple(self.cfg.allowed_roots),
             guard=self._guard,
+            limits=self.limits(),
         )
 
     def _poll_code(self) -> PollResult:
@@ -242,9 +266,11 @@ class Scheduler:
                 limit = (
                     self.max_reconnects if self.max_reconnects is not None else (ONCE_RECONNECTS if self.once else None)
                 )
-                if self.stop_event.is_set() or (limit is not None and attempts > limit):
-                    log.error("connection lost (%s); giving up for now", exc)
-                    result.failed += 1
+                never = self.once and not self.connected
+                if self.stop_event.is_set() or never or (limit is not None and attempts > limit):
+                    what = "cannot reach the OMERO server" if never else "connection lost"
+                    log.error("%s at %s:%s (%s); giving up for now", what, self.cfg.host, self.cfg.port, exc)
+                    result.unreachable = True
                     return result
                 log.warning("connection lost (%s); reconnecting in %.0f s", exc, delay)
                 self.sleep(delay)
@@ -277,13 +303,15 @@ class Scheduler:
         return result
 
     def run(self, once: bool) -> int:
-        """Polls once or forever; returns the exit status (0, or 1 if an image failed)."""
+        """Polls once or forever; returns the exit status: 0, 1 if an image failed, or
+        ``NO_SERVER`` if the last poll could not reach the server."""
         self.once = once
-        failed = False
+        failed = unreachable = False
         try:
             while True:
                 result = self.poll_once()
                 failed |= result.failed > 0
+                unreachable = result.unreachable
                 if once or result.stopped or self.stop_event.is_set():
                     break
                 if result.seen < self.cfg.batch_size or result.annotated == 0:
@@ -297,4 +325,6 @@ class Scheduler:
             self.close()
         if self.stop_event.is_set():
             return ExitStatus.SUCCESS  # stopped on request: the state is saved, the next run resumes
+        if unreachable:
+            return ExitStatus.NO_SERVER
         return ExitStatus.FAILURE if failed else ExitStatus.SUCCESS

@@ -1,5 +1,6 @@
 """Every status the helper reports, as enums: the exit statuses of ``python -m omero_iscc``
-(mirroring the ``omero-iscc`` worker's), what happened to each image, and Verify's verdicts.
+(0 to 4 mirror the ``omero-iscc`` worker's; 5 is the helper's own), what happened to each
+image, and Verify's verdicts.
 
 The image and verdict statuses are ``str`` enums, so they read and compare as the plain words
 that reports, CSV files and logs carry.
@@ -22,6 +23,13 @@ class ExitStatus(enum.IntEnum):
     #: The run did not complete: the worker's output was closed, or another scheduler holds
     #: the lock. Nothing is wrong with the data; run again later.
     INCOMPLETE = 3
+    #: The worker's ``--time-budget`` ran out: every record was written, those of the files
+    #: it did not hash with the error kind ``budget`` (hash them in a later run).
+    BUDGET = 4
+    #: The OMERO server could not be reached, or the connection was lost and not regained:
+    #: nothing is wrong with the images (none is counted as failed); run again when the
+    #: server answers. The helper's own: the worker does not talk to OMERO.
+    NO_SERVER = 5
 
 
 class _Word(str, enum.Enum):
@@ -56,3 +64,7 @@ class Problem(_Word):
     MISSING_FILE = "missing_file"
     UNREADABLE = "unreadable"
     WORKER = "worker"
+    #: The worker's time budget ran out before the unit was hashed: hash it in a later run.
+    BUDGET = "budget"
+    #: A file's size on disk is not the size OMERO recorded at import: it was not hashed.
+    SIZE_MISMATCH = "size_mismatch"

@@ -4,11 +4,12 @@ where an image has one, its pixel code, recomputed from the planes the server de
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass, field
 
+from . import spreadsheet
 from .compute import BATCH, compute
+from .config import WorkerLimits, worker_limits
 from .connection import is_connection_error
 from .filesets import plan
 from .gateway import Omero
@@ -67,6 +68,7 @@ def verify(
     chunk_size: int = 1 << 20,
     allowed_roots: tuple[str, ...] = (),
     pixels_namespace: str = PIXELS.namespace,
+    limits: WorkerLimits | None = None,
 ) -> list[ImageVerdict]:
     images = omero.images(image_ids)
     found = {im.getId().val for im in images}
@@ -93,18 +95,29 @@ def verify(
                 checksums=hashers,
                 chunk_size=chunk_size,
                 allowed_roots=allowed_roots,
+                # Every file is read, whatever its recorded size: a changed one is CHANGED,
+                # and named.
+                recorded_sizes=False,
+                **worker_limits(limits),
             )
             for unit in batch:
                 result = results[unit.key]
                 for image in unit.images:
                     verdicts.append(_judge(image, unit, result, stored.get(image.getId().val)))
-    _verify_pixels(omero, verdicts, sorted(found), worker, pixels_namespace)
+    _verify_pixels(omero, verdicts, sorted(found), worker, pixels_namespace, limits)
     order = {i: n for n, i in enumerate(image_ids)}
     verdicts.sort(key=lambda v: order.get(v.image_id, len(order)))
     return verdicts
 
 
-def _verify_pixels(omero: Omero, verdicts: list[ImageVerdict], found: list[int], worker: str, namespace: str) -> None:
+def _verify_pixels(
+    omero: Omero,
+    verdicts: list[ImageVerdict],
+    found: list[int],
+    worker: str,
+    namespace: str,
+    limits: WorkerLimits | None = None,
+) -> None:
     """Recomputes the pixel code of every image that has one stored and folds the comparison
     into its verdict: a different code is CHANGED (the pixels, or how the server decodes
     them, changed); planes that cannot be read now are MISSING_FILE."""
@@ -113,7 +126,7 @@ def _verify_pixels(omero: Omero, verdicts: list[ImageVerdict], found: list[int],
     if not stored:
         return
     infos = pixels_infos(omero, sorted(stored))
-    results = compute_pixels(omero, [infos[i] for i in sorted(stored) if i in infos], worker)
+    results = compute_pixels(omero, [infos[i] for i in sorted(stored) if i in infos], worker, limits=limits)
     for v in verdicts:
         record = stored.get(v.image_id)
         if record is None:
@@ -201,7 +214,7 @@ def summary(verdicts: list[ImageVerdict]) -> str:
 
 def to_csv(verdicts: list[ImageVerdict]) -> bytes:
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = spreadsheet.Writer(buf)
     writer.writerow(CSV_COLUMNS)
     for v in verdicts:
         writer.writerow(

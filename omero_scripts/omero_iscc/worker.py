@@ -2,6 +2,8 @@
 
 The worker is always run without a shell, over paths computed on the server side from
 Fileset entries, confined with ``--root``; its JSON Lines output is parsed as it streams.
+Each run takes what :class:`Limits` allows of the host: by default a low CPU and I/O priority
+and half its cores.
 """
 
 from __future__ import annotations
@@ -14,13 +16,54 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Callable
+from typing import IO, Callable, Union
 
 from .errors import InputError
 
 WORKER_NAME = "omero-iscc"
+
+#: The worker's exit status when its time budget ran out: every record was written, and the
+#: files it did not hash have the error kind ``budget`` (hash them in a later run).
+EXIT_OUT_OF_TIME = 4
+
+#: A file of a group: its repository-relative path, or the path and the size OMERO recorded
+#: (``None`` when unknown), which the worker checks before it reads the file.
+GroupFile = Union[str, tuple[str, Union[int, None]]]
+
+
+def default_threads() -> int:
+    """Threads of a worker run when the caller names none: half the cores (at least one), so
+    that hashing beside a production server leaves it the other half."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a worker run may take of the host.
+
+    ``priority``: ``"low"`` (nice 10, best-effort I/O at its lowest level) or ``"normal"``.
+    ``threads``: worker threads, ``None`` for :func:`default_threads`. ``time_budget``: seconds
+    after which the run stops hashing (files not hashed get ``budget`` records and the worker
+    exits with :data:`EXIT_OUT_OF_TIME`). ``max_file_size``: bytes above which a file is not
+    read (a ``too_large`` record). The last two apply to ``sum`` over repository paths only.
+    """
+
+    priority: str = "low"
+    threads: int | None = None
+    time_budget: float | None = None
+    max_file_size: int | None = None
+
+    def args(self, budgets: bool = True) -> list[str]:
+        """The worker's arguments for these limits (``budgets``: with the time budget and size
+        ceiling, for ``sum`` over paths)."""
+        out = ["--priority", self.priority, "--threads", str(self.threads or default_threads())]
+        if budgets and self.time_budget is not None:
+            out += ["--time-budget", repr(float(self.time_budget))]
+        if budgets and self.max_file_size is not None:
+            out += ["--max-file-size", str(int(self.max_file_size))]
+        return out
 
 
 class WorkerError(RuntimeError):
@@ -140,28 +183,44 @@ def _feed(stream: IO[bytes], lines: list[bytes]) -> None:
         pass
 
 
+def _group_file(f: GroupFile) -> str | dict:
+    """A file of a ``--groups`` line: its path, with the recorded size when known."""
+    if isinstance(f, str):
+        return f
+    path, size = f
+    if size is None or size < 0:
+        return path
+    return {"path": path, "size": int(size)}
+
+
 def run_groups(
     worker: str,
     root: str,
-    groups: list[tuple[str, list[str]]],
+    groups: Sequence[tuple[str, Sequence[GroupFile]]],
     wide: bool = False,
     checksums: Iterable[str] = (),
     threads: int | None = None,
     detach: bool = False,
     allowed_roots: Iterable[str] = (),
+    limits: Limits | None = None,
 ) -> Iterator[GroupResult]:
     """Hashes groups of repository-relative paths; yields one result per group, in order.
 
-    ``allowed_roots``: directories outside the repository that its entries may link to (the
-    instrument shares of in-place imports). ``detach``: see :func:`_popen`."""
+    A file given with its recorded size is not hashed when its size differs (a
+    ``size_mismatch`` record). ``allowed_roots``: directories outside the repository that its
+    entries may link to (the instrument shares of in-place imports). ``threads`` overrides
+    ``limits.threads``. ``detach``: see :func:`_popen`."""
     if not groups:
         return
-    args = _base_args(worker, wide, checksums) + ["--root", root, "--groups", "-"]
+    limits = limits or Limits()
+    if threads:
+        limits = Limits(limits.priority, threads, limits.time_budget, limits.max_file_size)
+    args = _base_args(worker, wide, checksums) + ["--root", root, "--groups", "-"] + limits.args()
     for allowed in allowed_roots:
         args += ["--allow-root", allowed]
-    if threads:
-        args += ["--threads", str(threads)]
-    lines = [(json.dumps({"id": gid, "files": files}) + "\n").encode() for gid, files in groups]
+    lines = [
+        (json.dumps({"id": gid, "files": [_group_file(f) for f in files]}) + "\n").encode() for gid, files in groups
+    ]
     proc = _popen(args, detach)
     feeder = threading.Thread(target=_feed, args=(proc.stdin, lines), daemon=True)
     feeder.start()
@@ -178,7 +237,7 @@ def run_groups(
     feeder.join()
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     status = proc.wait()
-    if status not in (0, 1) or count != len(groups):
+    if status not in (0, 1, EXIT_OUT_OF_TIME) or count != len(groups):
         raise WorkerError(f"worker exited with status {status} after {count} of {len(groups)} groups: {stderr.strip()}")
 
 
@@ -193,10 +252,12 @@ def sum_streams(
     wide: bool = False,
     checksums: Iterable[str] = (),
     detach: bool = False,
+    limits: Limits | None = None,
 ) -> list[FileResult]:
     """Hashes several streams read one after the other. Returns one result per stream and,
-    when there are several, a last one for their concatenation; every byte is read once."""
-    args = _base_args(worker, wide, checksums) + ["-"]
+    when there are several, a last one for their concatenation; every byte is read once.
+    ``limits``: priority and threads (the time budget and size ceiling are for paths)."""
+    args = _base_args(worker, wide, checksums) + (limits or Limits()).args(budgets=False) + ["-"]
     procs = [_popen(args, detach) for _ in range(len(streams) + (1 if len(streams) > 1 else 0))]
     whole = procs[-1] if len(streams) > 1 else None
     readers = []
@@ -345,11 +406,14 @@ def run_pixels(
     simprints: bool = False,
     detach: bool = False,
     fatal: Callable[[BaseException], bool] = lambda exc: False,
+    limits: Limits | None = None,
 ) -> dict[str, PixelResult]:
     """Pixel codes of a batch of images through one ``omero-iscc pixels`` process. Returns
     a result per job id; an image whose reading failed has the error. An exception for which
-    ``fatal`` is true (a lost connection) stops the batch and is raised."""
-    args = [worker, "pixels"] + (["--simprints"] if simprints else [])
+    ``fatal`` is true (a lost connection) stops the batch and is raised. ``limits``: priority
+    and threads (the time budget and size ceiling are for ``sum``)."""
+    limits = limits or Limits()
+    args = [worker, "pixels"] + (["--simprints"] if simprints else []) + limits.args(budgets=False)
     proc = _popen(args, detach)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     records: list[bytes] = []

@@ -7,14 +7,17 @@
 use crate::cli::CheckArgs;
 use crate::engine::checksum::Algorithm;
 use crate::engine::codes;
+use crate::engine::group;
 use crate::engine::hash::{self, HashConfig, Outcome};
 use crate::error::ErrorKind;
 use crate::exit::{Error, Status};
 use crate::inputs::{self, Resolver};
 use crate::ordered;
-use crate::pathcodec::{bytes_of, unescape_line};
+use crate::pathcodec::PathText;
 use crate::streams::{self, Inputs, Output};
+use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -45,7 +48,12 @@ pub fn run(args: &CheckArgs) -> Result<Status, Error> {
     let mut malformed = 0usize;
     let mut empty_files = 0usize;
     // Every input is opened (standard input claimed) before any is read.
-    let readers = args.files.iter().map(|name| inputs.open(name, "FILE")).collect::<Result<Vec<_>, _>>()?;
+    let readers = args
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, name)| inputs.open_nth(name, "FILE", i + 1))
+        .collect::<Result<Vec<_>, _>>()?;
     for (name, mut reader) in args.files.iter().zip(readers) {
         let mut text = Vec::new();
         reader
@@ -161,9 +169,8 @@ fn parse_line(line: &[u8]) -> Result<Vec<Expected>, String> {
     }
     if line.first() == Some(&b'{') {
         let text = std::str::from_utf8(line).map_err(|_| "JSON line is not UTF-8".to_string())?;
-        let value: Value =
-            serde_json::from_str(&unescape_line(text)).map_err(|e| format!("not valid JSON: {e}"))?;
-        return parse_json(&value);
+        let record: JsonRecord = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        return parse_json(record);
     }
     // iscc-sum's default format `ISCC:CODE *path` and BSD format `ISCC-SUM (path) = ISCC:CODE`.
     if let Some(rest) = line.strip_prefix(b"ISCC-SUM (") {
@@ -189,8 +196,27 @@ fn valid_code(code: &str) -> Result<(), String> {
     codes::is_wide(code).map(|_| ()).ok_or_else(|| format!("not an ISCC-SUM code: {code:?}"))
 }
 
-fn parse_json(value: &Value) -> Result<Vec<Expected>, String> {
-    if let Some(files) = value.get("files").and_then(Value::as_array) {
+/// The fields of a `sum --json` record (file, tree or group) that `check` compares; the others
+/// are ignored.
+#[derive(Deserialize)]
+struct JsonRecord {
+    #[serde(default)]
+    path: Option<PathText>,
+    #[serde(default)]
+    iscc: Option<String>,
+    #[serde(default)]
+    datahash: Option<String>,
+    #[serde(default)]
+    filesize: Option<Value>,
+    #[serde(default)]
+    checksums: Option<BTreeMap<String, Value>>,
+    /// A group record: its files.
+    #[serde(default)]
+    files: Option<Vec<JsonRecord>>,
+}
+
+fn parse_json(record: JsonRecord) -> Result<Vec<Expected>, String> {
+    if let Some(files) = record.files {
         // A group record: verify each of its files.
         let mut all = Vec::new();
         for f in files {
@@ -198,36 +224,42 @@ fn parse_json(value: &Value) -> Result<Vec<Expected>, String> {
         }
         return Ok(all);
     }
-    let path = value.get("path").and_then(Value::as_str).ok_or("JSON record has no \"path\"")?;
-    let Some(iscc) = value.get("iscc").and_then(Value::as_str) else {
-        return Err(format!("record for {path:?} has no \"iscc\" (it failed when it was computed)"));
+    let path = record.path.ok_or("JSON record has no \"path\"")?;
+    let Some(iscc) = record.iscc else {
+        return Err(format!(
+            "record for {:?} has no \"iscc\" (it failed when it was computed)",
+            String::from_utf8_lossy(path.as_bytes())
+        ));
     };
-    valid_code(iscc)?;
+    valid_code(&iscc)?;
     let mut checksums = Vec::new();
-    if let Some(map) = value.get("checksums").and_then(Value::as_object) {
-        for (name, v) in map {
-            let algorithm =
-                Algorithm::from_name(name).ok_or_else(|| format!("unsupported checksum {name:?}"))?;
-            checksums.push((algorithm, v.as_str().unwrap_or_default().to_string()));
-        }
+    for (name, v) in record.checksums.unwrap_or_default() {
+        let algorithm =
+            Algorithm::from_name(&name).ok_or_else(|| format!("unsupported checksum {name:?}"))?;
+        checksums.push((algorithm, v.as_str().unwrap_or_default().to_string()));
     }
     Ok(vec![Expected {
-        path: bytes_of(path),
-        iscc: iscc.to_string(),
-        datahash: value.get("datahash").and_then(Value::as_str).map(str::to_string),
-        filesize: value.get("filesize").and_then(Value::as_u64),
+        path: path.0,
+        iscc,
+        datahash: record.datahash,
+        filesize: record.filesize.as_ref().and_then(Value::as_u64),
         checksums,
     }])
 }
 
 fn verify(e: &Expected, resolver: &Resolver, parallel: bool) -> Verdict {
-    let config =
-        HashConfig { parallel, mmap: true, checksums: e.checksums.iter().map(|(a, _)| *a).collect() };
+    let config = HashConfig {
+        parallel,
+        mmap: true,
+        checksums: e.checksums.iter().map(|(a, _)| *a).collect(),
+        roots: resolver.roots().cloned(),
+        ..HashConfig::default()
+    };
     let tree = e.path.ends_with(b"/") && e.path.len() > 1;
     let path = resolver.resolve(Path::new(OsStr::from_bytes(&e.path)));
     let outcome = path.and_then(|p| {
         if tree {
-            hash::hash_files(&inputs::tree_files(&p)?, &config)
+            group::hash_files(&inputs::tree_files(&p, resolver)?, &config)
         } else {
             hash::hash_path(&p, &config)
         }

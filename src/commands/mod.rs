@@ -2,6 +2,7 @@
 //! a run that reached its end, or the error that ended it early (see `exit`).
 
 pub mod check;
+pub mod index;
 pub mod pixels;
 pub mod selftest;
 pub mod similar;
@@ -18,5 +19,6 @@ pub fn run(cli: &Cli) -> Result<Status, Error> {
         Command::Selftest => selftest::run(),
         Command::Similar(args) => similar::run(args),
         Command::Pixels(args) => pixels::run(args),
+        Command::Index(args) => index::run(args),
     }
 }

@@ -24,6 +24,7 @@ const IN_FLIGHT: usize = 3;
 
 /// Runs `pixels`; returns the exit status.
 pub fn run(args: &PixelsArgs) -> Result<Status, Error> {
+    streams::set_priority(args.priority);
     let name = args.input.clone().unwrap_or_else(|| "-".into());
     let input = Inputs::default().open(&name, "the plane stream")?;
     let pool = streams::pool(args.threads)?;
@@ -106,35 +107,36 @@ fn hash_images(
         };
         match event {
             Event::Begin(header) => {
-                if let Some(image) = open.take() {
-                    let failure = short(&image, "the next image began before this one's end frame");
-                    emit(failed_line(image.header.id, image.hasher.planes_done(), failure), output)?;
-                }
+                end_unfinished(&mut open, &mut emit, output)?;
                 let hasher = ImageHasher::new(header.plane_bytes, simprints, pool.current_num_threads() > 1);
                 open = Some(Open { header, hasher, seen: 0, fault: None });
             }
+            Event::BadImage { id, message } => {
+                // A new image began, however bad its frame: the open one ended unfinished, and
+                // the bad frame's image gets its own record.
+                end_unfinished(&mut open, &mut emit, output)?;
+                emit(failed_line(id, 0, Failure::new(ErrorKind::InvalidInput, message)), output)?;
+            }
             Event::Data(piece) => {
-                match open.as_mut() {
-                    Some(image) if image.fault.is_none() => {
-                        let room = image.header.total() - image.seen;
-                        if piece.len() as u64 > room {
-                            let message = format!(
-                                "more pixel bytes than declared: {} planes of {} bytes",
-                                image.header.planes, image.header.plane_bytes
-                            );
-                            image.fault = Some(Failure::new(ErrorKind::InvalidInput, message));
-                        } else {
-                            pool.install(|| image.hasher.update(&piece));
-                            image.seen += piece.len() as u64;
-                        }
-                    }
-                    Some(_) => {}
-                    None => {
-                        let failure = Failure::new(ErrorKind::InvalidInput, "pixel bytes outside an image");
-                        emit(failed_line(Value::Null, 0, failure), output)?;
+                // The reader sends bytes only while an image is open (stray frames are skipped).
+                if let Some(image) = open.as_mut().filter(|image| image.fault.is_none()) {
+                    let room = image.header.total() - image.seen;
+                    if piece.len() as u64 > room {
+                        let message = format!(
+                            "more pixel bytes than declared: {} planes of {} bytes",
+                            image.header.planes, image.header.plane_bytes
+                        );
+                        image.fault = Some(Failure::new(ErrorKind::InvalidInput, message));
+                    } else {
+                        pool.install(|| image.hasher.update(&piece));
+                        image.seen += piece.len() as u64;
                     }
                 }
                 let _ = spares.try_send(piece);
+            }
+            Event::Stray { .. } => {
+                let failure = Failure::new(ErrorKind::InvalidInput, "pixel bytes outside an image");
+                emit(failed_line(Value::Null, 0, failure), output)?;
             }
             Event::End => match open.take() {
                 Some(image) => emit(finish(image), output)?,
@@ -149,14 +151,11 @@ fn hash_images(
                     open.take().map(|i| (i.header.id, i.hasher.planes_done())).unwrap_or_default();
                 emit(failed_line(id, planes, failure), output)?;
             }
-            Event::Garbage { message, id } => {
+            Event::Garbage(message) => {
                 let failure = Failure::new(ErrorKind::InvalidInput, message);
-                match open.take() {
-                    Some(image) => {
-                        emit(failed_line(image.header.id, image.hasher.planes_done(), failure), output)?
-                    }
-                    None => emit(failed_line(id.unwrap_or(Value::Null), 0, failure), output)?,
-                }
+                let (id, planes) =
+                    open.take().map(|i| (i.header.id, i.hasher.planes_done())).unwrap_or_default();
+                emit(failed_line(id, planes, failure), output)?;
             }
             Event::Truncated { missing } => {
                 let message = format!("the stream ended {missing} byte(s) short of a bytes frame");
@@ -172,6 +171,21 @@ fn hash_images(
         emit(failed_line(image.header.id, image.hasher.planes_done(), failure), output)?;
     }
     Ok(Status::from_failed(failed))
+}
+
+/// Ends the open image, if any, as unfinished: the next image began before its end frame.
+fn end_unfinished(
+    open: &mut Option<Open>,
+    emit: &mut impl FnMut(PixelLine, &mut Output) -> Result<(), Error>,
+    output: &mut Output,
+) -> Result<(), Error> {
+    match open.take() {
+        Some(image) => {
+            let failure = short(&image, "the next image began before this one's end frame");
+            emit(failed_line(image.header.id, image.hasher.planes_done(), failure), output)
+        }
+        None => Ok(()),
+    }
 }
 
 /// The failure of an image that ended early.

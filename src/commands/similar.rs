@@ -8,7 +8,7 @@
 use crate::cli::SimilarArgs;
 use crate::engine::codes;
 use crate::exit::{Error, Status};
-use crate::pathcodec::{bytes_of, unescape_line, PathText};
+use crate::pathcodec::PathText;
 use crate::streams::{self, Inputs, Output};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -34,11 +34,8 @@ pub struct Entry {
 impl Entry {
     /// The ISCC-SUM as it was given.
     pub fn iscc(&self) -> String {
-        let unit = if self.wide { 16 } else { 8 };
-        let mut raw = self.header.to_vec();
-        raw.extend_from_slice(&self.data.to_be_bytes()[..unit]);
-        raw.extend_from_slice(&self.instance.to_be_bytes()[..unit]);
-        format!("ISCC:{}", iscc_lib::codec::encode_base32(&raw))
+        codes::DecodedSum { header: self.header, data: self.data, instance: self.instance, wide: self.wide }
+            .to_iscc()
     }
 }
 
@@ -55,18 +52,6 @@ pub fn decode(iscc: &str) -> Option<([u8; 2], u128, u128, bool)> {
     codes::decode_sum(iscc).map(|d| (d.header, d.data, d.instance, d.wide))
 }
 
-fn parse_hash(text: &str) -> Option<[u8; 32]> {
-    let hex = text.strip_prefix("1e20")?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (k, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * k..2 * k + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 #[derive(Deserialize)]
 struct JsonRecord<'a> {
     #[serde(borrow, default)]
@@ -74,8 +59,8 @@ struct JsonRecord<'a> {
     /// `pixels` records name their image so.
     #[serde(borrow, default)]
     image: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    path: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    path: Option<PathText>,
     #[serde(borrow, default)]
     iscc: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -90,24 +75,25 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Entry>, String> {
     }
     if trimmed[0] == b'{' {
         let text = std::str::from_utf8(trimmed).map_err(|_| "not UTF-8".to_string())?;
-        let text = unescape_line(text);
-        let rec: JsonRecord = serde_json::from_str(&text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let rec: JsonRecord = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
         let iscc = rec.iscc.ok_or("no \"iscc\" (a failed record?)")?;
         let (by_id, name) = match (rec.id.or(rec.image), &rec.path) {
             (Some(raw), _) if raw.get() != "null" => {
-                let name = match serde_json::from_str::<String>(raw.get()) {
-                    Ok(s) => s.into_bytes(),
+                let name = match serde_json::from_str::<PathText>(raw.get()) {
+                    Ok(s) => s.0,
                     Err(_) => raw.get().as_bytes().to_vec(),
                 };
                 (true, name)
             }
-            (_, Some(p)) => (false, bytes_of(p)),
+            (_, Some(p)) => (false, p.0.clone()),
             _ => return Err("neither \"id\" (or \"image\") nor \"path\"".into()),
         };
         let (header, data, instance, wide) =
             decode(&iscc).ok_or_else(|| format!("not an ISCC-SUM: {iscc:?}"))?;
         let datahash = match rec.datahash {
-            Some(d) => Some(parse_hash(&d).ok_or_else(|| format!("not a BLAKE3 datahash: {d:?}"))?),
+            Some(d) => {
+                Some(codes::parse_datahash(&d).ok_or_else(|| format!("not a BLAKE3 datahash: {d:?}"))?)
+            }
             None => None,
         };
         return Ok(Some(Entry { by_id, wide, name: name.into(), header, data, instance, datahash }));

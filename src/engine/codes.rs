@@ -103,6 +103,30 @@ pub fn decode_sum(iscc: &str) -> Option<DecodedSum> {
     })
 }
 
+impl DecodedSum {
+    /// The code as an `ISCC:` string again.
+    pub fn to_iscc(&self) -> String {
+        let unit = if self.wide { 16 } else { 8 };
+        let mut raw = self.header.to_vec();
+        raw.extend_from_slice(&self.data.to_be_bytes()[..unit]);
+        raw.extend_from_slice(&self.instance.to_be_bytes()[..unit]);
+        format!("ISCC:{}", iscc_lib::codec::encode_base32(&raw))
+    }
+}
+
+/// Parses a BLAKE3 datahash as `sum` writes it (`1e20` and 64 hex digits).
+pub fn parse_datahash(text: &str) -> Option<[u8; 32]> {
+    let hex = text.strip_prefix("1e20")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (k, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * k..2 * k + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Whether an ISCC-SUM string is of the wide (2×128-bit) kind, judged from its header.
 pub fn is_wide(iscc: &str) -> Option<bool> {
     decode_sum(iscc).map(|d| d.wide)

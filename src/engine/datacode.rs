@@ -121,6 +121,45 @@ impl DataHasher {
         self.minhash.fold(&[feature]);
     }
 
+    /// The open chunk: the bytes since the chain's last cut, which more data may still extend
+    /// (empty at the stream's start).
+    pub fn open_chunk(&self) -> &[u8] {
+        &self.tail
+    }
+
+    /// Ends the open chunk with the first bytes of `data`, as [`update`](Self::update) would,
+    /// and returns where the chain goes on in `data`; `None` when all of `data` went into the
+    /// still open chunk. For callers that chain the rest of `data` themselves (`concat`).
+    pub fn close_open_chunk(&mut self, data: &[u8]) -> Option<usize> {
+        self.finish_tail(data)
+    }
+
+    /// Takes the features of chunks that the caller found on this stream's chain.
+    pub fn fold(&mut self, features: &[u32]) {
+        self.minhash.fold(features);
+    }
+
+    /// Takes the minima of chunks that the caller found on this stream's chain.
+    pub fn merge(&mut self, minhash: &MinHash) {
+        self.minhash.merge(minhash);
+    }
+
+    /// Replaces the open chunk with the chunk that starts at a cut the caller's chain reached:
+    /// `bytes` are the stream's bytes from that cut to what has been fed so far. The caller's
+    /// chain must have taken the old open chunk's chunk ([`close_open_chunk`], or its own walk
+    /// from the open chunk's start).
+    ///
+    /// [`close_open_chunk`]: Self::close_open_chunk
+    pub fn restart_open_chunk(&mut self, bytes: &[u8]) {
+        self.tail.clear();
+        self.tail.extend_from_slice(bytes);
+    }
+
+    /// The minima of every chunk that has ended, and the open chunk.
+    pub fn into_parts(self) -> (MinHash, Vec<u8>) {
+        (self.minhash, self.tail)
+    }
+
     fn chain_sequential(&mut self, data: &[u8]) -> usize {
         let mut features = std::mem::take(&mut self.features);
         features.clear();
@@ -307,7 +346,7 @@ impl Segment {
 
 /// Folds the features of `spans` (a run of equal chunks adds its feature once: the minima
 /// do not change when a feature is folded again).
-fn fold_spans(minhash: &mut MinHash, spans: &[Span]) {
+pub fn fold_spans(minhash: &mut MinHash, spans: &[Span]) {
     let mut batch = [0u32; 256];
     for group in spans.chunks(batch.len()) {
         for (slot, span) in batch.iter_mut().zip(group) {

@@ -63,11 +63,19 @@ pub fn near_pairs(codes: &[u128], bits: u32, threshold: u32) -> Vec<(u32, u32)> 
     }
 }
 
+/// The XOR masks of a 16-bit block that change at most `radius` of its bits, fewest first:
+/// the values within `radius` of a block value `v` are `v ^ mask`.
+pub fn block_masks(radius: u32) -> Vec<usize> {
+    let mut masks: Vec<usize> = (0..1usize << 16).filter(|m| m.count_ones() <= radius).collect();
+    masks.sort_by_key(|m| (m.count_ones(), *m));
+    masks
+}
+
 fn pairs_of<T: Bits>(codes: &[u128], threshold: u32) -> Vec<(u32, u32)> {
     let codes: Vec<T> = codes.iter().map(|&c| T::from_left(c)).collect();
     let blocks = (T::BITS / 16) as usize;
     let radius = threshold / blocks as u32;
-    let masks: Vec<usize> = (0..1usize << 16).filter(|m| m.count_ones() <= radius).collect();
+    let masks = block_masks(radius);
     let mut found = Vec::new();
     for b in 0..blocks {
         let mut offsets = vec![0usize; (1 << 16) + 1];

@@ -1,6 +1,8 @@
 //! One pass over a byte stream: Data-Code, Instance-Code (BLAKE3) and OMERO checksums fed
 //! from the same buffer, on parallel threads when the buffer is large.
 
+use crate::engine::beneath::{self, Roots};
+use crate::engine::budget::Budget;
 use crate::engine::checksum::{Algorithm, Checksum};
 use crate::engine::codes::Digests;
 use crate::engine::datacode::DataHasher;
@@ -10,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Buffers at least this large are split between threads.
 const PARALLEL_MIN: usize = 1 << 20;
@@ -25,15 +28,27 @@ pub struct HashConfig {
     pub mmap: bool,
     /// OMERO checksums to compute alongside.
     pub checksums: Vec<Algorithm>,
+    /// With `--root`: the roots files are opened beneath (see `beneath`); else files are
+    /// opened by name.
+    pub roots: Option<Arc<Roots>>,
+    /// The run's time budget and file size ceiling.
+    pub budget: Budget,
 }
 
 /// The running state of one record's stream.
 pub struct StreamHasher {
     data: DataHasher,
+    rest: InstanceHasher,
+    parallel: bool,
+}
+
+/// Everything of a stream's pass but its Data-Code: BLAKE3 (the Instance-Code), the size and
+/// the OMERO checksums. Kept apart so that a group's files can share their Data-Code's
+/// chunking with the group's while each stream keeps its own BLAKE3 (`group`).
+pub struct InstanceHasher {
     instance: blake3::Hasher,
     size: u64,
     checksums: Vec<Checksum>,
-    parallel: bool,
 }
 
 /// What a finished stream yields.
@@ -47,43 +62,76 @@ impl StreamHasher {
     pub fn new(config: &HashConfig) -> Self {
         StreamHasher {
             data: DataHasher::new(config.parallel),
-            instance: blake3::Hasher::new(),
-            size: 0,
-            checksums: config.checksums.iter().map(|&a| Checksum::new(a)).collect(),
+            rest: InstanceHasher::new(config),
             parallel: config.parallel,
         }
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
-        self.size += bytes.len() as u64;
-        let (data, instance, checksums) = (&mut self.data, &mut self.instance, &mut self.checksums);
-        let rest = |instance: &mut blake3::Hasher, checksums: &mut Vec<Checksum>| {
-            if bytes.len() >= BLAKE3_RAYON_MIN && rayon::current_num_threads() > 1 {
-                instance.update_rayon(bytes);
-            } else {
-                instance.update(bytes);
-            }
-            for c in checksums.iter_mut() {
-                c.update(bytes);
-            }
-        };
-        if self.parallel && bytes.len() >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
-            // BLAKE3 and the checksums run beside the Data-Code's sequential stitching.
-            data.update_alongside(bytes, || rest(instance, checksums));
-        } else {
-            data.update(bytes);
-            rest(instance, checksums);
-        }
+        update_with(&mut self.data, bytes, &mut [&mut self.rest], bytes, self.parallel);
+    }
+
+    /// The Data-Code's hasher and the rest, for a caller that feeds them different bytes.
+    pub fn parts_mut(&mut self) -> (&mut DataHasher, &mut InstanceHasher) {
+        (&mut self.data, &mut self.rest)
     }
 
     pub fn finish(self) -> Outcome {
-        let digests = Digests {
-            data: self.data.finalize(),
-            instance: *self.instance.finalize().as_bytes(),
-            filesize: self.size,
-        };
+        self.rest.finish(self.data.finalize())
+    }
+}
+
+impl InstanceHasher {
+    pub fn new(config: &HashConfig) -> Self {
+        InstanceHasher {
+            instance: blake3::Hasher::new(),
+            size: 0,
+            checksums: config.checksums.iter().map(|&a| Checksum::new(a)).collect(),
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.size += bytes.len() as u64;
+        if bytes.len() >= BLAKE3_RAYON_MIN && rayon::current_num_threads() > 1 {
+            self.instance.update_rayon(bytes);
+        } else {
+            self.instance.update(bytes);
+        }
+        for c in self.checksums.iter_mut() {
+            c.update(bytes);
+        }
+    }
+
+    /// The stream's outcome, with the Data-Code's digest computed elsewhere.
+    pub fn finish(self, data: [u8; 32]) -> Outcome {
+        let digests = Digests { data, instance: *self.instance.finalize().as_bytes(), filesize: self.size };
         let checksums = self.checksums.into_iter().map(|c| (c.algorithm(), c.finish())).collect();
         Outcome { digests, checksums }
+    }
+}
+
+/// One step of a pass: `data_bytes` to the Data-Code's hasher, `bytes` (the same bytes, or a
+/// longer stretch ending with them) to each of `rest`. On a large buffer, BLAKE3 and the
+/// checksums run beside the Data-Code's sequential stitching.
+pub fn update_with(
+    data: &mut DataHasher,
+    data_bytes: &[u8],
+    rest: &mut [&mut InstanceHasher],
+    bytes: &[u8],
+    parallel: bool,
+) {
+    let threads = rayon::current_num_threads();
+    let update_rest = || match rest {
+        [a, b] if parallel && threads > 1 && bytes.len() >= PARALLEL_MIN => {
+            rayon::join(|| a.update(bytes), || b.update(bytes));
+        }
+        rest => rest.iter_mut().for_each(|r| r.update(bytes)),
+    };
+    if parallel && bytes.len() >= PARALLEL_MIN && threads > 1 {
+        data.update_alongside(data_bytes, update_rest);
+    } else {
+        data.update(data_bytes);
+        update_rest();
     }
 }
 
@@ -98,20 +146,37 @@ pub fn update_all(hashers: &mut [&mut StreamHasher], bytes: &[u8]) {
     }
 }
 
-/// Opens `path` for hashing: regular files only. Anything else (FIFO, device, socket,
-/// directory) is refused before it is opened, so a FIFO cannot block the run.
-pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), Failure> {
-    let meta = std::fs::metadata(path).map_err(|e| Failure::io(&e))?;
-    refuse_non_regular(&meta)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| Failure::io(&e))?;
+/// Opens `path` for hashing: regular files only, beneath the run's roots when it has some,
+/// within its budget. Anything else (FIFO, device, socket, directory) is refused before it is
+/// opened, so a FIFO cannot block the run; a file over the size ceiling is refused before a
+/// byte of it is read.
+pub fn open_regular(path: &Path, config: &HashConfig) -> Result<(File, std::fs::Metadata), Failure> {
+    config.budget.check_time()?;
+    let file = match &config.roots {
+        Some(roots) => {
+            // Not by name through links: a link here appeared after the path was checked,
+            // and the open below refuses it.
+            let meta = std::fs::symlink_metadata(path).map_err(|e| Failure::io(&e))?;
+            if !meta.file_type().is_symlink() {
+                refuse_non_regular(&meta)?;
+            }
+            roots.open(path, beneath::READ_FLAGS)?
+        }
+        None => {
+            let meta = std::fs::metadata(path).map_err(|e| Failure::io(&e))?;
+            refuse_non_regular(&meta)?;
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path)
+                .map_err(|e| Failure::io(&e))?
+        }
+    };
     // The path may have been swapped between stat and open: judge what was opened.
     let meta = file.metadata().map_err(|e| Failure::io(&e))?;
     refuse_non_regular(&meta)?;
     refuse_generated(&file)?;
+    config.budget.check_size(meta.len())?;
     Ok((file, meta))
 }
 
@@ -164,8 +229,8 @@ fn refuse_non_regular(meta: &std::fs::Metadata) -> Result<(), Failure> {
 
 /// Hashes one regular file into the given streams.
 pub fn feed_path(path: &Path, config: &HashConfig, sink: &mut dyn FnMut(&[u8])) -> Result<u64, Failure> {
-    let (file, meta) = open_regular(path)?;
-    source::feed_file(&file, &meta, config.mmap, sink)
+    let (file, meta) = open_regular(path, config)?;
+    source::feed_file_until(&file, &meta, config.mmap, config.budget.deadline, sink)
 }
 
 /// Hashes one regular file.
@@ -175,17 +240,9 @@ pub fn hash_path(path: &Path, config: &HashConfig) -> Result<Outcome, Failure> {
     Ok(hasher.finish())
 }
 
-/// Hashes regular files as one stream, in order (a tree, or a group's concatenation); a
-/// failure names the file it happened on.
-pub fn hash_files(files: &[std::path::PathBuf], config: &HashConfig) -> Result<Outcome, Failure> {
-    let resolved: Vec<Result<std::path::PathBuf, Failure>> = files.iter().cloned().map(Ok).collect();
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    crate::engine::group::hash_group(&resolved, &names, config, false).group
-}
-
 /// Hashes a stream to its end.
 pub fn hash_reader(reader: &mut dyn Read, config: &HashConfig) -> Result<Outcome, Failure> {
     let mut hasher = StreamHasher::new(config);
-    source::feed_reader(reader, &mut |b| hasher.update(b)).map_err(|e| Failure::io(&e))?;
+    source::feed_reader(reader, config.budget.deadline, &mut |b| hasher.update(b))?;
     Ok(hasher.finish())
 }

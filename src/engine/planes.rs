@@ -16,11 +16,13 @@
 //! {"abort": "getPlane failed: ..."}                    or: the producer gave it up
 //! ```
 //!
-//! Anything else where a control frame is due is garbage: it ends the current image with an
-//! error, and the reader skips lines until the next `image` frame. The bytes of a `bytes`
-//! frame are never interpreted, so pixel data can hold any value, newlines included.
+//! Each frame has exactly its keys. Anything else where a control frame is due is garbage: it
+//! ends the current image with an error, and the reader skips frames until the next `image`
+//! frame. An `image` frame with unusable fields is that image's failure (its bytes frames are
+//! skipped the same way), and a `bytes` frame where no image is open is one stray frame. The
+//! bytes of a `bytes` frame are never interpreted, also when they are skipped, so pixel data
+//! can hold any value, newlines and frames included.
 
-use serde::Deserialize;
 use serde_json::Value;
 use std::io::{self, BufRead, Read};
 
@@ -40,9 +42,13 @@ pub enum Event {
     End,
     /// `{"abort": why}`.
     Abort(String),
-    /// A malformed frame (its message), a stray line, or an `image` frame with bad fields.
-    /// `id` is the image it names, when it names one.
-    Garbage { message: String, id: Option<Value> },
+    /// A malformed frame or a stray line (its message).
+    Garbage(String),
+    /// An `image` frame whose fields cannot be used: the image it names (a number, a string or
+    /// whatever it held) and why. Its bytes frames are skipped.
+    BadImage { id: Value, message: String },
+    /// A `bytes` frame where no image is open: one event per frame, its bytes skipped.
+    Stray { bytes: u64 },
     /// The stream ended inside a `bytes` frame: `missing` bytes of it never came.
     Truncated { missing: u64 },
 }
@@ -61,21 +67,63 @@ impl Header {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ImageFrame {
-    image: Value,
-    planes: u64,
-    plane_bytes: u64,
+/// A control frame, read with its exact keys: a frame with a key it does not have is no frame
+/// (so `{"bytes": 1, "end": true}` cannot pass for a bytes frame that drops the `end`).
+enum Control {
+    /// An `image` frame: the id it names, and its shape or why the shape is unusable.
+    Image {
+        id: Value,
+        shape: Result<(u64, u64), String>,
+    },
+    Bytes(u64),
+    End(bool),
+    Abort(String),
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Control {
-    Image(ImageFrame),
-    Bytes { bytes: u64 },
-    End { end: bool },
-    Abort { abort: String },
+impl Control {
+    /// The frame on a line, or `None` when the line is no frame at all.
+    fn parse(text: &[u8]) -> Option<Control> {
+        let serde_json::Value::Object(mut map) = serde_json::from_slice(text).ok()? else {
+            return None;
+        };
+        if let Some(id) = map.remove("image") {
+            // A frame that names an image is that image's frame, however wrong the rest: its
+            // record carries the id and the reason.
+            return Some(Control::Image { id, shape: image_shape(map) });
+        }
+        if map.len() != 1 {
+            return None;
+        }
+        let (key, value) = map.into_iter().next()?;
+        match (key.as_str(), value) {
+            ("bytes", value) => value.as_u64().map(Control::Bytes),
+            ("end", Value::Bool(end)) => Some(Control::End(end)),
+            ("abort", Value::String(why)) => Some(Control::Abort(why)),
+            _ => None,
+        }
+    }
+}
+
+/// The `planes` and `plane_bytes` of an image frame (the rest of its keys), checked.
+fn image_shape(mut rest: serde_json::Map<String, Value>) -> Result<(u64, u64), String> {
+    let mut count = |key: &str| match rest.remove(key) {
+        Some(v) => v.as_u64().ok_or_else(|| format!("\"{key}\" is not a count of at most 2^64 - 1: {v}")),
+        None => Err(format!("an image frame has no \"{key}\"")),
+    };
+    let planes = count("planes")?;
+    let plane_bytes = count("plane_bytes")?;
+    if let Some(key) = rest.keys().next() {
+        return Err(format!("an image frame has no key \"{key}\" (only image, planes, plane_bytes)"));
+    }
+    if planes == 0 || plane_bytes == 0 {
+        return Err(format!(
+            "an image has at least one plane of at least one byte (got {planes} × {plane_bytes})"
+        ));
+    }
+    if planes.checked_mul(plane_bytes).is_none() {
+        return Err(format!("{planes} planes of {plane_bytes} bytes overflow a 64-bit count"));
+    }
+    Ok((planes, plane_bytes))
 }
 
 /// Reads events from a framed stream; bounded memory whatever the frames declare.
@@ -83,14 +131,16 @@ pub struct Reader<R> {
     input: R,
     /// Raw bytes still due in the current `bytes` frame.
     pending: u64,
-    /// After garbage: skip lines until an `image` frame.
+    /// After garbage: skip frames until an `image` frame.
     resync: bool,
+    /// An image began and has not ended: bytes frames belong to it.
+    open: bool,
     line: Vec<u8>,
 }
 
 impl<R: BufRead> Reader<R> {
     pub fn new(input: R) -> Self {
-        Reader { input, pending: 0, resync: false, line: Vec::new() }
+        Reader { input, pending: 0, resync: false, open: false, line: Vec::new() }
     }
 
     /// The next event; `None` at the end of the stream. `spare` is a buffer to reuse for
@@ -105,58 +155,84 @@ impl<R: BufRead> Reader<R> {
                 if self.resync {
                     continue;
                 }
-                self.resync = true;
-                let message = format!("a control line longer than {MAX_LINE} bytes");
-                return Ok(Some(Event::Garbage { message, id: None }));
+                return Ok(Some(self.garbage(format!("a control line longer than {MAX_LINE} bytes"))));
             }
             let text = trim_newline(&self.line);
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue; // blank lines separate nothing; allowed anywhere a frame is due
             }
-            let parsed: Result<Control, _> = serde_json::from_slice(text);
-            if self.resync && !matches!(parsed, Ok(Control::Image(_))) {
-                continue;
+            let parsed = Control::parse(text);
+            if self.resync {
+                match parsed {
+                    Some(Control::Image { .. }) => self.resync = false,
+                    // A skipped image's bytes are skipped by their count, never read as lines:
+                    // pixel data may hold anything, frames included.
+                    Some(Control::Bytes(n)) => {
+                        self.skip(n)?;
+                        continue;
+                    }
+                    _ => continue,
+                }
             }
-            self.resync = false;
             let event = match parsed {
-                Ok(Control::Image(frame)) => self.begin(frame),
-                Ok(Control::Bytes { bytes: 0 }) => continue,
-                Ok(Control::Bytes { bytes }) => {
+                Some(Control::Image { id, shape }) => self.begin(id, shape),
+                Some(Control::Bytes(0)) => continue,
+                Some(Control::Bytes(bytes)) if !self.open => {
+                    self.skip(bytes)?;
+                    Event::Stray { bytes }
+                }
+                Some(Control::Bytes(bytes)) => {
                     self.pending = bytes;
                     return self.data(spare).map(Some);
                 }
-                Ok(Control::End { end: true }) => Event::End,
-                Ok(Control::Abort { abort }) => Event::Abort(abort),
-                Ok(Control::End { end: false }) | Err(_) => {
-                    self.resync = true;
-                    Event::Garbage { message: describe_garbage(text), id: None }
+                Some(Control::End(true)) => {
+                    self.open = false;
+                    Event::End
+                }
+                Some(Control::Abort(why)) => {
+                    self.open = false;
+                    Event::Abort(why)
+                }
+                Some(Control::End(false)) | None => {
+                    let message = describe_garbage(text);
+                    self.garbage(message)
                 }
             };
             return Ok(Some(event));
         }
     }
 
-    fn begin(&mut self, frame: ImageFrame) -> Event {
-        let ImageFrame { image, planes, plane_bytes } = frame;
-        let problem = if !(image.is_string() || image.is_u64() || image.is_i64()) {
-            Some("an image id is a number or a string".to_string())
-        } else if planes == 0 || plane_bytes == 0 {
-            Some(format!(
-                "an image has at least one plane of at least one byte (got {planes} × {plane_bytes})"
-            ))
-        } else if planes.checked_mul(plane_bytes).is_none() {
-            Some(format!("{planes} planes of {plane_bytes} bytes overflow a 64-bit count"))
+    /// Garbage ends the open image; frames are skipped until the next `image` frame.
+    fn garbage(&mut self, message: String) -> Event {
+        self.resync = true;
+        self.open = false;
+        Event::Garbage(message)
+    }
+
+    fn begin(&mut self, id: Value, shape: Result<(u64, u64), String>) -> Event {
+        let shape = if id.is_string() || id.is_u64() || id.is_i64() {
+            shape
         } else {
-            None
+            Err("an image id is a number or a string".to_string())
         };
-        match problem {
-            Some(message) => {
-                // Its bytes frames follow: skip them as garbage until the next image.
-                self.resync = true;
-                Event::Garbage { message, id: Some(image) }
+        match shape {
+            Ok((planes, plane_bytes)) => {
+                self.open = true;
+                Event::Begin(Header { id, planes, plane_bytes })
             }
-            None => Event::Begin(Header { id: image, planes, plane_bytes }),
+            Err(message) => {
+                // Its bytes frames follow: skip them until the next image.
+                self.resync = true;
+                self.open = false;
+                Event::BadImage { id, message }
+            }
         }
+    }
+
+    /// Reads and drops the `n` raw bytes of a skipped `bytes` frame (fewer if the stream ends).
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        io::copy(&mut (&mut self.input).take(n), &mut io::sink())?;
+        Ok(())
     }
 
     /// Reads up to a piece of the current `bytes` frame.
@@ -167,6 +243,7 @@ impl<R: BufRead> Reader<R> {
         if got < want {
             let missing = self.pending - got as u64;
             self.pending = 0;
+            self.open = false;
             return Ok(Event::Truncated { missing });
         }
         self.pending -= got as u64;
@@ -228,7 +305,9 @@ mod tests {
                 Event::Data(d) => format!("data {}", d.len()),
                 Event::End => "end".into(),
                 Event::Abort(why) => format!("abort {why}"),
-                Event::Garbage { message, id } => format!("garbage {id:?} {message}"),
+                Event::Garbage(message) => format!("garbage {message}"),
+                Event::BadImage { id, message } => format!("bad image {id} {message}"),
+                Event::Stray { bytes } => format!("stray {bytes}"),
                 Event::Truncated { missing } => format!("truncated {missing}"),
             });
         }
@@ -249,7 +328,7 @@ mod tests {
                       {\"image\": \"b\", \"planes\": 1, \"plane_bytes\": 1}\n{\"bytes\": 1}\nz{\"end\": true}\n";
         assert_eq!(
             events(input),
-            ["begin 1 1x2", "garbage None not a frame: \"xx\"", "begin \"b\" 1x1", "data 1", "end"]
+            ["begin 1 1x2", "garbage not a frame: \"xx\"", "begin \"b\" 1x1", "data 1", "end"]
         );
     }
 
@@ -259,8 +338,42 @@ mod tests {
                       {\"image\": [1], \"planes\": 1, \"plane_bytes\": 1}\n";
         let got = events(input);
         assert_eq!(got.len(), 2, "{got:?}");
-        assert!(got[0].starts_with("garbage Some(Number(7)) an image has at least one plane"), "{got:?}");
+        assert!(got[0].starts_with("bad image 7 an image has at least one plane"), "{got:?}");
         assert!(got[1].contains("a number or a string"), "{got:?}");
+    }
+
+    #[test]
+    fn skipped_frames_are_skipped_by_their_count_and_stray_bytes_are_one_event() {
+        // The bad image's bytes hold what looks like an image frame: it is not read as one.
+        let input = b"{\"image\": 7, \"planes\": 0, \"plane_bytes\": 1}\n{\"bytes\": 58}\n\
+                      {\"image\": 9, \"planes\": 1, \"plane_bytes\": 1}\n{\"end\": true}\n\
+                      {\"end\": true}\n{\"image\": 2, \"planes\": 1, \"plane_bytes\": 1}\n{\"abort\": \"x\"}\n\
+                      {\"bytes\": 3}\nabc{\"bytes\": 1}\n\n";
+        let got = events(input);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert!(got[0].starts_with("bad image 7 "), "{got:?}");
+        assert_eq!(got[1..], ["begin 2 1x1", "abort x", "stray 3", "stray 1"]);
+    }
+
+    #[test]
+    fn frames_have_exactly_their_keys() {
+        for line in [
+            "{\"bytes\": 1, \"end\": true}",
+            "{\"end\": true, \"x\": 0}",
+            "{\"abort\": 1}",
+            "{\"end\": \"yes\"}",
+            "[1]",
+        ] {
+            let input = format!("{{\"image\": 1, \"planes\": 1, \"plane_bytes\": 1}}\n{line}\n");
+            let got = events(input.as_bytes());
+            assert_eq!(got.len(), 2, "{line}: {got:?}");
+            assert!(got[1].starts_with("garbage not a frame"), "{line}: {got:?}");
+        }
+        let input = b"{\"image\": \"x\", \"planes\": 1, \"plane_bytes\": 1, \"extra\": 1}\n";
+        assert_eq!(
+            events(input),
+            ["bad image \"x\" an image frame has no key \"extra\" (only image, planes, plane_bytes)"]
+        );
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! hashed, so resident memory stays bounded whatever the file's size; the next window's
 //! range is handed to the kernel's read-ahead while the current one is hashed. A file that
 //! changes while it is read (size or modification time differ between windows, or it
-//! shrinks under a window: see `sigbus`) fails with `changed_while_reading`.
+//! shrinks under a window: see `sigbus`) fails with `changed_while_reading`. With a deadline
+//! (`--time-budget`), a file is given up between two windows or buffers once it has passed.
 
+use crate::engine::budget::check_deadline;
 use crate::engine::sigbus::Watch;
 use crate::error::{ErrorKind, Failure};
 use memmap2::{Advice, MmapOptions};
@@ -16,6 +18,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// Bytes mapped at a time. A multiple of every page size in use.
 pub const WINDOW: u64 = 32 << 20;
@@ -84,11 +87,23 @@ pub fn feed_file(
     use_mmap: bool,
     sink: &mut dyn FnMut(&[u8]),
 ) -> Result<u64, Failure> {
+    feed_file_until(file, meta, use_mmap, None, sink)
+}
+
+/// [`feed_file`] that gives the file up (with a `budget` failure) at the first window or buffer
+/// that starts after `deadline`.
+pub fn feed_file_until(
+    file: &File,
+    meta: &Metadata,
+    use_mmap: bool,
+    deadline: Option<Instant>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<u64, Failure> {
     let before = Stamp::of(meta);
     let fed = if use_mmap && before.size >= MMAP_MIN {
-        feed_mapped(file, before, sink)?
+        feed_mapped(file, before, deadline, sink)?
     } else {
-        feed_read(file, before.size, sink)?
+        feed_read(file, before.size, deadline, sink)?
     };
     let after = Stamp::now(file)?;
     if after != before || fed != before.size {
@@ -97,9 +112,15 @@ pub fn feed_file(
     Ok(fed)
 }
 
-fn feed_mapped(file: &File, stamp: Stamp, sink: &mut dyn FnMut(&[u8])) -> Result<u64, Failure> {
+fn feed_mapped(
+    file: &File,
+    stamp: Stamp,
+    deadline: Option<Instant>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<u64, Failure> {
     let mut offset = 0;
     while offset < stamp.size {
+        check_deadline(deadline)?;
         let len = WINDOW.min(stamp.size - offset);
         let next = offset + len;
         if next < stamp.size {
@@ -132,7 +153,7 @@ fn feed_mapped(file: &File, stamp: Stamp, sink: &mut dyn FnMut(&[u8])) -> Result
             Ok(map) => map,
             // A file system that cannot map: read this window instead.
             Err(_) => {
-                feed_range(file, offset, len, sink)?;
+                feed_range(file, offset, len, deadline, sink)?;
                 offset = next;
                 continue;
             }
@@ -140,7 +161,7 @@ fn feed_mapped(file: &File, stamp: Stamp, sink: &mut dyn FnMut(&[u8])) -> Result
         let _ = map.advise(Advice::Sequential);
         let Some(watch) = Watch::new(map.as_ptr(), map.len()) else {
             drop(map);
-            feed_range(file, offset, len, sink)?;
+            feed_range(file, offset, len, deadline, sink)?;
             offset = next;
             continue;
         };
@@ -179,10 +200,17 @@ fn zeros() -> &'static [u8] {
 }
 
 /// Reads `[offset, offset + len)` with positional reads.
-fn feed_range(file: &File, offset: u64, len: u64, sink: &mut dyn FnMut(&[u8])) -> Result<(), Failure> {
+fn feed_range(
+    file: &File,
+    offset: u64,
+    len: u64,
+    deadline: Option<Instant>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<(), Failure> {
     with_buffer(len as usize, |buf| {
         let mut done = 0;
         while done < len {
+            check_deadline(deadline)?;
             let want = (len - done).min(buf.len() as u64) as usize;
             let n = file.read_at(&mut buf[..want], offset + done).map_err(|e| Failure::io(&e))?;
             if n == 0 {
@@ -195,10 +223,15 @@ fn feed_range(file: &File, offset: u64, len: u64, sink: &mut dyn FnMut(&[u8])) -
     })
 }
 
-fn feed_read(mut file: &File, size: u64, sink: &mut dyn FnMut(&[u8])) -> Result<u64, Failure> {
+fn feed_read(
+    mut file: &File,
+    size: u64,
+    deadline: Option<Instant>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<u64, Failure> {
     // One byte more than the size, so that a file that grew is noticed in the same read.
     let need = usize::try_from(size).unwrap_or(usize::MAX).saturating_add(1);
-    read_all(&mut file, need, sink).map_err(|e| Failure::io(&e))
+    read_all(&mut file, need, deadline, sink)
 }
 
 /// Reads a small regular file whole into `buf`, which is exactly as long as the file was when
@@ -230,15 +263,25 @@ pub fn read_whole(file: &File, meta: &Metadata, buf: &mut [u8]) -> Result<(), Fa
     Ok(())
 }
 
-/// Feeds a stream (standard input, a pipe) until its end.
-pub fn feed_reader(reader: &mut dyn Read, sink: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
-    read_all(reader, BUFFER, sink)
+/// Feeds a stream (standard input, a pipe) until its end, or until `deadline`.
+pub fn feed_reader(
+    reader: &mut dyn Read,
+    deadline: Option<Instant>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<u64, Failure> {
+    read_all(reader, BUFFER, deadline, sink)
 }
 
-fn read_all(reader: &mut dyn Read, need: usize, sink: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+fn read_all(
+    reader: &mut dyn Read,
+    need: usize,
+    deadline: Option<Instant>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<u64, Failure> {
     with_buffer(need, |buf| {
         let mut total = 0u64;
         loop {
+            check_deadline(deadline)?;
             // Fill the buffer before hashing: pipes deliver small pieces, hashers like big ones.
             let mut filled = 0;
             while filled < buf.len() {
@@ -246,7 +289,7 @@ fn read_all(reader: &mut dyn Read, need: usize, sink: &mut dyn FnMut(&[u8])) -> 
                     Ok(0) => break,
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(Failure::io(&e)),
                 }
             }
             if filled == 0 {

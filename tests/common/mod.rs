@@ -42,18 +42,19 @@ pub fn stderr(out: &Output) -> String {
 
 /// The JSON lines the binary wrote. Each must also read into its serde type with unknown
 /// fields denied (`records::Line` for `sum`, `similar::GroupLine` for `similar`), so a
-/// renamed or extra field fails the test that reads it.
+/// renamed or extra field fails the test that reads it. (`Value` cannot hold the `\udcXY`
+/// escapes of names that are not UTF-8: there they read as the Latin-1 character of their
+/// byte; the typed read is exact.)
 pub fn json_lines(out: &Output) -> Vec<Value> {
     stdout(out)
         .lines()
         .map(|l| {
-            let value: Value = serde_json::from_str(l).expect("each line is JSON");
-            let text = omero_iscc::pathcodec::unescape_line(l);
+            let value: Value = serde_json::from_str(&l.replace("\\udc", "\\u00")).expect("each line is JSON");
             if value.get("kind").is_some() {
-                let typed: Result<omero_iscc::commands::similar::GroupLine, _> = serde_json::from_str(&text);
+                let typed: Result<omero_iscc::commands::similar::GroupLine, _> = serde_json::from_str(l);
                 typed.unwrap_or_else(|e| panic!("not a similar group line ({e}): {l}"));
             } else {
-                let typed: Result<omero_iscc::records::Line, _> = serde_json::from_str(&text);
+                let typed: Result<omero_iscc::records::Line, _> = serde_json::from_str(l);
                 typed.unwrap_or_else(|e| panic!("not a sum record ({e}): {l}"));
             }
             value

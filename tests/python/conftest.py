@@ -1,5 +1,6 @@
 """Fixtures of the Python tests: the real worker binary, real sample files laid out as an
-OMERO ManagedRepository, and the in-memory OMERO stand-in (fake_omero.py)."""
+OMERO ManagedRepository, and the stand-in OMERO server on the wire (tests/standin/: each test
+builds its world, the helper talks to it through omero-py over Ice)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 TOP = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(TOP / "omero_scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(TOP / "tests"))
 
 from fake_server import FakeServer  # noqa: E402
 
@@ -23,7 +25,35 @@ NS = "org.iscc.omero.sum"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "omero: needs a live OMERO server (OMERO_ISCC_TEST_HOST etc.)")
+    config.addinivalue_line(
+        "markers", "omero: the live suite (a real server with OMERO_ISCC_TEST_HOST, else the stand-in)"
+    )
+
+
+_LIVE: dict = {}
+
+
+def pytest_runtest_logreport(report):
+    if "test_live_omero.py" in report.nodeid and (report.when == "call" or report.outcome != "passed"):
+        _LIVE[report.outcome] = _LIVE.get(report.outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Says where the live suite ran and how it went, so a run's output shows it."""
+    if _LIVE:
+        where = os.environ.get("OMERO_ISCC_TEST_HOST") or "the stand-in server on the wire"
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(_LIVE.items()))
+        terminalreporter.write_line(f"live suite (tests/python/test_live_omero.py) against {where}: {counts}")
+
+
+@pytest.fixture(autouse=True)
+def _close_standin_clients():
+    """After each test, the clients it opened into stand-in worlds are closed (each is an Ice
+    communicator with its threads) and the worlds' sessions forgotten."""
+    yield
+    from standin import world
+
+    world.close_all()
 
 
 @pytest.fixture(scope="session")

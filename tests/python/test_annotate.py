@@ -30,7 +30,7 @@ KEYS = [
 def load_script(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, TOP / "omero_scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, TOP / "omero_scripts" / "omero_iscc" / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -203,7 +203,7 @@ def test_scripts_parse(monkeypatch):
     # parse_file leaves each script's client behind (it exits by exception); close them here.
     monkeypatch.setattr(omero, "client", recording_client)
     try:
-        for script in sorted((TOP / "omero_scripts").glob("ISCC_*.py")):
+        for script in sorted((TOP / "omero_scripts" / "omero_iscc" / "scripts").glob("ISCC_*.py")):
             params = omero.scripts.parse_file(str(script))
             assert params.name == script.name
             names = list(params.inputs)

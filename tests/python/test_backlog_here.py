@@ -6,7 +6,6 @@ and the sbatch options that would break tracking refused."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -40,33 +39,6 @@ from omero_iscc.slurm import array_spec
 
 def admin(server):
     return lambda c: (None, server.access(0))  # the administrator's session
-
-
-class OneCallAtATime:
-    """A session whose calls, across this process's threads, reach the stand-in one at a time,
-    as a server's transactions would: the in-process stand-in is not made for threads, and the
-    races that matter here are between calls (triage, save), not inside one."""
-
-    lock = threading.RLock()
-
-    def __init__(self, omero) -> None:
-        self._omero = omero
-
-    def __getattr__(self, name: str):
-        attr = getattr(self._omero, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args, **kwargs):
-            with OneCallAtATime.lock:
-                result = attr(*args, **kwargs)
-                return iter(list(result)) if inspect.isgenerator(result) else result
-
-        return call
-
-
-def admin_in_threads(server):
-    return lambda c: (None, OneCallAtATime(server.access(0)))
 
 
 def test_local_runs_plan_hash_and_ingest_in_one_command(tmp_path, worker, capsys):
@@ -153,11 +125,11 @@ def test_two_ingests_and_the_scheduler_at_once_annotate_each_image_once(tmp_path
 
     def ingest(name: str) -> None:
         start.wait()
-        statuses[name] = main(["--config", str(cfg), "backlog", "ingest"], connect=admin_in_threads(server))
+        statuses[name] = main(["--config", str(cfg), "backlog", "ingest"], connect=admin(server))
 
     def scheduler() -> None:
         start.wait()
-        statuses["scheduler"] = Scheduler(settings, admin_in_threads(server)).run(once=True)
+        statuses["scheduler"] = Scheduler(settings, admin(server)).run(once=True)
 
     threads = [threading.Thread(target=ingest, args=(n,)) for n in ("first", "second")]
     threads.append(threading.Thread(target=scheduler))

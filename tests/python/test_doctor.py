@@ -69,3 +69,29 @@ def test_failures_say_what_to_fix(world, tmp_path):
 class Closer:
     def closeSession(self):
         pass
+
+
+def test_the_worker_found_is_named_with_its_version_and_another_release_is_refused(tmp_path, worker):
+    cfg = Config(worker=worker, state_dir=str(tmp_path / "state"), repository=str(tmp_path / "not-mounted"))
+    status, lines = run(cfg, None, ["processing"])
+    assert f"OK   worker found: {worker} (configured)" in lines
+    assert "OK   worker version: 0.1.0 (the helper's)" in lines
+    other = tmp_path / "omero-iscc"
+    other.write_text(
+        f'#!/bin/sh\n[ "$1" = --version ] && {{ echo "omero-iscc 0.0.9"; exit 0; }}\nexec "{worker}" "$@"\n'
+    )
+    other.chmod(0o755)
+    status, lines = run(Config(worker=str(other), state_dir=str(tmp_path / "state")), None, ["processing"])
+    assert status == 1
+    assert "FAIL worker version: 0.0.9, but the helper is 0.1.0: install the worker of the same release" in (
+        "\n".join(lines)
+    )
+    assert not any("selftest" in line for line in lines), "a worker of another release is not used further"
+
+
+def test_the_webhook_url_is_masked_in_the_doctors_report(tmp_path):
+    cfg = Config(state_dir=str(tmp_path / "state"), webhook_url="http://127.0.0.1:9/hooks/SECRET-TOKEN")
+    status, lines = run(cfg, None, ["service"])
+    assert status == 1
+    text = "\n".join(lines)
+    assert "FAIL webhook answers: http://127.0.0.1:9/***" in text and "SECRET-TOKEN" not in text

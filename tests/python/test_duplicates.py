@@ -33,7 +33,7 @@ def variants(world):
         p.write_bytes(content)
         [made[label]] = fake.add_fileset([fake.original_file(str(p), d)], d, names=[label])
         world.disk[made[label]] = [p]
-    fake.containers[("Dataset", world.dataset)] += list(made.values())
+    fake.add_to_container("Dataset", world.dataset, list(made.values()))
     return made
 
 

@@ -1,4 +1,4 @@
-"""The pixel code (IMAGEWALK) through the stand-in's RawPixelsStore: bit-exact against
+"""The pixel code (IMAGEWALK) through the stand-in's RawPixelsStore on the wire: bit-exact against
 iscc-bio 0.2.0 on OME-TIFF files written with tifffile (tests/reference/iscc_bio_pixels.py),
 against the spec where iscc-bio departs from it, and robust where the server refuses."""
 
@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fake_pixels
+import Ice
 import pytest
 from conftest import reference
-from fake_server import ConnectionLost, FakeServer
+from fake_server import FakeServer
+from standin import pixels as fake_pixels
 
 from omero_iscc import PIXELS_NAMESPACE
 from omero_iscc.annotate import annotate_codes, annotate_pixels
@@ -111,7 +112,7 @@ def test_planes_over_the_maximum_plane_size_are_read_as_strips(tmp_path, worker,
         assert result.iscc == case["biocode"]["iscc_code"], result.error
         tiles = server.calls.get("getTile", 0) - before.get("getTile", 0)
         assert tiles == (4 if strip_bytes > 1000 else 4 * 50), tiles  # 3 rows of 260 bytes per strip
-    assert server.calls["closeRawPixelsStore"] == server.calls["setPixelsId"]
+    assert server.calls_by_service["RawPixelsStore.close"] == server.calls["setPixelsId"]
 
 
 def test_the_full_resolution_level_is_set_explicitly(tmp_path, worker, cases):
@@ -186,7 +187,7 @@ def test_a_lost_connection_is_raised_not_reported_as_the_images_fault(tmp_path, 
     server = FakeServer(root=str(tmp_path))
     images = [add_image(server, by_label(cases, "uint8 stack")) for _ in range(3)]
     server.drop_connection_after("getPlane", 20)
-    with pytest.raises(ConnectionLost):
+    with pytest.raises(Ice.ConnectionLostException):
         annotate_pixels(server.access(), images, worker)
     assert not any(pixel_anns(server, i) for i in images[1:])
 

@@ -7,10 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
-import fake_pixels
 import pytest
 from conftest import reference
 from fake_server import FakeServer
+from standin import pixels as fake_pixels
 from test_annotate import load_script
 from test_pixels import by_label, pixel_anns
 
@@ -128,14 +128,12 @@ def test_the_scheduler_backfills_the_code_an_image_lacks(two_formats, worker, tm
 
 
 def test_the_cli_plugin_annotates_pixels_and_dry_runs_them(two_formats, worker, tmp_path, monkeypatch, capsys):
-    from omero.cli import CLI
+    from test_cli_plugin import cli_logged_in
 
     server, images, _, _ = two_formats
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"worker": worker, "state_dir": str(tmp_path / "state")}))
-    cli = CLI()
-    cli.loadplugins()
-    monkeypatch.setattr(type(cli.controls["iscc"]), "omero_access", lambda self, args: server.access())
+    cli = cli_logged_in(server, "scientist", tmp_path, monkeypatch)
     cli.invoke(
         ["iscc", "annotate", f"Image:{images[0]}", "--code", "pixels", "--dry-run", "--config", str(cfg)], strict=False
     )

@@ -23,9 +23,10 @@ the scheduler, through this CLI's session:
     omero iscc verify Plate:3 --json
     omero iscc annotate Dataset:1 --code both
     omero iscc backlog --slurm        (then: omero iscc backlog status)
+    omero iscc scripts install --upload   (the OMERO.scripts, as iscc/NAME.py)
 
 Exit status: 0 when everything succeeded, 1 when an image (or a check) failed, 2 for input
-errors, 3 when another scheduler holds the lock.
+errors, 3 when another scheduler holds the lock, 5 when the OMERO server cannot be reached.
 """
 
 OBJECT_TYPES = ["Project", "Dataset", "Image", "Screen", "Plate", "Fileset"]
@@ -89,6 +90,11 @@ class IsccControl(BaseControl):
         for p in (annotate, verify, dups, find, status, doctor, run, backlog):
             p.add_login_arguments()
             p.add_argument("--config", default=None, help="omero-iscc configuration file")
+        from omero_iscc.__main__ import add_scripts_arguments
+
+        scripts = parser.add(sub, self.scripts, "Install the OMERO.scripts: upload them, or copy them to OMERO.server")
+        add_scripts_arguments(scripts)
+        scripts.add_login_arguments()
 
     # -- plumbing ---------------------------------------------------------------------------
     def omero_access(self, args):
@@ -225,6 +231,15 @@ class IsccControl(BaseControl):
         from omero_iscc.__main__ import backlog_argv
 
         self._main(args, backlog_argv(args))
+
+    def scripts(self, args):
+        from omero_iscc import deploy
+
+        def services():
+            client = self.ctx.conn(args)
+            return client.sf.getScriptService(), client.sf.getQueryService()
+
+        self.ctx.rv = int(deploy.run(args.uninstall, args.omero_dir, services, args.dry_run, out=self.ctx.out))
 
 
 try:

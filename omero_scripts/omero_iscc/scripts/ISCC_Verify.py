@@ -27,7 +27,9 @@ REPORT_NS = NAMESPACE + ".verify"
 
 def verify_selection(omero_access, params, settings=None):
     """Verifies the selection; returns the message and the CSV report (``File_Annotation``)."""
-    result = verify_job(omero_access, params[P_DATA_TYPE], params[P_IDS], settings or script_settings())
+    settings = settings or script_settings()
+    with settings.slot("ISCC_Verify.py"):  # one script hashing per host at a time
+        result = verify_job(omero_access, params[P_DATA_TYPE], params[P_IDS], settings)
     target = next((i for i in params[P_IDS] if i not in result.missing), None)
     outputs, note = scripting.attach_report(
         omero_access, params[P_DATA_TYPE], target, "iscc_verify_report.csv", result.report, REPORT_NS

@@ -33,16 +33,18 @@ P_SIMPRINTS = "Simprints"
 
 def annotate_selection(omero_access, params, settings=None):
     """Annotates the selection; returns the message and a ``Result`` link to an annotated image."""
-    result = annotate_job(
-        omero_access,
-        params[P_DATA_TYPE],
-        params[P_IDS],
-        settings or script_settings(),
-        replace=params.get(P_REPLACE, False),
-        wide=params.get(P_WIDE, False),
-        codes=codes_of(params.get(P_CODE, "Files")),
-        simprints=params.get(P_SIMPRINTS, False),
-    )
+    settings = settings or script_settings()
+    with settings.slot("ISCC_Annotate.py"):  # one script hashing per host at a time
+        result = annotate_job(
+            omero_access,
+            params[P_DATA_TYPE],
+            params[P_IDS],
+            settings,
+            replace=params.get(P_REPLACE, False),
+            wide=params.get(P_WIDE, False),
+            codes=codes_of(params.get(P_CODE, "Files")),
+            simprints=params.get(P_SIMPRINTS, False),
+        )
     first = result.first_annotated
     return result.message, ({"Result": ImageI(first, False)} if first is not None else {})
 

@@ -19,7 +19,7 @@ from omero import scripts
 from omero_iscc import NAMESPACE, __version__, scripting
 from omero_iscc.config import load
 from omero_iscc.scheduler import Scheduler
-from omero_iscc.state import Lock
+from omero_iscc.state import Lock, script_slot
 
 P_BATCH = "Batch_Size"
 
@@ -28,8 +28,11 @@ def poll(omero_access, batch_size, config_file=None):
     """Runs one poll; returns the message for OMERO.web."""
     if not omero_access.is_admin():
         raise scripting.ScriptError("only administrators may run this script")
+    started = time.monotonic()
     cfg = load(cli={"batch_size": batch_size}, env={}, config_file=config_file)
-    with Lock(cfg.state_dir):
+    # The scheduler's lock (no poll beside a running scheduler), then the scripts' slot (one
+    # script hashing per host at a time); the time spent waiting counts against the budget.
+    with Lock(cfg.state_dir), script_slot(cfg.state_dir, "ISCC_Annotate_New_Images.py", cfg.script_wait):
         scheduler = Scheduler(cfg, lambda _cfg: (None, omero_access))
         # Under OMERO's Processor: the worker stays in the script's process group (cancelling
         # the script stops it), a dead session is retried a few times only, and no new image
@@ -37,14 +40,15 @@ def poll(omero_access, batch_size, config_file=None):
         scheduler.detach = False
         scheduler.once = True
         scheduler.max_reconnects = 0
-        scheduler.deadline = time.monotonic() + cfg.script_time_budget
+        scheduler.deadline = started + cfg.script_time_budget
         try:
             result = scheduler.poll_once()
         finally:
             scheduler.close()
+    lost = "; the session to OMERO was lost: run again later" if result.unreachable else ""
     return (
         f"{result.annotated} annotated, {result.failed} failed, of {result.seen} image(s) "
-        f"without an ISCC (batch size {batch_size})"
+        f"without an ISCC (batch size {batch_size}){lost}"
     )
 
 

@@ -31,14 +31,16 @@ REPORT_NS = NAMESPACE + ".duplicates"
 
 def duplicates_of(omero_access, params, settings=None):
     """Returns the message and the CSV report (``File_Annotation``)."""
-    result = duplicates_job(
-        omero_access,
-        params[P_DATA_TYPE],
-        params.get(P_IDS) or [],
-        settings or script_settings(),
-        scope=params.get(P_SCOPE, "Selection"),
-        threshold=int(params.get(P_THRESHOLD, 12)),
-    )
+    settings = settings or script_settings()
+    with settings.slot("ISCC_Find_Duplicates.py"):  # one script running the worker per host at a time
+        result = duplicates_job(
+            omero_access,
+            params[P_DATA_TYPE],
+            params.get(P_IDS) or [],
+            settings,
+            scope=params.get(P_SCOPE, "Selection"),
+            threshold=int(params.get(P_THRESHOLD, 12)),
+        )
     target = params[P_IDS][0] if params.get(P_IDS) else None
     outputs, note = scripting.attach_report(
         omero_access, params[P_DATA_TYPE], target, "iscc_duplicates.csv", result.report, REPORT_NS
