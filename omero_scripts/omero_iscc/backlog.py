@@ -659,9 +659,17 @@ def submit_ingest_job(work: Workdir, cfg: Config, run: slurm.Runner, config_file
     config_on_nodes = cfg.cluster_config or config_file
     if not config_on_nodes:
         raise BacklogError("an ingest job needs the configuration file the nodes read: --config, or cluster_config")
-    secret = config_file and any(from_file(config_file).get(k) for k in ("password", "session_key"))
+    values = from_file(config_file) if config_file else {}
+    secret = any(values.get(k) for k in ("password", "session_key"))
     if secret and atomic.exposed(config_file):
         raise BacklogError(f"{config_file} holds a password and others may read it: chmod 600 {config_file}")
+    if not cfg.cluster_config and not (values.get("session_key") or (values.get("username") and values.get("password"))):
+        # The job gets no environment from here (--export=NONE): what it logs in with must be
+        # in the file; without it the job would fail on a node once every array had ended.
+        raise BacklogError(
+            f"an ingest job logs in with the credentials of {config_file}, which has none: set username and "
+            "password (or session_key) there, or ingest on this host"
+        )
     command = [cfg.cluster_python, "-m", "omero_iscc", "--config", config_on_nodes]
     command += ["backlog", "ingest", "--workdir", work.cluster]
     job = slurm.sbatch(

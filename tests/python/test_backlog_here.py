@@ -327,6 +327,23 @@ def test_a_refused_option_stops_the_backlog_before_anything_is_planned(tmp_path,
     ]
 
 
+def test_an_ingest_job_without_credentials_in_its_file_is_refused_before_sbatch(tmp_path, worker):
+    server, repo, _groups = synthetic(tmp_path, 3, per=1, legacy=0)
+    cfg = config(tmp_path, worker, repo, cluster_python=sys.executable)
+    settings = load(config_file=str(cfg), env={"OMERO_ISCC_USERNAME": "root", "OMERO_ISCC_PASSWORD": "omero"})
+    work = backlog_mod.make_plan(
+        server.access(0), settings, str(tmp_path / "backlog"), settings.shard_bytes, settings.shard_files
+    )
+    # The environment's credentials do not reach the job (--export=NONE): run=None, as the
+    # refusal must come before anything is asked of Slurm.
+    with pytest.raises(backlog_mod.BacklogError, match=f"credentials of {cfg}, which has none"):
+        backlog_mod.submit_ingest_job(work, settings, None, str(cfg), ["1"])
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "username": "root"}))
+    with pytest.raises(backlog_mod.BacklogError, match="which has none"):
+        backlog_mod.submit_ingest_job(work, settings, None, str(cfg), ["1"])
+    assert work.manifest["ingest_jobs"] == []
+
+
 def test_array_specs_and_bad_invocations(tmp_path, worker, capsys):
     assert array_spec([0, 1, 2, 3, 7, 9, 10], 4) == "0-3,7,9-10%4"
     assert array_spec([5]) == "5"
