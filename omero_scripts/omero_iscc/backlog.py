@@ -663,7 +663,8 @@ def submit_ingest_job(work: Workdir, cfg: Config, run: slurm.Runner, config_file
     secret = any(values.get(k) for k in ("password", "session_key"))
     if secret and atomic.exposed(config_file):
         raise BacklogError(f"{config_file} holds a password and others may read it: chmod 600 {config_file}")
-    if not cfg.cluster_config and not (values.get("session_key") or (values.get("username") and values.get("password"))):
+    logs_in = values.get("session_key") or (values.get("username") and values.get("password"))
+    if not cfg.cluster_config and not logs_in:
         # The job gets no environment from here (--export=NONE): what it logs in with must be
         # in the file; without it the job would fail on a node once every array had ended.
         raise BacklogError(
