@@ -6,6 +6,7 @@ and the sbatch options that would break tracking refused."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from backlog_world import (
+    NS,
     assert_annotated_once,
     assert_private,
     config,
@@ -146,6 +148,32 @@ def test_two_ingests_and_the_scheduler_at_once_annotate_each_image_once(tmp_path
     assert sorted(work.manifest["ingested"]) == list(range(work.shard_count)), "every shard ingested once"
     assert work.manifest["finished"]
     assert holds_mod.read(settings.state_dir, work.manifest["plan"]).state == holds_mod.DONE
+
+
+def test_an_image_annotated_between_triage_and_save_is_left_alone(tmp_path, worker, monkeypatch, capsys):
+    server, repo, groups = synthetic(tmp_path, 12, per=2, legacy=0)
+    images = [i for ids, _ in groups for i in ids]
+    lock = holds_mod.annotate_lock
+    entered = []
+
+    @contextlib.contextmanager
+    def another_writer_first(state_dir: str):
+        # Another writer annotates every image after the ingest triaged its first batch and
+        # before it saves it: only the re-check under the lock can see that.
+        if not entered:
+            for image in images:
+                server.add_annotation(image, [("iscc:sum", "ISCC:ANOTHERWRITER")], NS)
+        entered.append(state_dir)
+        with lock(state_dir):
+            yield
+
+    monkeypatch.setattr(holds_mod, "annotate_lock", another_writer_first)
+    cfg = config(tmp_path, worker, repo, shard_bytes=10**9)
+    assert main(["--config", str(cfg), "backlog", "--local", "1"], connect=admin(server)) == 0
+    assert entered, "the ingest saved under the annotate lock"
+    assert f"0 image(s) annotated from 1 shard(s), {len(images)} already had an ISCC" in capsys.readouterr().out
+    assert twice(server, groups) == []
+    assert all(iscc_of(server, i) == ["ISCC:ANOTHERWRITER"] for i in images)
 
 
 def test_a_batch_taken_before_the_plan_began_is_not_saved_over_it(tmp_path, worker):
