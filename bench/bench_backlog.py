@@ -4,11 +4,12 @@ OMERO server: the scheduler's plain poll (`run --once`, one batch of everything)
 --local 2`, and `backlog --slurm` on a one-node Slurm cluster started here (and stopped by
 process id). Prints wall time, MiB/s and images/s of each, and the ratio to the scheduler.
 
-    bench/bench_backlog.py [--filesets N] [--files F] [--file-kib K] [--workdir DIR]
+    bench/bench_backlog.py [--runs N] [--filesets N] [--files F] [--file-kib K] [--workdir DIR]
 
 Needs root (slurmd), the Slurm packages (tests/setup/slurm.sh), the test environment's Python
 (omero-py) and the release binary. On one node the array cannot beat --local: what it shows is
-the cost of going through Slurm; the gain is more nodes.
+the cost of going through Slurm (the probe job, the array, ingesting as shards finish); the
+gain is more nodes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -50,31 +51,33 @@ def server_over(repo: Path, layout: list):
     from fake_server import FakeServer
 
     server = FakeServer(root=str(repo))
+    images = []
     for d, names in layout:
-        server.add_fileset([server.original_file(str(repo / d / n), d) for n in names], d)
-    return server
+        images += server.add_fileset([server.original_file(str(repo / d / n), d) for n in names], d)
+    return server, images
 
 
-def timed(label: str, repo: Path, layout: list, argv: list[str], cfg_extra: dict, total: int, cluster=None) -> dict:
+def timed(label: str, repo: Path, layout: list, argv: list[str], cfg_extra: dict, total: int) -> dict:
     from omero_iscc.__main__ import main
 
-    server = server_over(repo, layout)
-    images = len(server.images_)
+    server, images = server_over(repo, layout)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "c.json"
-        values = {"worker": str(WORKER), "repository": str(repo), "state_dir": tmp, "backlog_dir": f"{tmp}/b"}
+        values = {
+            "worker": str(WORKER),
+            "repository": str(repo),
+            "state_dir": tmp,
+            "backlog_dir": f"{tmp}/b",
+            "backlog_poll_interval": 0.2,
+        }
         cfg.write_text(json.dumps({**values, **cfg_extra}))
         connect = lambda c: (None, server.access(0))  # noqa: E731
         start = time.perf_counter()
         status = main(["--config", str(cfg), *argv], connect=connect)
-        if cluster is not None:  # wait for the array, then ingest here
-            while subprocess.run(["squeue", "-h"], capture_output=True, text=True, check=True).stdout.strip():
-                time.sleep(0.2)
-            status = main(["--config", str(cfg), "backlog", "ingest"], connect=connect)
         wall = time.perf_counter() - start
-    annotated = sum(1 for i in server.images_ if server.iscc_anns(i))
-    assert status == 0 and annotated == images, (label, status, annotated, images)
-    return {"label": label, "wall": wall, "mib_s": total / wall / (1 << 20), "images_s": images / wall}
+    annotated = sum(1 for i in images if server.iscc_anns(i))
+    assert status == 0 and annotated == len(images), (label, status, annotated, len(images))
+    return {"label": label, "wall": wall, "mib_s": total / wall / (1 << 20), "images_s": len(images) / wall}
 
 
 def main() -> None:
@@ -91,24 +94,31 @@ def main() -> None:
     print(f"machine: {machine()}; load average before: {load():.2f}")
     print(f"repository: {args.filesets} Filesets x {args.files} files x {args.file_kib} KiB = {total >> 20} MiB")
     shard = total // 16
-    rows = [
-        timed("scheduler: run --once (one batch)", repo, layout, ["run", "--once"], {"batch_size": 1_000_000}, total),
-        timed("backlog --local 2", repo, layout, ["backlog", "--local", "2"], {"shard_bytes": shard}, total),
+    modes = [
+        ("scheduler: run --once (one batch)", ["run", "--once"], {"batch_size": 1_000_000}),
+        ("backlog --local 2", ["backlog", "--local", "2"], {"shard_bytes": shard}),
+        (
+            "backlog --slurm --wait (probe, array %2)",
+            ["backlog", "--slurm", "--wait"],
+            {"shard_bytes": shard, "slurm_throttle": 2},
+        ),
     ]
     from slurm_local import LocalSlurm
 
-    with tempfile.TemporaryDirectory() as tmp, LocalSlurm(Path(tmp)) as cluster:
-        extra = {"shard_bytes": shard, "slurm_throttle": 2}
-        argv = ["backlog", "--slurm", "--no-ingest-job"]
-        rows.append(timed("backlog --slurm (array %2, then ingest)", repo, layout, argv, extra, total, cluster))
-    base = rows[0]["wall"]
-    print(f"\n| {'mode':42} | {'wall':>8} | {'MiB/s':>7} | {'images/s':>8} | {'vs scheduler':>12} |")
-    print(f"|{'-' * 44}|{'-' * 9}:|{'-' * 8}:|{'-' * 9}:|{'-' * 13}:|")
-    for r in rows:
-        print(
-            f"| {r['label']:42} | {r['wall']:6.2f} s | {r['mib_s']:7.0f} | {r['images_s']:8.0f} | "
-            f"{base / r['wall']:11.2f}x |"
-        )
+    walls: dict[str, list[float]] = {label: [] for label, _, _ in modes}
+    with tempfile.TemporaryDirectory() as tmp, LocalSlurm(Path(tmp)):
+        for _ in range(args.runs):  # the modes interleaved, round after round
+            for label, argv, extra in modes:
+                walls[label].append(timed(label, repo, layout, argv, extra, total)["wall"])
+    base = statistics.median(walls[modes[0][0]])
+    print(f"\n{args.runs} round(s), the modes interleaved; median wall (min-max)")
+    print(f"\n| {'mode':42} | {'wall':>22} | {'MiB/s':>7} | {'images/s':>8} | {'vs scheduler':>12} |")
+    print(f"|{'-' * 44}|{'-' * 23}:|{'-' * 8}:|{'-' * 9}:|{'-' * 13}:|")
+    images = args.filesets
+    for label, _, _ in modes:
+        w = statistics.median(walls[label])
+        span = f"{w:6.2f} s ({min(walls[label]):.2f}-{max(walls[label]):.2f})"
+        print(f"| {label:42} | {span:>22} | {total / w / (1 << 20):7.0f} | {images / w:8.0f} | {base / w:11.2f}x |")
     print(f"\nload average after: {load():.2f}")
     if shutil.which("sbatch") is None:
         print("(no sbatch on PATH: the Slurm row used the cluster started here)")

@@ -4,11 +4,14 @@
     python -m omero_iscc status             failures kept in the state file
     python -m omero_iscc doctor [--test T]  connection | processing | service | list
     python -m omero_iscc find ISCC:...|ID   images whose ISCC equals or is near a code or image
-    python -m omero_iscc backlog --slurm | --local N [--resume]
+    python -m omero_iscc backlog --slurm | --local N [--resume] [--wait]
                                             every image without an ISCC, hashed on a Slurm
                                             cluster (or N at a time here), annotated here
-    python -m omero_iscc backlog ingest     annotate what the cluster has hashed so far
-    python -m omero_iscc backlog status     shards done, running, failed; throughput, time left
+    python -m omero_iscc backlog ingest [--wait]
+                                            annotate what the cluster has hashed so far (and
+                                            what it hashes next, until its tasks have ended)
+    python -m omero_iscc backlog status     shards per state; throughput, time left; refusals
+    python -m omero_iscc backlog close      cancel the plan's tasks, hand its images back
     python -m omero_iscc scripts install --omero-dir DIR [--uninstall]
                                             copy the OMERO.scripts into DIR/lib/scripts/iscc
                                             (`omero iscc scripts install --upload` uploads them)
@@ -26,12 +29,16 @@ import datetime as dt
 import json
 import logging
 import os
+import shlex
 import sys
 
 from . import __version__
+from . import holds as holds_mod
 from . import state as state_mod
 from .config import Config, ConfigError, load
 from .statuses import ExitStatus
+
+log = logging.getLogger("omero_iscc")
 
 SCHED_OPTIONS = [
     ("host", str),
@@ -88,16 +95,24 @@ def parser() -> argparse.ArgumentParser:
 BACKLOG_HELP = "hash every image without an ISCC on a Slurm cluster, then annotate"
 
 
+BACKLOG_FLAGS = ("slurm", "resume", "wait", "ingest_job", "no_probe")
+
+
 def add_backlog_arguments(p) -> None:
     """The ``backlog`` arguments, here and in ``omero iscc backlog``."""
-    p.add_argument("action", nargs="?", choices=["run", "ingest", "status"], default="run")
+    p.add_argument("action", nargs="?", choices=["run", "ingest", "status", "close"], default="run")
     p.add_argument("--workdir", default=None, help="work directory the cluster shares (default: backlog_dir)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--slurm", action="store_true", help="submit one sbatch --array job (and an ingest job)")
+    mode.add_argument("--slurm", action="store_true", help="submit Slurm arrays (their ingest: backlog ingest --wait)")
     mode.add_argument("--local", type=int, metavar="N", help="run the shards on this host, N at a time, then ingest")
-    p.add_argument("--resume", action="store_true", help="run only the shards without a whole result")
-    p.add_argument("--shard-bytes", type=int, default=None, help="bytes per shard (default: shard_bytes)")
-    p.add_argument("--no-ingest-job", action="store_true", help="with --slurm: no dependent ingest job")
+    p.add_argument("--resume", action="store_true", help="run the shards without a result; split those timed out")
+    p.add_argument("--wait", action="store_true", help="then ingest here as the shards finish, until the tasks end")
+    p.add_argument("--shard-bytes", type=int, default=None, help="bytes per shard at most (default: shard_bytes)")
+    p.add_argument("--shard-files", type=int, default=None, help="files per shard at most (default: shard_files)")
+    p.add_argument("--no-probe", action="store_true", help="with --slurm: submit without the probe job first")
+    p.add_argument(
+        "--ingest-job", action="store_true", help="with --slurm: ingest in a job on the nodes (see cluster_python)"
+    )
 
 
 SCRIPTS_HELP = "install (or --uninstall) the OMERO.scripts in OMERO.server/lib/scripts/iscc"
@@ -119,14 +134,15 @@ def add_scripts_arguments(p, upload: bool = True) -> None:
 def backlog_argv(args: argparse.Namespace) -> list[str]:
     """Parsed ``backlog`` arguments back into a command line (for ``omero iscc backlog``)."""
     argv = ["backlog", args.action]
-    for flag, value in (("--workdir", args.workdir), ("--local", args.local), ("--shard-bytes", args.shard_bytes)):
+    for flag, value in (
+        ("--workdir", args.workdir),
+        ("--local", args.local),
+        ("--shard-bytes", args.shard_bytes),
+        ("--shard-files", args.shard_files),
+    ):
         if value:
             argv += [flag, str(value)]
-    return argv + [
-        flag
-        for flag, on in (("--slurm", args.slurm), ("--resume", args.resume), ("--no-ingest-job", args.no_ingest_job))
-        if on
-    ]
+    return argv + ["--" + name.replace("_", "-") for name in BACKLOG_FLAGS if getattr(args, name)]
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -167,6 +183,13 @@ def cmd_status(cfg: Config) -> int:
         for image_id, f in sorted(pixels.failures.items()):
             print(f"  image {image_id}: attempt {f.attempts}: {f.error}")
         _print_waiting("pixel code: ", pixels)
+    holds = holds_mod.load(cfg.state_dir)
+    for hold in holds.active:
+        upto = "every image (planning)" if hold.upto is None else f"images up to id {hold.upto}"
+        print(f"left to the backlog plan in {hold.workdir}: {upto}, but {len(hold.released)} handed back")
+    print(f"refused by the backlog's fixity check (never annotated): {len(holds.fixity)}")
+    for image_id, why in sorted(holds.fixity.items()):
+        print(f"  image {image_id}: {why}")
     return ExitStatus.SUCCESS
 
 
@@ -181,43 +204,103 @@ def _print_waiting(label: str, st: state_mod.State) -> None:
 
 
 def cmd_backlog(cfg: Config, connect, args: argparse.Namespace) -> int:
-    """``backlog``: plan and run (``--slurm``, ``--local N``), ``--resume``, ``ingest``, ``status``."""
+    """``backlog``: plan and run (``--slurm``, ``--local N``), ``--resume``, ``ingest``,
+    ``status``, ``close``."""
     from . import backlog
-    from .connection import session
+    from .connection import is_connection_error
     from .errors import InputError
 
     workdir = args.workdir or cfg.backlog_dir or os.path.join(cfg.state_dir, "backlog")
     try:
-        if args.action == "status":
-            print(backlog.format_status(backlog.status(backlog.Workdir.open(workdir))))
-            return ExitStatus.SUCCESS
-        if args.action == "ingest":
-            work = backlog.Workdir.open(workdir)
-            with session(cfg, connect) as omero:
-                report = backlog.ingest(omero, work)
-            print(report.message())
-            return ExitStatus.FAILURE if report.failed else ExitStatus.SUCCESS
-        if not (args.slurm or args.local):
-            print("omero-iscc: backlog needs --slurm or --local N", file=sys.stderr)
-            return ExitStatus.USAGE
-        if args.resume:
-            work = backlog.Workdir.open(workdir)
-            backlog.write_task_script(work, cfg)  # the worker or the mounts may have moved
-        else:
-            with session(cfg, connect) as omero:
-                work = backlog.make_plan(omero, cfg, workdir, args.shard_bytes or cfg.shard_bytes)
-        command = None if args.local or args.no_ingest_job else backlog.ingest_command(args.config, workdir)
-        entry = backlog.submit(work, cfg, local=args.local, ingest_command=command)
-        if args.local:
-            with session(cfg, connect) as omero:
-                report = backlog.ingest(omero, work)
-            print(report.message())
-            return ExitStatus.FAILURE if report.failed or entry.get("failed") else ExitStatus.SUCCESS
-        print(f"submitted job {entry['job']} ({len(entry['tasks'])} shard(s)) from {workdir}")
-        return ExitStatus.SUCCESS
+        return _backlog(cfg, connect, args, workdir)
     except (backlog.BacklogError, InputError) as exc:
         print(f"omero-iscc: {exc}", file=sys.stderr)
         return ExitStatus.USAGE
+    except Exception as exc:  # noqa: BLE001 - a lost or refused connection is told plainly; the rest propagates
+        if not is_connection_error(exc):
+            raise
+        print(f"omero-iscc: no connection to OMERO at {cfg.host}:{cfg.port}: {type(exc).__name__}", file=sys.stderr)
+        return ExitStatus.FAILURE
+
+
+def _backlog(cfg: Config, connect, args: argparse.Namespace, workdir: str) -> int:
+    from . import backlog
+    from . import slurm as slurm_mod
+    from .connection import session
+
+    if args.action == "close":
+        work = backlog.open_workdir(cfg, workdir)
+        run = backlog.runner(cfg) if any(a.get("mode") != "local" for a in work.manifest["arrays"]) else None
+        cancelled = backlog.close(work, cfg, run)
+        print(f"closed the plan in {workdir}" + (f"; cancelled job(s) {', '.join(cancelled)}" if cancelled else ""))
+        return ExitStatus.SUCCESS
+    if args.action in ("status", "ingest") or args.resume:
+        work = backlog.open_workdir(cfg, workdir)
+        slurm_used = args.slurm or any(a.get("mode") != "local" for a in work.manifest["arrays"])
+        # A plain ingest needs no Slurm (it may run in a job on a node).
+        slurm_used = slurm_used and not (args.action == "ingest" and not args.wait)
+    else:
+        work, slurm_used = None, args.slurm
+    if args.slurm:
+        slurm_mod.check_options(cfg.slurm_options)
+        slurm_mod.check_options(cfg.slurm_ingest_options)
+    run = backlog.runner(cfg) if slurm_used else None
+    lim = slurm_mod.limits(run) if run is not None else None
+    if args.action == "status":
+        print(backlog.format_status(backlog.status(work, run, lim)))
+        return ExitStatus.SUCCESS
+    if args.action == "ingest":
+        if run is not None:
+            report = backlog.follow(cfg, connect, work, run, lim)
+        else:
+            log.info("backlog ingest: %s, %d shard(s)", workdir, work.shard_count)
+            with session(cfg, connect) as omero:
+                report = backlog.ingest(omero, work, cfg)
+        print(report.message())
+        return ExitStatus.FAILURE if report.failed or (args.wait and report.missing) else ExitStatus.SUCCESS
+    if not (args.slurm or args.local):
+        print("omero-iscc: backlog needs --slurm or --local N", file=sys.stderr)
+        return ExitStatus.USAGE
+    if work is None:
+        with session(cfg, connect) as omero:
+            work = backlog.make_plan(
+                omero, cfg, workdir, args.shard_bytes or cfg.shard_bytes, args.shard_files or cfg.shard_files
+            )
+    if args.local:
+        with work.locked("running here"):
+            shards = backlog.prepare(work, cfg, run, lim, args.resume)
+            array = backlog.submit_local(work, cfg, shards, args.local) if shards else {"ended": []}
+        with session(cfg, connect) as omero:
+            report = backlog.ingest(omero, work, cfg)
+        print(report.message())
+        failed = report.failed or "FAILED" in array["ended"]
+        return ExitStatus.FAILURE if failed else ExitStatus.SUCCESS
+    with work.locked("submitting"):
+        shards = backlog.prepare(work, cfg, run, lim, args.resume)
+        if shards and not args.no_probe:
+            backlog.probe(work, cfg, run, lim)
+            work.save()
+        arrays = backlog.submit_arrays(work, cfg, run, lim, shards, backlog.shard_states(work, run, lim))
+    tasks = sum(len(a["shards"]) for a in arrays)
+    jobs = ", ".join(a["job"] for a in arrays) or "none"
+    print(f"{tasks} of {len(shards)} shard(s) submitted in {len(arrays)} array(s) (job(s) {jobs}) from {workdir}")
+    if tasks < len(shards):
+        print(f"{len(shards) - tasks} shard(s) wait for room in the queue: backlog ingest --wait submits them")
+    if args.ingest_job and arrays:
+        try:
+            job = backlog.submit_ingest_job(work, cfg, run, args.config, [a["job"] for a in arrays])
+        except (slurm_mod.SlurmError, backlog.BacklogError) as exc:
+            print(f"omero-iscc: the arrays are submitted and recorded, but not the ingest job: {exc}", file=sys.stderr)
+            print(f"ingest here instead: {shlex.join(backlog.python_command(args.config, workdir))}", file=sys.stderr)
+            return ExitStatus.FAILURE
+        print(f"ingest job {job} starts once the arrays have ended")
+    if args.wait:
+        report = backlog.follow(cfg, connect, work, run, lim)
+        print(report.message())
+        return ExitStatus.FAILURE if report.failed or report.missing else ExitStatus.SUCCESS
+    if not args.ingest_job:
+        print(f"ingest as shards finish: {shlex.join(backlog.python_command(args.config, workdir))}")
+    return ExitStatus.SUCCESS
 
 
 def main(argv: list[str] | None = None, connect=None) -> int:

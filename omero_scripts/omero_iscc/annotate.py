@@ -8,8 +8,10 @@ are never touched. One image's failure never stops the others.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -103,12 +105,13 @@ def annotate(
     should_stop: Callable[[], bool] = lambda: False,
     detach: bool = False,
     allowed_roots: tuple[str, ...] = (),
+    guard: Guard | None = None,
     limits: WorkerLimits | None = None,
 ) -> AnnotateReport:
     """Annotates the images with the code of their original files; ``detach``: run the worker
     in a session of its own (the scheduler's daemon; a script's worker must stay in its process
-    group so that cancelling the script stops it); ``limits``: the worker's time budget and
-    size ceiling."""
+    group so that cancelling the script stops it); ``guard``: see :data:`Guard`; ``limits``:
+    the worker's time budget and size ceiling."""
     layout = FILES.in_namespace(namespace)
     report, todo, existing = triage(omero, whole_filesets(omero, image_ids), namespace, replace)
     if not replace:
@@ -143,7 +146,7 @@ def annotate(
                 failed += [(image.getId().val, result.message or "failed") for image in unit.images]
         return done, failed
 
-    _in_batches(omero, report, units, units_per_run, hash_batch, layout, existing, on_annotated, should_stop)
+    _in_batches(omero, report, units, units_per_run, hash_batch, layout, existing, on_annotated, should_stop, guard)
     return report
 
 
@@ -174,6 +177,12 @@ def _rejoin(omero: Omero, report: AnnotateReport, todo: list, existing: dict) ->
     return {i: existing.get(i, []) for i in ids}
 
 
+#: Wraps each save: given the (unit, record) pairs about to be saved, a context manager that
+#: yields the pairs still to save and the outcomes of the images it left out; the save happens
+#: inside it (the scheduler holds its lock there and re-checks the annotations, see holds.py).
+Guard = Callable[[list], AbstractContextManager]
+
+
 def _in_batches(
     omero: Omero,
     report: AnnotateReport,
@@ -184,6 +193,7 @@ def _in_batches(
     existing: dict,
     on_annotated: Callable | None,
     should_stop: Callable[[], bool],
+    guard: Guard | None = None,
 ) -> None:
     """The loop of both codes: per batch of ``size`` items, ``hash_batch`` gives the (unit,
     record) pairs to save and the (image id, why) that failed; then the save. Stops between
@@ -197,7 +207,13 @@ def _in_batches(
         done, failed = hash_batch(batch)
         seconds = (time.monotonic() - began) / max(1, len(batch))
         report.outcomes += [ImageOutcome(i, FAILED, why, seconds=seconds, code=layout.code) for i, why in failed]
-        for outcome, record in save(omero, done, layout, existing, seconds):
+        if guard is None:
+            saved = save(omero, done, layout, existing, seconds)
+        else:
+            with guard(done) as (kept, left_out):
+                report.outcomes += left_out
+                saved = save(omero, kept, layout, existing, seconds)
+        for outcome, record in saved:
             report.outcomes.append(outcome)
             if outcome.status is ANNOTATED and on_annotated is not None:
                 on_annotated(outcome.image_id, record, seconds)
@@ -315,6 +331,28 @@ def triage(omero: Omero, image_ids: list[int], namespace: str, replace: bool = F
     for outcome in report.outcomes:
         outcome.code = code
     return report, todo, existing
+
+
+def recheck(omero: Omero, done: list, namespace: str, code: str = "files") -> tuple[list, list[ImageOutcome]]:
+    """The (unit, record) pairs left to save once the images that got an annotation in
+    ``namespace`` since they were triaged (by another process) are taken out, and an
+    ``ALREADY`` outcome for each of those. Called just before saving, under a lock the other
+    writers take too."""
+    ids = [image.getId().val for unit, _ in done for image in unit.images]
+    existing = omero.iscc_annotations(ids, namespace) if ids else {}
+    kept, already = [], []
+    for unit, record in done:
+        free = [image for image in unit.images if not existing.get(image.getId().val)]
+        already += [
+            ImageOutcome(image.getId().val, ALREADY, "annotated meanwhile", code=code)
+            for image in unit.images
+            if existing.get(image.getId().val)
+        ]
+        if len(free) == len(unit.images):
+            kept.append((unit, record))
+        elif free:
+            kept.append((dataclasses.replace(unit, images=free), record))
+    return kept, already
 
 
 def save(omero: Omero, done: list, layout: Layout, existing: dict, seconds: float) -> list:

@@ -82,17 +82,37 @@ class Config:
     #: have one code and lack another get the missing one.
     codes: list = dataclasses.field(default_factory=lambda: ["files"])
     pixels_namespace: str = PIXELS_NAMESPACE
-    #: The backlog (``python -m omero_iscc backlog``): its work directory on storage the
-    #: cluster shares (default: ``state_dir/backlog``), bytes per shard, and the Slurm array.
+    #: The backlog (``python -m omero_iscc backlog``, docs/backlog.md): its work directory on
+    #: storage the cluster shares (default: ``state_dir/backlog``), the bounds of a shard, and
+    #: the Slurm arrays: partition, time limit per task, tasks running at once, other sbatch
+    #: options (flags the backlog sets itself are refused).
     backlog_dir: str | None = None
     shard_bytes: int = 256 << 30
+    shard_files: int = 50_000
     slurm_partition: str | None = None
     slurm_time: str | None = "12:00:00"
     slurm_throttle: int = 32
     slurm_options: list = dataclasses.field(default_factory=list)
-    #: The repository and the static worker as the compute nodes see them (default: as here).
+    #: Seconds between two looks at the queue of ``backlog ingest --wait``.
+    backlog_poll_interval: float = 30.0
+    #: Seconds the probe job may take to start and end before the submission is given up.
+    probe_wait: float = 900.0
+    #: The Slurm commands over SSH on a login node: a destination (``user@login1``, or a Host
+    #: of the SSH configuration) and options for ssh (``-i KEY``...); unset: on this host.
+    slurm_ssh: str | None = None
+    slurm_ssh_options: list = dataclasses.field(default_factory=list)
+    #: The repository, the static worker and the work directory as the nodes (and the login
+    #: node) see them (default: as here).
     cluster_root: str | None = None
     cluster_worker: str | None = None
+    cluster_backlog_dir: str | None = None
+    #: Only for an ingest job on the nodes (``backlog --ingest-job``): the Python there that has
+    #: omero-py and omero_iscc, this configuration file as the nodes see it, the job's time limit
+    #: and its own sbatch options.
+    cluster_python: str | None = None
+    cluster_config: str | None = None
+    slurm_ingest_time: str = "4:00:00"
+    slurm_ingest_options: list = dataclasses.field(default_factory=list)
     #: The configuration file the values came from (for messages; not a configuration key).
     source: str | None = dataclasses.field(default=None, compare=False, metadata={"internal": True})
 
@@ -223,6 +243,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"shard_bytes: {cfg.shard_bytes} must be at least 1")
     if cfg.slurm_throttle < 1:
         raise ConfigError(f"slurm_throttle: {cfg.slurm_throttle} must be at least 1")
+    if cfg.shard_files < 1:
+        raise ConfigError(f"shard_files: {cfg.shard_files} must be at least 1")
+    if not cfg.backlog_poll_interval > 0 or not cfg.probe_wait > 0:
+        raise ConfigError("backlog_poll_interval and probe_wait must be greater than 0 seconds")
     unknown = [c for c in cfg.codes if c not in ("files", "pixels")]
     if unknown or not cfg.codes:
         raise ConfigError(f"codes: {cfg.codes!r} must be one or both of files, pixels")

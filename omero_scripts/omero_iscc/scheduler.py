@@ -12,6 +12,10 @@ image is written, so nothing is annotated twice and nothing is lost. A ``--once`
 cannot reach the server at all gives up at once (cron runs it again), with its own exit
 status (``NO_SERVER``): no image is counted as failed for it. SIGTERM and SIGINT let the
 image in hand finish, save the state and end the run with status 0.
+
+Images a backlog plan holds (``holds.py``) are left to it, and a Fileset the backlog refused
+for fixity is never annotated: both are skipped when a batch is taken and checked again, with
+the image's annotations, under ``state_dir/annotate.lock`` just before each save.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import holds as holds_mod
 from . import state as state_mod
-from .annotate import annotate, annotate_pixels
+from .annotate import ImageOutcome, annotate, annotate_pixels, recheck
 from .config import Config, WorkerLimits
 from .connection import is_connection_error
 from .layout import IsccRecord, PixelRecord
@@ -156,12 +161,19 @@ class Scheduler:
         state = self.states[self.code]
         excluded = set(state.excluded(self.clock()))
         namespace = self.cfg.namespace if self.code == "files" else self.cfg.pixels_namespace
+        # The backlog computes only the files' code: its holds do not concern the pixels'.
+        holds = holds_mod.load(self.cfg.state_dir) if self.code == "files" else holds_mod.Holds([])
+        excluded |= set(holds.fixity)
         found: list[int] = []
         after = state.scan_after
         at_end = False
         while len(found) < self.cfg.batch_size:
+            after = holds.skip(after)
+            if after >= holds_mod.EVERYTHING:
+                at_end = True
+                break
             page = self.omero.unannotated_images(namespace, self.cfg.batch_size, after)
-            found += [i for i in page if i not in excluded]
+            found += [i for i in page if i not in excluded and holds.held_by(i) is None]
             if len(page) < self.cfg.batch_size:
                 at_end = True
                 break
@@ -169,8 +181,28 @@ class Scheduler:
         found = found[: self.cfg.batch_size]
         self.scan_before = state.scan_after  # put back if the batch is not finished
         state.scan_after = 0 if at_end or not found else found[-1]
-        whole = sorted(set(found) | {i for i in self.omero.fileset_images(found) if i not in excluded})
+        more = self.omero.fileset_images(found)
+        whole = sorted(set(found) | {i for i in more if i not in excluded and holds.held_by(i) is None})
         return whole, len(found)
+
+    @contextlib.contextmanager
+    def _guard(self, done: list):
+        """Around each save of the files' code: under the annotate lock, leaves out the images
+        a backlog plan took or refused meanwhile and those annotated meanwhile."""
+        with holds_mod.annotate_lock(self.cfg.state_dir):
+            holds = holds_mod.load(self.cfg.state_dir)
+            kept, left_out = [], []
+            for unit, record in done:
+                ids = [image.getId().val for image in unit.images]
+                why = next((holds.fixity[i] for i in ids if i in holds.fixity), None)
+                hold = next((h for h in map(holds.held_by, ids) if h is not None), None)
+                if why is None and hold is None:
+                    kept.append((unit, record))
+                    continue
+                message = f"refused for fixity: {why}" if why else f"left to the backlog plan in {hold.workdir}"
+                left_out += [ImageOutcome(i, ImageStatus.ALREADY, message) for i in ids]
+            kept, already = recheck(self.omero, kept, self.cfg.namespace)
+            yield kept, left_out + already
 
     def poll_once(self) -> PollResult:
         """One batch per code; see :meth:`_poll_code`."""
@@ -218,6 +250,7 @@ class Scheduler:
             should_stop=self._should_stop,
             detach=self.detach,
             allowed_roots=tuple(self.cfg.allowed_roots),
+            guard=self._guard,
             limits=self.limits(),
         )
 

@@ -1,225 +1,315 @@
-"""The backlog on a real one-node Slurm cluster (started here, stopped by process id) over a
-synthetic repository of 10,000 files in 2,000 Filesets, with the stand-in for OMERO: every
-image annotated once with the code a direct `omero-iscc sum` gives, a cancelled array task and
-a truncated result completed by --resume, a file changed after import reported as a fixity
-failure and not annotated. When Slurm cannot be started these tests fail with the reason."""
+"""The backlog on a real one-node Slurm cluster that keeps accounting (slurmdbd over a MariaDB
+of its own: ``sacct`` and the user's limits are Slurm's own), with ``MaxArraySize=10`` and the
+root user's ``MaxSubmitJobs=25``, started here and stopped by process id: 60 shards in arrays
+of at most 10 tasks and never more than 25 queued, a task that times out and is split on
+resume, a requeued task whose log keeps both runs, a resume that leaves live tasks alone, an
+interrupted submission found again, the probe stopping a submission that could not work, an
+ingest job on the nodes (no environment, no password) and one that sbatch refuses after the
+arrays, and Slurm driven over SSH from a host that is not a node. When Slurm, MariaDB or sshd
+cannot be started these tests fail with the reason."""
 
 from __future__ import annotations
 
-import json
-import random
+import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
+from backlog_world import (
+    assert_annotated_once,
+    assert_private,
+    config,
+    direct_codes,
+    hold,
+    holding_worker,
+    my_queue,
+    queue,
+    release,
+    synthetic,
+    wait_until,
+)
 from conftest import TOP
-from fake_server import FakeServer
 
 from omero_iscc import backlog as backlog_mod
+from omero_iscc import slurm
 from omero_iscc.__main__ import main
-from omero_iscc.slurm import array_spec
 
 sys.path.insert(0, str(TOP / "tests" / "setup"))
-from slurm_local import LocalSlurm, SlurmUnavailable  # noqa: E402
-
-FILESETS = 2000
-FILES_PER_FILESET = 5
+from slurm_local import LocalSlurm, SlurmUnavailable, free_port  # noqa: E402
+from sshd_local import LocalSshd, SshdUnavailable  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     directory = tmp_path_factory.mktemp("slurm")
     try:
-        with LocalSlurm(directory) as slurm:
-            yield slurm
+        with LocalSlurm(directory, accounting=True, max_array_size=10, max_submit_jobs=25, cpus=8) as slurm_:
+            yield slurm_
     except SlurmUnavailable as exc:
         pytest.fail(f"Slurm could not be started: {exc}")
 
 
-def synthetic(tmp_path: Path, filesets: int, per: int = FILES_PER_FILESET, seed: int = 7):
-    """A repository of ``filesets`` Filesets of ``per`` random files (100 B to 3 KB); every
-    50th Fileset has two images (a multi-series file), and two images have no Fileset."""
-    rng = random.Random(seed)
-    repo = tmp_path / "ManagedRepository"
-    server = FakeServer(root=str(repo))
-    groups = []
-    for k in range(filesets):
-        d = f"user_2/2026-12/01/{k // 100:03d}/{k:05d}/"
-        (repo / d).mkdir(parents=True)
-        names = []
-        for j in range(per):
-            name = f"part{j}.ome.tif" if j == 0 else f"part{j}.bin"
-            (repo / d / name).write_bytes(rng.randbytes(rng.randint(100, 3000)))
-            names.append(name)
-        files = [server.original_file(str(repo / d / n), d) for n in names]
-        images = server.add_fileset(files, d, n_images=2 if k % 50 == 0 else 1)
-        groups.append((images, [d + n for n in names]))
-    legacy_dir = tmp_path / "legacy"
-    legacy_dir.mkdir()
-    for n in range(2):
-        path = legacy_dir / f"old{n}.tif"
-        path.write_bytes(rng.randbytes(500))
-        server.add_legacy_image([server.original_file(str(path), "/legacy/")])
-    return server, repo, groups
+def admin(server):
+    return lambda c: (None, server.access(0))  # the administrator's session
 
 
-def direct_codes(worker: str, repo: Path, groups: list, tmp_path: Path) -> dict[int, str]:
-    """Each image's code as one direct `omero-iscc sum --groups` run gives it."""
-    listing = tmp_path / "all-groups.jsonl"
-    listing.write_text(
-        "".join(json.dumps({"id": str(n), "files": files}) + "\n" for n, (_, files) in enumerate(groups))
-    )
+def accepted(work: backlog_mod.Workdir) -> list[dict]:
+    return [a for a in work.manifest["arrays"] if a["state"] == "accepted"]
+
+
+def scontrol_job(job: str) -> str:
+    return subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=False).stdout
+
+
+def ended(job: str) -> bool:
+    """Whether accounting has the job as ended."""
     out = subprocess.run(
-        [worker, "sum", "--json", "--root", str(repo), "--groups", str(listing)], capture_output=True, check=True
+        ["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"], capture_output=True, text=True, check=False
     )
-    codes = {}
-    for line in out.stdout.splitlines():
-        record = json.loads(line)
-        for image in groups[int(record["id"])][0]:
-            codes[image] = record["iscc"]
-    return codes
+    return bool(out.stdout.split()) and out.stdout.split()[0] not in slurm.LIVE
 
 
-def config(tmp_path: Path, worker: str, repo: Path, **extra) -> Path:
-    cfg = tmp_path / "config.json"
-    values = {
-        "worker": worker,
-        "repository": str(repo),
-        "state_dir": str(tmp_path / "state"),
-        "backlog_dir": str(tmp_path / "backlog"),
-        **extra,
-    }
-    cfg.write_text(json.dumps(values))
-    return cfg
-
-
-def wait_until(predicate, timeout: float = 120.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def queue(job: str) -> dict[str, str]:
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True, check=True).stdout
-    return dict(line.split() for line in out.splitlines() if line.startswith((f"{job}_", f"{job} ")))
-
-
-def iscc_of(server: FakeServer, image: int) -> list[str]:
-    return [dict(a.pairs)["iscc:sum"] for a in server.iscc_anns(image) if a.kind == "map"]
-
-
-def test_slurm_array_resume_truncated_result_and_fixity(cluster, tmp_path, worker):
-    server, repo, groups = synthetic(tmp_path, FILESETS)
-    assert sum(len(files) for _, files in groups) >= 10_000
+def test_sixty_shards_within_the_limits_timeout_requeue_and_resume(cluster, tmp_path, worker, capsys):
+    server, repo, groups = synthetic(tmp_path, 120, per=2)
     direct = direct_codes(worker, repo, groups, tmp_path)
-    # A file changed after import (same size): its Fileset must not be annotated.
-    changed_images, changed_files = groups[123]
-    path = repo / changed_files[2]
-    data = bytearray(path.read_bytes())
-    data[0] ^= 0xFF
-    path.write_bytes(bytes(data))
-    # The cluster's worker: the real one, held back on shard 3 while the marker exists.
-    marker = tmp_path / "hold-shard-3"
-    marker.touch()
-    slow = tmp_path / "worker-on-the-nodes"
-    slow.write_text(
-        f'#!/bin/sh\ncase "$*" in *shard-00003.jsonl*) [ -e "{marker}" ] && sleep 300;; esac\nexec "{worker}" "$@"\n'
-    )
-    slow.chmod(0o755)
-    total = sum(f.size for f in server.files.values() if f.size)
-    cfg = config(tmp_path, worker, repo, cluster_worker=str(slow), shard_bytes=total // 20, slurm_throttle=4)
-    connect = lambda c: (None, server.access(0))  # noqa: E731 - the administrator's session
-
-    assert main(["--config", str(cfg), "backlog", "--slurm"], connect=connect) == 0
+    wrapper, holds = holding_worker(tmp_path, worker)
+    # 4 files a shard, 2 per Fileset: 60 shards; a minute per task at most.
+    cfg = config(tmp_path, worker, repo, cluster_worker=wrapper, shard_files=4, slurm_throttle=8, slurm_time="1")
+    timed_out, requeued = 7, 13
+    hold(holds, timed_out, requeued)
+    argv = ["--config", str(cfg), "backlog"]
+    assert main([*argv, "--slurm"], connect=admin(server)) == 0
+    out = capsys.readouterr().out
     work = backlog_mod.Workdir.open(str(tmp_path / "backlog"))
-    [entry] = work.manifest["submissions"]
-    job, ingest_job = entry["job"], entry["ingest_job"]
-    assert 19 <= work.shard_count <= 22 and entry["tasks"] == list(range(work.shard_count))
-    assert work.manifest["left_to_the_scheduler"] == 2
-    shown = subprocess.run(["scontrol", "show", "job", ingest_job], capture_output=True, text=True, check=False).stdout
-    assert f"Dependency=afterany:{job}" in shown
-    subprocess.run(["scancel", ingest_job], check=True)  # it would ingest from another process
-    wait_until(lambda: queue(job).get(f"{job}_3") == "RUNNING", what="task 3 running")
-    subprocess.run(["scancel", f"{job}_3"], check=True)
-    wait_until(lambda: not queue(job), timeout=300, what="the array to end")
-    # A result cut off mid-line (a node that died while writing to shared storage).
-    cut = work.result(5)
-    raw = cut.read_bytes()
-    cut.write_bytes(raw[: len(raw) // 2])
+    assert work.shard_count == 60 and work.manifest["probe"]["job"]
+    first = accepted(work)
+    # Room for 25 tasks (the user's MaxSubmitJobs), in arrays of at most MaxArraySize.
+    assert [len(a["shards"]) for a in first] == [10, 10, 5] and "35 shard(s) wait for room in the queue" in out
+    assert [a["throttle"] for a in first] == [2, 2, 2], "slurm_throttle 8 shared by the live arrays"
+    shown = scontrol_job(first[0]["job"])
+    assert "ArrayTaskThrottle=2" in shown and f"JobName={first[0]['name']}" in shown
+    runs = backlog_mod.shard_runs(work)
+    job13 = f"{runs[requeued][0]['job']}_{runs[requeued][1]}"
+    log13 = tmp_path / "backlog" / "logs" / f"{job13}.out"
+    wait_until(lambda: log13.exists() and "omero-iscc task" in log13.read_text(), what="shard 13's task running")
 
-    st = backlog_mod.status(work, running={})
-    assert 3 in st["failed"] and st["done"] == work.shard_count - 1
-    assert main(["--config", str(cfg), "backlog", "ingest"], connect=connect) == 1  # the fixity failure
-    work = backlog_mod.Workdir.open(str(tmp_path / "backlog"))
-    assert 3 not in work.manifest["ingested"] and 5 not in work.manifest["ingested"]
-    assert list((tmp_path / "backlog" / "rejected").iterdir()), "the truncated result is set aside"
-    failures = [json.loads(x) for x in (tmp_path / "backlog" / "failures.jsonl").read_text().splitlines()]
-    assert [(f["kind"], f["images"]) for f in failures] == [("fixity", changed_images)]
-    assert "SHA1-160 differs" in failures[0]["message"] and changed_files[2].split("/")[-1] in failures[0]["message"]
+    # A resume while tasks are live submits exactly the shards without a task: not the live ones.
+    assert main([*argv, "--slurm", "--resume", "--no-probe"], connect=admin(server)) == 0
+    work.reload()
+    resumed = [n for a in accepted(work)[3:] for n in a["shards"]]
+    assert resumed and timed_out not in resumed and requeued not in resumed
+    assert resumed == list(range(25, 25 + len(resumed))), resumed
+    assert len(my_queue()) <= 25
 
-    marker.unlink()
-    assert main(["--config", str(cfg), "backlog", "--slurm", "--resume", "--no-ingest-job"], connect=connect) == 0
-    work = backlog_mod.Workdir.open(str(tmp_path / "backlog"))
-    resumed = work.manifest["submissions"][-1]
-    assert resumed["tasks"] == [3, 5]
-    wait_until(lambda: not queue(resumed["job"]), timeout=300, what="the resumed array to end")
-    assert main(["--config", str(cfg), "backlog", "ingest"], connect=connect) == 0
-    assert main(["--config", str(cfg), "backlog", "ingest"], connect=connect) == 0  # twice: nothing twice
-    for images, _ in groups:
-        for image in images:
-            expected = [] if images == changed_images else [direct[image]]
-            assert iscc_of(server, image) == expected, image
-    st = backlog_mod.status(backlog_mod.Workdir.open(str(tmp_path / "backlog")), running={})
-    assert st["done"] == st["ingested"] == st["shards"] and st["failed"] == []
-    assert st["bytes_done"] == st["bytes"] and st["bytes_per_second"] > 0
+    # The held task is requeued: it runs again, its log keeps both runs.
+    subprocess.run(["scontrol", "requeue", job13], check=True)
+    wait_until(lambda: log13.read_text().count("omero-iscc task") >= 2, timeout=180, what="the requeued task's rerun")
+    release(holds, requeued)
 
-
-def test_local_runs_plan_hash_and_ingest_in_one_command(tmp_path, worker, capsys):
-    server, repo, groups = synthetic(tmp_path, 120, per=3)
-    direct = direct_codes(worker, repo, groups, tmp_path)
-    cfg = config(tmp_path, worker, repo, shard_bytes=40_000)
-    connect = lambda c: (None, server.access(0))  # noqa: E731
-    assert main(["--config", str(cfg), "backlog", "--local", "2"], connect=connect) == 0
-    assert "image(s) annotated from" in capsys.readouterr().out
-    for images, _ in groups:
-        for image in images:
-            assert iscc_of(server, image) == [direct[image]]
-    assert main(["--config", str(cfg), "backlog", "status"], connect=connect) == 0
+    # Following the arrays: shards ingested as they finish, the rest submitted as room frees,
+    # until no task is live; the held shard times out.
+    assert main([*argv, "ingest", "--wait"], connect=admin(server)) == 1
+    assert "1 shard(s) without a result yet" in capsys.readouterr().out
+    work.reload()
+    assert all(len(a["shards"]) <= 10 for a in work.manifest["arrays"])
+    assert not [a for a in work.manifest["arrays"] if a["state"] != "accepted"], "no array refused for a limit"
+    assert sorted(work.manifest["ingested"]) == [n for n in range(60) if n != timed_out]
+    assert main([*argv, "status"], connect=admin(server)) == 0
     text = capsys.readouterr().out
+    assert f"TIMEOUT: shard(s) {timed_out} (backlog --resume runs them again)" in text
+    assert "59 INGESTED, 1 TIMEOUT" in text
+
+    # Resume: the shard that timed out is split in two, and only those two run.
+    release(holds, timed_out)
+    before = len(accepted(work))
+    assert main([*argv, "--slurm", "--resume", "--no-probe", "--wait"], connect=admin(server)) == 0
+    work.reload()
+    assert work.manifest["shards"][timed_out]["replaced_by"] == [60, 61]
+    assert [a["shards"] for a in accepted(work)[before:]] == [[60, 61]]
+    assert_annotated_once(server, groups, direct)
+    assert work.manifest["finished"]
+    text = log13.read_text()
+    assert text.count("omero-iscc task") == 2 and "DUE TO JOB REQUEUE" in text, "the log keeps both runs"
+    assert work.leftovers() == [], "no partial result of a killed task is left"
+    assert_private(tmp_path / "backlog")
+    assert main([*argv, "status"], connect=admin(server)) == 0
+    assert "states: 61 INGESTED, 1 SPLIT" in capsys.readouterr().out
+
+
+def test_an_interrupted_submission_is_found_again_by_name(cluster, tmp_path, worker, monkeypatch):
+    server, repo, groups = synthetic(tmp_path, 30, per=1, legacy=0)
+    direct = direct_codes(worker, repo, groups, tmp_path)
+    wrapper, holds = holding_worker(tmp_path, worker)
+    hold(holds, *range(15))
+    cfg = config(tmp_path, worker, repo, cluster_worker=wrapper, shard_files=2)
+    real, calls = slurm.sbatch, []
+
+    def then_interrupted(*args, **kwargs):
+        job = real(*args, **kwargs)
+        calls.append(job)
+        if len(calls) == 3:  # the probe, the first array, the second array: then the command dies
+            raise KeyboardInterrupt
+        return job
+
+    monkeypatch.setattr(slurm, "sbatch", then_interrupted)
+    argv = ["--config", str(cfg), "backlog"]
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--slurm"], connect=admin(server))
+    monkeypatch.setattr(slurm, "sbatch", real)
     work = backlog_mod.Workdir.open(str(tmp_path / "backlog"))
-    assert f"shards: {work.shard_count}: {work.shard_count} done ({work.shard_count} ingested)" in text
-    assert "throughput:" in text
-    # A second plan in the same directory is refused; --resume finds nothing left to run.
-    assert main(["--config", str(cfg), "backlog", "--local", "2"], connect=connect) == 2
-    assert main(["--config", str(cfg), "backlog", "--local", "2", "--resume"], connect=connect) == 0
-    assert len(backlog_mod.Workdir.open(str(tmp_path / "backlog")).manifest["submissions"]) == 1, "nothing re-run"
+    assert [a["state"] for a in work.manifest["arrays"]] == ["accepted", "submitting"]
+    assert main([*argv, "--slurm", "--resume", "--no-probe"], connect=admin(server)) == 0
+    work.reload()
+    assert [(a["state"], a["job"]) for a in work.manifest["arrays"]] == [("accepted", calls[1]), ("accepted", calls[2])]
+    release(holds, *range(15))
+    assert main([*argv, "ingest", "--wait"], connect=admin(server)) == 0
+    assert_annotated_once(server, groups, direct)
 
 
-def test_array_specs_and_bad_invocations(tmp_path, worker, capsys):
-    assert array_spec([0, 1, 2, 3, 7, 9, 10], 4) == "0-3,7,9-10%4"
-    assert array_spec([5]) == "5"
-    cfg = config(tmp_path, worker, tmp_path)
-    assert main(["--config", str(cfg), "backlog", "status"]) == 2
-    assert "holds no backlog plan" in capsys.readouterr().err
-    assert main(["--config", str(cfg), "backlog"]) == 2
-    assert "needs --slurm or --local N" in capsys.readouterr().err
+def test_a_failed_probe_stops_the_submission_with_the_reason(cluster, tmp_path, worker, capsys):
+    server, repo, groups = synthetic(tmp_path, 8, per=2, legacy=0)
+    direct = direct_codes(worker, repo, groups, tmp_path)
+    argv = ["backlog", "--slurm"]
+    cfg = config(tmp_path, worker, repo, cluster_worker="/opt/nowhere/omero-iscc", shard_files=4)
+    assert main(["--config", str(cfg), *argv], connect=admin(server)) == 2
+    err = capsys.readouterr().err
+    assert "the worker does not run on" in err and "/opt/nowhere/omero-iscc" in err
+    work = backlog_mod.Workdir.open(str(tmp_path / "backlog"))
+    assert work.manifest["arrays"] == [], "nothing submitted"
+
+    elsewhere = tmp_path / "not-the-repository"
+    elsewhere.mkdir()
+    cfg = config(tmp_path, worker, repo, name="c2.json", cluster_root=str(elsewhere), shard_files=4)
+    assert main(["--config", str(cfg), *argv, "--resume"], connect=admin(server)) == 2
+    err = capsys.readouterr().err
+    assert "the repository cannot be read on" in err and str(elsewhere) in err and "No such file" in err
+
+    other = tmp_path / "not-shared"
+    other.mkdir(mode=0o700)
+    cfg = config(tmp_path, worker, repo, name="c3.json", cluster_backlog_dir=str(other), shard_files=4)
+    assert main(["--config", str(cfg), *argv, "--resume"], connect=admin(server)) == 2
+    err = capsys.readouterr().err
+    assert "the nodes do not see this work directory at" in err and str(other) in err
+    work.reload()
+    assert work.manifest["arrays"] == []
+
+    cfg = config(tmp_path, worker, repo, name="c4.json", shard_files=4)
+    assert main(["--config", str(cfg), *argv, "--resume", "--wait"], connect=admin(server)) == 0
+    assert_annotated_once(server, groups, direct)
 
 
-def test_the_cli_plugin_runs_the_same_backlog(tmp_path, worker, monkeypatch, capsys):
-    from omero.cli import CLI
+def test_an_ingest_job_on_the_nodes_gets_no_environment_and_no_password(cluster, tmp_path, worker, monkeypatch):
+    server, repo, groups = synthetic(tmp_path, 12, per=2, legacy=0)
+    direct = direct_codes(worker, repo, groups, tmp_path)
+    record = tmp_path / "ingest-job"
+    python = tmp_path / "python-on-the-nodes"  # what a site's module or venv would give
+    python.write_text(
+        f'#!/bin/sh\nenv > "{record}.env"\necho "$@" > "{record}.argv"\n'
+        f'PYTHONPATH="{TOP / "omero_scripts"}" exec "{sys.executable}" "$@"\n'
+    )
+    python.chmod(0o755)
+    port = free_port()  # no OMERO there: the job must say so
+    cfg = config(
+        tmp_path,
+        worker,
+        repo,
+        host="127.0.0.1",
+        port=port,
+        username="root",
+        password="not-in-the-job",
+        cluster_python=str(python),
+        slurm_ingest_time="7:00",
+        shard_files=8,
+    )
+    monkeypatch.setenv("OMERO_ISCC_ONLY_HERE", "submitting host")
+    argv = ["--config", str(cfg), "backlog"]
+    assert main([*argv, "--slurm", "--ingest-job"], connect=admin(server)) == 0
+    work = backlog_mod.Workdir.open(str(tmp_path / "backlog"))
+    [ingest_job] = work.manifest["ingest_jobs"]
+    arrays = [a["job"] for a in accepted(work)]
+    assert ingest_job["after"] == arrays
+    shown = scontrol_job(ingest_job["job"])
+    assert "TimeLimit=00:07:00" in shown and all(job in shown.split("Dependency=")[1].split()[0] for job in arrays)
+    log = tmp_path / "backlog" / "logs" / f"ingest_{ingest_job['job']}.out"
+    wait_until(lambda: ended(ingest_job["job"]), timeout=120, what="the ingest job to end")
+    text = log.read_text()
+    assert f"backlog ingest: {tmp_path / 'backlog'}, {work.shard_count} shard(s)" in text
+    assert f"no connection to OMERO at 127.0.0.1:{port}" in text
+    env, args = (record.with_suffix(".env").read_text(), record.with_suffix(".argv").read_text())
+    assert "not-in-the-job" not in env + args + text
+    assert "OMERO_ISCC_ONLY_HERE" not in env, "the job got the submitting host's environment"
+    assert f"-m omero_iscc --config {cfg} backlog ingest --workdir {tmp_path / 'backlog'}" in args
+    # The ingest here does what the job could not.
+    assert main([*argv, "ingest"], connect=admin(server)) == 0
+    assert_annotated_once(server, groups, direct)
 
-    server, repo, groups = synthetic(tmp_path, 30, per=2)
-    cfg = config(tmp_path, worker, repo, shard_bytes=20_000)
-    cli = CLI()
-    cli.loadplugins()
-    monkeypatch.setattr(type(cli.controls["iscc"]), "omero_access", lambda self, args: server.access(0))
-    cli.invoke(["iscc", "backlog", "--local", "2", "--config", str(cfg)], strict=False)
-    assert cli.rv == 0, capsys.readouterr()
-    assert all(len(iscc_of(server, i)) == 1 for images, _ in groups for i in images)
-    cli.invoke(["iscc", "backlog", "status", "--config", str(cfg)], strict=False)
-    assert "0 failed" in capsys.readouterr().out
+
+def test_an_ingest_job_refused_after_the_arrays_loses_nothing(cluster, tmp_path, worker, capsys):
+    server, repo, groups = synthetic(tmp_path, 16, per=2, legacy=0)
+    direct = direct_codes(worker, repo, groups, tmp_path)
+    wrapper, holds = holding_worker(tmp_path, worker)
+    hold(holds, *range(8))
+    cfg = config(
+        tmp_path,
+        worker,
+        repo,
+        cluster_worker=wrapper,
+        username="root",
+        password="omero",
+        cluster_python=sys.executable,
+        slurm_ingest_options=["--partition=nosuch"],
+        shard_files=4,
+    )
+    argv = ["--config", str(cfg), "backlog"]
+    assert main([*argv, "--slurm", "--ingest-job"], connect=admin(server)) == 1
+    err = capsys.readouterr().err
+    assert "the arrays are submitted and recorded, but not the ingest job" in err and "nosuch" in err
+    work = backlog_mod.Workdir.open(str(tmp_path / "backlog"))
+    arrays = accepted(work)
+    assert sorted(n for a in arrays for n in a["shards"]) == list(range(work.shard_count))
+    assert work.manifest["ingest_jobs"] == []
+    assert all(queue(a["job"]) for a in arrays), "the arrays run"
+    assert main([*argv, "--slurm", "--resume", "--no-probe"], connect=admin(server)) == 0
+    assert "0 of 0 shard(s) submitted" in capsys.readouterr().out
+    work.reload()
+    assert len(work.manifest["arrays"]) == len(arrays), "nothing hashed twice"
+    release(holds, *range(8))
+    assert main([*argv, "ingest", "--wait"], connect=admin(server)) == 0
+    assert_annotated_once(server, groups, direct)
+
+
+def test_slurm_over_ssh_on_a_login_node(cluster, tmp_path, worker, monkeypatch, capsys):
+    try:
+        sshd = LocalSshd(tmp_path / "sshd", env={"SLURM_CONF": str(cluster.conf)})
+        sshd.start()
+    except SshdUnavailable as exc:
+        pytest.fail(f"sshd could not be started: {exc}")
+    try:
+        server, repo, groups = synthetic(tmp_path, 20, per=2)
+        direct = direct_codes(worker, repo, groups, tmp_path)
+        # The login node and the nodes see the work directory at another path.
+        (tmp_path / "cluster-view").symlink_to(tmp_path)
+        seen_there = tmp_path / "cluster-view" / "backlog"
+        options = {"slurm_ssh": sshd.destination, "slurm_ssh_options": sshd.options, "shard_files": 6}
+        cfg = config(tmp_path, worker, repo, cluster_backlog_dir=str(seen_there), **options)
+        # This host has ssh, and no Slurm: no command, no configuration.
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "ssh").symlink_to(shutil.which("ssh"))
+        monkeypatch.setenv("PATH", str(bin_dir))
+        monkeypatch.delenv("SLURM_CONF")
+        argv = ["--config", str(cfg), "backlog"]
+        assert main([*argv, "--slurm", "--wait"], connect=admin(server)) == 0, capsys.readouterr()
+        assert_annotated_once(server, groups, direct)
+        work = backlog_mod.Workdir.open(str(tmp_path / "backlog"))
+        assert str(seen_there) in work.task_script.read_text()
+        assert main([*argv, "status"], connect=admin(server)) == 0
+        assert "the plan is finished" in capsys.readouterr().out
+        # A login node that does not answer is said plainly.
+        bad_options = list(sshd.options)
+        bad_options[bad_options.index("-p") + 1] = str(free_port())
+        bad = config(tmp_path, worker, repo, name="bad.json", slurm_ssh=sshd.destination, slurm_ssh_options=bad_options)
+        assert main(["--config", str(bad), "backlog", "status"], connect=admin(server)) == 2
+        assert f"ssh {sshd.destination} failed: " in capsys.readouterr().err
+    finally:
+        sshd.stop()
