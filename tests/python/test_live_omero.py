@@ -286,7 +286,9 @@ def test_scripts_run_through_the_script_service(live, samples, pixel_case, worke
     def run(name: str, inputs: dict) -> dict:
         script_id = svc.getScriptID(f"/iscc/{name}")
         if script_id <= 0:
-            script_id = svc.uploadOfficialScript(f"/iscc/{name}", (TOP / "omero_scripts" / "omero_iscc" / "scripts" / name).read_text())
+            script_id = svc.uploadOfficialScript(
+                f"/iscc/{name}", (TOP / "omero_scripts" / "omero_iscc" / "scripts" / name).read_text()
+            )
         wrapped = {
             k: rbool(v) if isinstance(v, bool) else rlist([rlong(x) for x in v]) if isinstance(v, list) else rstring(v)
             for k, v in inputs.items()
