@@ -241,7 +241,7 @@ def _main(args: argparse.Namespace, connect) -> int:
 
         return doctor.run(cfg, connect, args.test)
     if command == "find":
-        from .duplicates import find_command
+        from .fromindex import find_command
 
         return find_command(cfg, connect, args.query, args.threshold)
     if command == "backlog":
