@@ -4,6 +4,7 @@ of several images, private and shared groups, a group leader and the administrat
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 
@@ -64,6 +65,20 @@ def world(tmp_path_factory, worker, cases, samples):
     settings = ScriptSettings(worker=worker, repository=lab.fake.root)
     wide = [images["neuron wide"], images["neuron edited wide"]]
     annotate_job(lab.fake.access(ERIN), "Image", wide, settings, replace=True, wide=True)
+    # Codes written by hand into the namespace: a chain A ~ B ~ C (8 bits apart each, A and C
+    # 16 apart) whose middle is in another lab: without B, A and C are no group.
+    some = dict(lab.fake.iscc_anns(images["carol"], NAMESPACE)[0].pairs)["iscc:sum"]
+    body = some.removeprefix("ISCC:")
+    head = base64.b32decode(body + "=" * (-len(body) % 8))[:2]
+    chain = [0x0123_4567_89AB_CDEF, 0x0123_4567_89AB_CDEF ^ 0xFF, 0x0123_4567_89AB_CDEF ^ 0xFF ^ 0xFF00]
+    for label, data, owner, group in zip(
+        ("chain A", "chain B", "chain C"), chain, (CAROL, BOB, DAVE), (FACILITY, LAB_B, FACILITY)
+    ):
+        raw = head + data.to_bytes(8, "big") + (data ^ 0x5555).to_bytes(8, "big")
+        images[label] = lab.fake.add_image(group, owner, label)
+        lab.fake.add_annotation(
+            images[label], [["iscc:sum", "ISCC:" + base64.b32encode(raw).decode().rstrip("=")]], NAMESPACE
+        )
     lab.poll(codes=["files"], index_reconcile_polls=1)  # picked up, the replaced ones reconciled away
     lab.images, lab.wells = images, wells
     yield lab
@@ -116,12 +131,26 @@ def test_the_readers_see_what_they_may(world, worker):
     assert seen[LEAD] == seen[ALICE]  # the leader of her lab sees her images
     assert imgs["carol"] in seen[CAROL] and set(world.wells) <= seen[CAROL]
     assert seen[BOB] == {imgs["bob"], imgs["bob tif"]}  # not his "neuron copy": no duplicate he may see
+    assert {imgs["chain A"], imgs["chain B"], imgs["chain C"]} <= seen[0]  # B joins A and C
+    assert imgs["chain A"] not in seen[CAROL] and imgs["chain C"] not in seen[CAROL]  # without B: no group
 
 
 @pytest.mark.parametrize("reader", READERS)
-def test_find_from_the_index_equals_the_server_read(world, worker, reader):
+def test_find_from_the_index_equals_the_server_read(world, worker, reader, monkeypatch):
     access = world.fake.access(reader)
     index = index_of(world)
+    view = fromindex.Reader.of(access.session_view())
+    original = CodeIndex.query
+
+    def within_the_view(self, queries, threshold):
+        """The index is asked with the reader's view, and answers within it."""
+        answers = original(self, queries, threshold)
+        for q, a in zip(queries, answers):
+            assert q.get("visible") == view.visible()
+            assert all(view.may_see(m["group"], m["owner"]) for m in a["matches"])
+        return answers
+
+    monkeypatch.setattr(CodeIndex, "query", within_the_view)
     queries = [str(i) for i in sorted(world.images.values())] + [str(world.wells[1])]
     codes = {dict(a.pairs)["iscc:sum"] for i in world.images.values() for a in world.fake.iscc_anns(i, NAMESPACE)}
     queries += sorted(codes)

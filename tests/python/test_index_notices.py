@@ -126,13 +126,29 @@ def test_each_owner_is_told_only_what_they_may_read(lab):
     assert len(everyone) == 5  # carol, dave, alice twice, bob (erin's files differ)
 
 
-def test_the_index_filters_by_the_owners_view(lab):
+def test_the_index_filters_by_the_owners_view(lab, monkeypatch):
     """The index's own answer, before the owner's session reads anything, already holds only
     what the owner's view allows."""
+    asked = []
+    original = CodeIndex.query
+
+    def recorded(self, queries, threshold):
+        answers = original(self, queries, threshold)
+        asked.extend(zip(queries, answers))
+        return answers
+
+    monkeypatch.setattr(CodeIndex, "query", recorded)
     carol = lab.import_(CAROL, FACILITY)
     alice = lab.import_(ALICE, LAB_A)
     bob = lab.import_(BOB, LAB_B)
     lab.poll()
+    views = {ALICE: (LAB_A,), BOB: (LAB_B,), CAROL: (FACILITY,)}
+    owner_of = {link.id: link.v["parent"] for link in lab.fake.table("ImageAnnotationLink").values()}
+    for q, answer in asked:  # each image's check: the owner's view, and only it in the answer
+        owner = lab.fake.images_[owner_of[q["id"]]].owner
+        assert {m["group"] for m in answer["matches"]} <= set(views[owner]), (q, answer)
+        assert q["visible"]["owner"] == owner
+    assert len(asked) == 6  # three images, two codes each
     index = CodeIndex(lab.worker, str(lab.state / "index"))
     code = dict(lab.fake.iscc_anns(carol, "org.iscc.omero.sum")[0].pairs)["iscc:sum"]
     groups = {}
@@ -143,6 +159,20 @@ def test_the_index_filters_by_the_owners_view(lab):
     assert groups == {CAROL: [FACILITY], ALICE: [LAB_A], BOB: [LAB_B], 0: [LAB_A, LAB_B, FACILITY]}
     assert Reader.of(lab.fake.access(ALICE).session_view()).own_groups == (LAB_A,)
     assert alice and bob
+
+
+def test_a_fileset_of_several_images_is_not_its_own_duplicate(lab, samples):
+    rel = "carol_71/plate/"
+    (lab.tmp / "repo" / rel).mkdir(parents=True)
+    dest = lab.tmp / "repo" / rel / "plate.tiff"
+    dest.write_bytes((samples / "ome-tiff" / "neocortex-3Ch.tiff").read_bytes())
+    wells = lab.fake.add_fileset([lab.fake.original_file(str(dest), rel)], rel, 3, FACILITY, CAROL)
+    copy = lab.fake.import_file(str(dest), DAVE, FACILITY)
+    lab.poll(codes=["files"])
+    assert len({a.id for w in wells for a in lab.fake.iscc_anns(w, "org.iscc.omero.sum")}) == 1  # one annotation
+    for well in wells:
+        assert lab.named(well) == {copy: "identical"}  # not the other wells of its own Fileset
+    assert lab.named(copy) == {w: "identical" for w in wells}
 
 
 def test_an_image_moved_since_it_was_indexed_is_not_named(lab):
