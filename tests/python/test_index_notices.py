@@ -175,6 +175,19 @@ def test_a_fileset_of_several_images_is_not_its_own_duplicate(lab, samples):
     assert lab.named(copy) == {w: "identical" for w in wells}
 
 
+def test_an_image_is_not_its_own_duplicate_through_a_second_copy_of_its_code(lab):
+    """A second annotation of the same code on the image (a replacement cut short before the
+    old one was deleted, or a copy written by hand) does not make it name itself."""
+    carol = lab.import_(CAROL, FACILITY)
+    dave = lab.import_(DAVE, FACILITY, "duplicate.tif")
+    lab.poll(codes=["files"])  # different files: no notice yet
+    [ann] = lab.fake.iscc_anns(carol, "org.iscc.omero.sum")
+    lab.fake.add_annotation(carol, ann.pairs, "org.iscc.omero.sum")
+    lab.poll()  # the pixel codes: both checked again
+    assert lab.named(carol) == {dave: "same_pixels"}
+    assert lab.named(dave) == {carol: "same_pixels"}
+
+
 def test_an_image_moved_since_it_was_indexed_is_not_named(lab):
     carol = lab.import_(CAROL, FACILITY)
     lab.poll()
