@@ -36,9 +36,7 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -46,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from . import state as state_mod
 from .gateway import READ_PAGE, CodeLink, Omero
 from .statuses import ExitStatus
+from .worker import Streamed, run_command
 
 log = logging.getLogger(__name__)
 
@@ -128,36 +127,14 @@ class CodeIndex:
     def _stream(self, command: list[str], lines: Iterable[str]) -> tuple[int, list[dict], bytes]:
         """Runs ``command`` with ``lines`` streamed into it; returns its exit status, the
         answer lines that carry an error, and its standard error."""
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        failure: list[BaseException] = []
-
-        def feed() -> None:
-            try:
-                for line in lines:
-                    proc.stdin.write(line.encode())  # type: ignore[union-attr]
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                failure.append(exc)
-            finally:
-                with contextlib.suppress(BrokenPipeError):
-                    proc.stdin.close()  # type: ignore[union-attr]
-
-        errors: list[bytes] = []
-        feeder = threading.Thread(target=feed, daemon=True)
-        drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
-        feeder.start()
-        drain.start()
-        refused = []
-        for raw in proc.stdout:  # type: ignore[union-attr]
-            if b'"error"' in raw:
-                refused.append(json.loads(raw))
-        proc.wait()
-        feeder.join()
-        drain.join()
-        if failure:
-            if isinstance(failure[0], BrokenPipeError):
-                raise self._failure(command[2], proc.returncode, b"".join(errors))
-            raise failure[0]
-        return proc.returncode, refused, b"".join(errors)
+        run = Streamed(command, (line.encode() for line in lines))
+        refused = [json.loads(raw) for raw in run if b'"error"' in raw]
+        status = run.finish()
+        if run.failure is not None:
+            if isinstance(run.failure, BrokenPipeError):
+                raise self._failure(command[2], status, run.stderr)
+            raise run.failure
+        return status, refused, run.stderr
 
     def _update(self, what: str, lines: Iterable[str]) -> list[dict]:
         rc, refused, err = self._stream(self._cmd(what), lines)
@@ -177,7 +154,7 @@ class CodeIndex:
         self._update("remove", (json.dumps({"id": i}) + "\n" for i in ids))
 
     def _run(self, *args: str) -> bytes:
-        proc = subprocess.run(self._cmd(*args), capture_output=True, check=False)
+        proc = run_command(self._cmd(*args))
         if proc.returncode != ExitStatus.SUCCESS:
             raise self._failure(args[0], proc.returncode, proc.stderr)
         return proc.stdout
@@ -187,7 +164,7 @@ class CodeIndex:
 
     def verify(self) -> list[str]:
         """Why segments are damaged (empty: the index is whole)."""
-        proc = subprocess.run(self._cmd("verify"), capture_output=True, check=False)
+        proc = run_command(self._cmd("verify"))
         if proc.returncode == ExitStatus.SUCCESS:
             return []
         lines = [json.loads(raw) for raw in proc.stdout.splitlines() if raw.strip()]
@@ -201,11 +178,9 @@ class CodeIndex:
         """One answer per query, in order (``matches``, or ``error``)."""
         if not queries:
             return []
-        proc = subprocess.run(
+        proc = run_command(
             self._cmd("query", "--threshold", str(threshold)),
             input="".join(json.dumps(q) + "\n" for q in queries).encode(),
-            capture_output=True,
-            check=False,
         )
         if proc.returncode not in (ExitStatus.SUCCESS, ExitStatus.FAILURE):
             raise self._failure("query", proc.returncode, proc.stderr)
@@ -216,19 +191,14 @@ class CodeIndex:
 
     def rows(self) -> Iterator[dict]:
         """Every row, by id (``index list``), as it streams."""
-        proc = subprocess.Popen(self._cmd("list"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        errors: list[bytes] = []
-        drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
-        drain.start()
+        run = Streamed(self._cmd("list"))
         try:
-            for raw in proc.stdout:  # type: ignore[union-attr]
+            for raw in run:
                 yield json.loads(raw)
         finally:
-            proc.stdout.close()  # type: ignore[union-attr]
-            proc.wait()
-            drain.join()
-        if proc.returncode != ExitStatus.SUCCESS:
-            raise self._failure("list", proc.returncode, b"".join(errors))
+            status = run.finish()
+        if status != ExitStatus.SUCCESS:
+            raise self._failure("list", status, run.stderr)
 
 
 def record(link: CodeLink, space: str) -> dict | None:

@@ -10,12 +10,9 @@ same image in two formats, or imported twice after a conversion) and ``similar_p
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
-import subprocess
 import sys
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -23,11 +20,11 @@ from typing import Callable, Protocol
 from . import spreadsheet
 from .config import Config
 from .connection import session
-from .gateway import Omero
+from .gateway import Omero, _val
 from .layout import PIXELS, newest_pixel_record, newest_record
 from .pixels import pixels_infos
 from .statuses import ExitStatus
-from .worker import WorkerError
+from .worker import Streamed, WorkerError
 
 
 @dataclass
@@ -80,18 +77,14 @@ class DuplicateReport:
         return msg
 
 
-def _val(x, default=""):
-    return default if x is None else getattr(x, "val", x)
-
-
 def _describe(image) -> tuple[str, str, str]:
     details = image.getDetails()
     owner = details.getOwner()
     group = details.getGroup()
     return (
-        _val(image.getName()),
-        _val(owner.getOmeName()) if owner is not None and owner.isLoaded() else "",
-        _val(group.getName()) if group is not None and group.isLoaded() else "",
+        _val(image.getName()) or "",
+        (_val(owner.getOmeName()) or "") if owner is not None and owner.isLoaded() else "",
+        (_val(group.getName()) or "") if group is not None and group.isLoaded() else "",
     )
 
 
@@ -107,7 +100,7 @@ def coded_images(
     for image in images:
         record = newest_record(annotations.get(image.getId().val, []))
         if record is None:
-            missing.append((image.getId().val, _val(image.getName())))
+            missing.append((image.getId().val, _val(image.getName()) or ""))
         else:
             codes.append((image.getId().val, {"iscc:sum": record.iscc, "iscc:datahash": record.datahash}))
     return codes, missing
@@ -144,40 +137,14 @@ def _record_line(image_id: int, values: dict, key: str = "iscc:sum") -> bytes | 
 
 def _similar(worker: str, codes: Iterable[tuple[int, dict]], threshold: int, key: str = "iscc:sum") -> list[dict]:
     """Runs the worker's ``similar`` over the codes, streamed into it as they are read."""
-    proc = subprocess.Popen(
-        [worker, "similar", "--json", "--threshold", str(threshold), "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    failure: list[BaseException] = []
-
-    def feed() -> None:
-        try:
-            for image_id, values in codes:
-                line = _record_line(image_id, values, key)
-                if line:
-                    proc.stdin.write(line)  # type: ignore[union-attr]
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            failure.append(exc)
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.close()  # type: ignore[union-attr]
-
-    errors: list[bytes] = []
-    feeder = threading.Thread(target=feed, daemon=True)
-    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
-    feeder.start()
-    drain.start()
-    out = proc.stdout.read()  # type: ignore[union-attr]
-    proc.wait()
-    feeder.join()
-    drain.join()
-    err = b"".join(errors)
-    if failure:
-        raise failure[0]
-    if proc.returncode not in (ExitStatus.SUCCESS, ExitStatus.FAILURE):
-        raise WorkerError(f"omero-iscc similar failed: {err.decode(errors='replace').strip()}")
+    lines = (line for line in (_record_line(i, values, key) for i, values in codes) if line)
+    run = Streamed([worker, "similar", "--json", "--threshold", str(threshold), "-"], lines)
+    out = run.read()
+    status = run.finish()
+    if run.failure is not None:
+        raise run.failure
+    if status not in (ExitStatus.SUCCESS, ExitStatus.FAILURE):
+        raise WorkerError(f"omero-iscc similar failed: {run.stderr.decode(errors='replace').strip()}")
     return [json.loads(raw) for raw in out.splitlines()]
 
 

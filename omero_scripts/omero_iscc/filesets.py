@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .gateway import _val
+
 
 @dataclass
 class SourceFile:
@@ -42,10 +44,6 @@ class Unit:
     @property
     def source_file(self) -> str:
         return self.files[0].name if self.files else ""
-
-
-def _val(x):
-    return None if x is None else getattr(x, "val", x)
 
 
 def source_file(original_file) -> SourceFile:
