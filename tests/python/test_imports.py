@@ -6,6 +6,7 @@ class of the package."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "omero_scripts" / "omero_iscc"
@@ -79,3 +80,25 @@ def test_the_plugin_file_only_registers_the_packages_command_class():
     assert ("omero_iscc.cli", ["HELP", "IsccControl"]) in imported
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
     assert len(PLUGIN.read_text(encoding="utf-8").splitlines()) <= 20
+
+
+def test_the_rows_of_docs_architecture_are_the_imports_rows():
+    """docs/architecture.md draws the package in rows (each module on the row above the longest
+    chain of imports beneath it); the table there is what the imports say."""
+    edges = graph()
+    rows: dict[str, int] = {}
+
+    def row(module: str) -> int:
+        if module not in rows:
+            rows[module] = 1 + max((row(m) for m in edges[module]), default=-1)
+        return rows[module]
+
+    computed: dict[int, set[str]] = {}
+    for module in edges:
+        computed.setdefault(row(module), set()).add(module)
+    text = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    documented = {
+        int(m.group(1)): set(re.findall(r"`([\w]+)`", m.group(2)))
+        for m in re.finditer(r"^\| (\d+) \| (.*) \|$", text, re.M)
+    }
+    assert documented == computed
