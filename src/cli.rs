@@ -267,7 +267,8 @@ pub struct SimilarArgs {
     pub input: Option<OsString>,
 
     /// Largest Data-Code Hamming distance, in bits of a 64-bit Data-Code, that joins two
-    /// codes (scaled ×2 for wide codes).
+    /// codes (×2 over 128 bits when both codes are wide; a narrow and a wide code are
+    /// compared on their first 64 bits).
     #[arg(long, default_value_t = 12, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=64))]
     pub threshold: u32,

@@ -13,5 +13,7 @@ __version__ = "0.1.0"
 NAMESPACE = "org.iscc.omero.sum"
 #: Namespace of the MapAnnotation that carries an image's pixel code (IMAGEWALK).
 PIXELS_NAMESPACE = "org.iscc.omero.pixels"
+#: Namespace of the duplicates notice the scheduler writes on a new image (docs/index.md).
+DUPLICATES_NAMESPACE = "org.iscc.omero.duplicates"
 #: Version of the annotation's key layout.
 ANNOTATION_VERSION = "2.0"

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from . import NAMESPACE, PIXELS_NAMESPACE
+from . import DUPLICATES_NAMESPACE, NAMESPACE, PIXELS_NAMESPACE
 from .errors import InputError
 from .worker import Limits
 
@@ -113,6 +113,15 @@ class Config:
     cluster_config: str | None = None
     slurm_ingest_time: str = "4:00:00"
     slurm_ingest_options: list = dataclasses.field(default_factory=list)
+    #: Keep the code index in ``state_dir/index`` (find and duplicates answer from it) and
+    #: write a duplicates notice on each image the scheduler annotates (docs/index.md).
+    index: bool = True
+    #: Polls between two reconciliations of the index with the server (0: never).
+    index_reconcile_polls: int = 10
+    #: Data-Code bits apart for a near duplicate in the notice (64-bit codes; doubled when both
+    #: codes are wide), as ``omero iscc duplicates``.
+    duplicates_threshold: int = 12
+    duplicates_namespace: str = DUPLICATES_NAMESPACE
     #: The configuration file the values came from (for messages; not a configuration key).
     source: str | None = dataclasses.field(default=None, compare=False, metadata={"internal": True})
 
@@ -168,10 +177,20 @@ def mask_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}/***"
 
 
+#: Booleans as the environment spells them.
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _coerce(name: str, value: Any) -> Any:
     kind = FIELD_TYPES[name]
     optional = "None" in str(kind)
     kind = str(kind).replace(" | None", "")
+    if kind == "bool":
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: {value!r} is not true or false")
+        return value
     if kind == "list":
         if isinstance(value, str):  # from the environment: paths separated like PATH
             value = [p for p in value.split(os.pathsep) if p]
@@ -268,6 +287,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"time_budget: {cfg.time_budget} must be greater than 0 seconds (or null: no limit)")
     if cfg.max_file_size is not None and cfg.max_file_size < 1:
         raise ConfigError(f"max_file_size: {cfg.max_file_size} must be at least 1 byte (or null: no ceiling)")
+    if cfg.index_reconcile_polls < 0:
+        raise ConfigError(f"index_reconcile_polls: {cfg.index_reconcile_polls} must be 0 (never) or more")
+    if not 0 <= cfg.duplicates_threshold <= 64:
+        raise ConfigError(f"duplicates_threshold: {cfg.duplicates_threshold} must be 0 to 64 bits")
+    if cfg.duplicates_namespace in ("", cfg.namespace, cfg.pixels_namespace):
+        raise ConfigError("duplicates_namespace: must not be empty nor a code's namespace")
     if not cfg.script_wait >= 0:
         raise ConfigError(f"script_wait: {cfg.script_wait} must be 0 seconds or more")
     for name in ("state_dir", "backlog_dir", "worker", "repository", "cluster_root", "cluster_worker"):

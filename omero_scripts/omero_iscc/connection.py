@@ -47,14 +47,21 @@ def is_login_refused(exc: BaseException) -> bool:
     return any(cls.__name__ in LOGIN_REFUSED for cls in type(exc).__mro__)
 
 
+def omero_access(client):
+    """The helper's OMERO access (``gateway.BlitzOmero``) over a client with a session: the
+    scheduler's, a script's, the OMERO CLI's. The one place that builds it."""
+    from omero.gateway import BlitzGateway
+
+    from .gateway import BlitzOmero
+
+    return BlitzOmero(BlitzGateway(client_obj=client))
+
+
 def connect(cfg: Config):
     """Opens a session (password or session key) and returns ``(client, BlitzOmero)``."""
     cfg.require_credentials()
     import omero
     import omero.clients  # noqa: F401 - registers the object factories
-    from omero.gateway import BlitzGateway
-
-    from .gateway import BlitzOmero
 
     client = omero.client(cfg.host, cfg.port)
     try:
@@ -63,8 +70,7 @@ def connect(cfg: Config):
         else:
             client.createSession(cfg.username, cfg.password)
         client.enableKeepAlive(60)
-        conn = BlitzGateway(client_obj=client)
-        return client, BlitzOmero(conn)
+        return client, omero_access(client)
     except BaseException:
         client.closeSession()
         raise

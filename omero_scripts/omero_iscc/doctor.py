@@ -18,7 +18,7 @@ from .connection import session
 from .state import Lock
 from .statuses import ExitStatus
 from .webhook import post
-from .worker import WorkerError, find_worker, selftest
+from .worker import WorkerError, find_worker, run_command, selftest
 
 TESTS = ("connection", "processing", "service", "list")
 
@@ -33,10 +33,10 @@ class Check:
 def worker_version(worker: str) -> str | None:
     """The version ``omero-iscc --version`` reports (``omero-iscc 0.1.0`` -> ``0.1.0``)."""
     try:
-        out = subprocess.run([worker, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        out = run_command([worker, "--version"], timeout=30)
     except OSError:
         return None
-    words = out.stdout.split()
+    words = out.stdout.decode(errors="replace").split()
     return words[1] if out.returncode == 0 and len(words) == 2 and words[0] == "omero-iscc" else None
 
 
@@ -128,10 +128,9 @@ def check_processing(cfg: Config, connect: Callable | None) -> list[Check]:
         checks.append(Check("one real file hashed", False, f"no file found under {root}"))
         return checks
     rel = os.path.relpath(sample, root)
-    out = subprocess.run(
-        [worker, "sum", "--json", "--root", root, rel], capture_output=True, text=True, timeout=600, check=False
-    )
-    checks.append(Check("one real file hashed", out.returncode == 0, (out.stdout or out.stderr).strip()[:300]))
+    out = run_command([worker, "sum", "--json", "--root", root, rel], timeout=600)
+    text = (out.stdout or out.stderr).decode(errors="replace")
+    checks.append(Check("one real file hashed", out.returncode == 0, text.strip()[:300]))
     return checks
 
 

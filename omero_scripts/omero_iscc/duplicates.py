@@ -10,23 +10,21 @@ same image in two formats, or imported twice after a conversion) and ``similar_p
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
-import subprocess
 import sys
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 from . import spreadsheet
 from .config import Config
 from .connection import session
-from .gateway import Omero
+from .gateway import Omero, _val
 from .layout import PIXELS, newest_pixel_record, newest_record
 from .pixels import pixels_infos
 from .statuses import ExitStatus
-from .worker import WorkerError
+from .worker import Streamed, WorkerError
 
 
 @dataclass
@@ -79,18 +77,14 @@ class DuplicateReport:
         return msg
 
 
-def _val(x, default=""):
-    return default if x is None else getattr(x, "val", x)
-
-
 def _describe(image) -> tuple[str, str, str]:
     details = image.getDetails()
     owner = details.getOwner()
     group = details.getGroup()
     return (
-        _val(image.getName()),
-        _val(owner.getOmeName()) if owner is not None and owner.isLoaded() else "",
-        _val(group.getName()) if group is not None and group.isLoaded() else "",
+        _val(image.getName()) or "",
+        (_val(owner.getOmeName()) or "") if owner is not None and owner.isLoaded() else "",
+        (_val(group.getName()) or "") if group is not None and group.isLoaded() else "",
     )
 
 
@@ -106,7 +100,7 @@ def coded_images(
     for image in images:
         record = newest_record(annotations.get(image.getId().val, []))
         if record is None:
-            missing.append((image.getId().val, _val(image.getName())))
+            missing.append((image.getId().val, _val(image.getName()) or ""))
         else:
             codes.append((image.getId().val, {"iscc:sum": record.iscc, "iscc:datahash": record.datahash}))
     return codes, missing
@@ -143,56 +137,48 @@ def _record_line(image_id: int, values: dict, key: str = "iscc:sum") -> bytes | 
 
 def _similar(worker: str, codes: Iterable[tuple[int, dict]], threshold: int, key: str = "iscc:sum") -> list[dict]:
     """Runs the worker's ``similar`` over the codes, streamed into it as they are read."""
-    proc = subprocess.Popen(
-        [worker, "similar", "--json", "--threshold", str(threshold), "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    failure: list[BaseException] = []
-
-    def feed() -> None:
-        try:
-            for image_id, values in codes:
-                line = _record_line(image_id, values, key)
-                if line:
-                    proc.stdin.write(line)  # type: ignore[union-attr]
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            failure.append(exc)
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.close()  # type: ignore[union-attr]
-
-    errors: list[bytes] = []
-    feeder = threading.Thread(target=feed, daemon=True)
-    drain = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
-    feeder.start()
-    drain.start()
-    out = proc.stdout.read()  # type: ignore[union-attr]
-    proc.wait()
-    feeder.join()
-    drain.join()
-    err = b"".join(errors)
-    if failure:
-        raise failure[0]
-    if proc.returncode not in (ExitStatus.SUCCESS, ExitStatus.FAILURE):
-        raise WorkerError(f"omero-iscc similar failed: {err.decode(errors='replace').strip()}")
+    lines = (line for line in (_record_line(i, values, key) for i, values in codes) if line)
+    run = Streamed([worker, "similar", "--json", "--threshold", str(threshold), "-"], lines)
+    out = run.read()
+    status = run.finish()
+    if run.failure is not None:
+        raise run.failure
+    if status not in (ExitStatus.SUCCESS, ExitStatus.FAILURE):
+        raise WorkerError(f"omero-iscc similar failed: {run.stderr.decode(errors='replace').strip()}")
     return [json.loads(raw) for raw in out.splitlines()]
 
 
-def _groups(worker: str, codes: Iterable[tuple[int, dict]], threshold: int, key: str) -> list[tuple[str, list]]:
-    """The worker's groups as (kind, [(image id, code, distance)]), an image once per group."""
+def _groups(
+    worker: str,
+    codes: Iterable[tuple[int, dict]],
+    threshold: int,
+    key: str,
+    image_of: Callable[[list[int]], dict[int, int]] | None = None,
+) -> list[tuple[str, list]]:
+    """The worker's groups as (kind, [(image id, code, distance)]), an image once per group.
+    ``image_of``: the records' ids are not image ids (a code source's own ids, such as the
+    index's link ids): it maps the ids the groups name to images (an id it leaves out is
+    dropped)."""
     found = []
-    for group in _similar(worker, codes, threshold, key):
+    groups = _similar(worker, codes, threshold, key)
+    images = image_of(sorted({int(m["id"]) for g in groups for m in g["members"]})) if image_of else None
+    for group in groups:
         members, seen = [], set()
         for m in group["members"]:
-            image_id = int(m["id"])
-            if image_id not in seen:  # an image with two annotations is one member
+            image_id = int(m["id"]) if images is None else images.get(int(m["id"]))
+            if image_id is not None and image_id not in seen:  # an image with two annotations is one member
                 seen.add(image_id)
                 members.append((image_id, m["iscc"], m["distance"]))
         if len(members) > 1:
             found.append((group["kind"], members))
     return found
+
+
+class CodeSource(Protocol):
+    """Every code a reader sees, from elsewhere than the server (fromindex.py)."""
+
+    def codes(self, space: str) -> Iterable[tuple[int, dict]]: ...
+    def images_of(self, ids: list[int]) -> dict[int, int]: ...
 
 
 def find_duplicates(
@@ -202,18 +188,26 @@ def find_duplicates(
     namespace: str,
     threshold: int = 12,
     pixels_namespace: str = PIXELS.namespace,
+    source: CodeSource | None = None,
 ) -> DuplicateReport:
     """Groups of identical and similar images: of the selection, or (``None``) of every image
     the user can see, read page by page and streamed into the worker; then the groups of
-    their pixel codes: the same pixels in different files, and similar pixels."""
-    if image_ids is None:
-        codes: Iterable[tuple[int, dict]] = all_codes(omero, namespace)
+    their pixel codes: the same pixels in different files, and similar pixels. ``source``:
+    where every code comes from instead of the server read (the code index, fromindex.py)."""
+    image_of = None
+    if image_ids is None and source is not None:
+        codes: Iterable[tuple[int, dict]] = source.codes("files")
+        pixels: Iterable[tuple[int, dict]] = source.codes("pixels")
+        image_of = source.images_of
         missing: list[tuple[int, str]] = []
+    elif image_ids is None:
+        codes, pixels, missing = all_codes(omero, namespace), pixel_codes(omero, None, pixels_namespace), []
     else:
         codes, missing = coded_images(omero, image_ids, namespace)
+        pixels = pixel_codes(omero, image_ids, pixels_namespace)
     report = DuplicateReport(without_iscc=missing)
-    found = _groups(worker, codes, threshold, "iscc:sum")
-    pixel_groups = _groups(worker, pixel_codes(omero, image_ids, pixels_namespace), threshold, "iscc:pixels")
+    found = _groups(worker, codes, threshold, "iscc:sum", image_of)
+    pixel_groups = _groups(worker, pixels, threshold, "iscc:pixels", image_of)
     members = sorted({i for _, group in found + pixel_groups for i, _, _ in group})
     described = {im.getId().val: _describe(im) for im in omero.images(members)}
     for kind, group in found:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .gateway import _val
 from .provenance import DEFAULT_TEMPLATE, Judgement, Owner, Trust, judge
 
 
@@ -83,10 +84,6 @@ class Unit:
 
     def judge(self, templates) -> None:
         self.judgement = judge(self, self.owner(), templates)
-
-
-def _val(x):
-    return None if x is None else getattr(x, "val", x)
 
 
 def _owner_group(obj) -> tuple[int, int]:

@@ -34,6 +34,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 #: Ids per query for id lists (through ``(:ids)``).
@@ -151,6 +152,25 @@ Q_PIXEL_CODES_PAGE = (
 )
 
 
+#: The code index: one row per (image link, key) of code annotations in a namespace: link id,
+#: image id, annotation id, the image's group and owner ids, key, value. Paged by link id.
+_CODE_LINK_SELECT = (
+    "select l.id, i.id, a.id, i.details.group.id, i.details.owner.id, mv.name, mv.value"
+    " from ImageAnnotationLink l join l.parent i join l.child a join a.mapValue mv"
+    " where a.ns = :ns and mv.name in ('iscc:sum', 'iscc:pixels', 'iscc:datahash')"
+)
+Q_CODE_LINKS = _CODE_LINK_SELECT + " and l.id > :after order by l.id"
+Q_CODE_LINKS_OF_IMAGES = _CODE_LINK_SELECT + " and i.id in (:ids) order by l.id"
+Q_CODE_LINKS_BY_ID = _CODE_LINK_SELECT + " and l.id in (:ids) order by l.id"
+#: One short row per image link of an annotation that has the code's key: link id, the
+#: image's group and owner ids (a reconciliation's view of the server).
+Q_LIVE_CODE_LINKS = (
+    "select l.id, i.details.group.id, i.details.owner.id from ImageAnnotationLink l join l.parent i"
+    " join l.child a join a.mapValue mv where a.ns = :ns and mv.name = :key and l.id > :after order by l.id"
+)
+Q_LINK_IMAGES = "select l.id, l.parent.id, l.child.id from ImageAnnotationLink l where l.id in (:ids)"
+
+
 class Omero(Protocol):
     """The OMERO calls the helper makes."""
 
@@ -190,6 +210,13 @@ class Omero(Protocol):
     def open_pixels(self, pixels_id: int, group_id: int) -> PixelReader: ...
     def max_plane_size(self) -> tuple[int, int]: ...
     def annotated_pixel_codes(self, namespace: str, page: int = READ_PAGE) -> Iterator[list[tuple[int, dict]]]: ...
+    # -- the code index (codeindex.py, notices.py) ----------------------------------------------
+    def code_links(self, namespace: str, after: int = 0, page: int = READ_PAGE) -> Iterator[list[CodeLink]]: ...
+    def code_links_of(self, namespace: str, image_ids: list[int] | None = None, link_ids=None) -> list[CodeLink]: ...
+    def live_code_links(self, namespace: str, key: str, page: int = READ_PAGE) -> Iterator[list[tuple]]: ...
+    def link_images(self, link_ids: list[int]) -> dict[int, tuple[int, int]]: ...
+    def session_view(self) -> dict: ...
+    def owner_session(self, image) -> Omero: ...
 
 
 class NotPermitted(Exception):
@@ -779,6 +806,75 @@ class BlitzOmero:
             raise
         return ann
 
+    # -- the code index (codeindex.py, notices.py) ----------------------------------------------
+    def code_links(self, namespace: str, after: int = 0, page: int = READ_PAGE) -> Iterator[list[CodeLink]]:
+        """Every image link of a code annotation in ``namespace`` above link id ``after``, by
+        link id, page by page of whole links (a page of ``Q_CODE_LINKS`` rows, 2 per link)."""
+        while True:
+            rows = self._rows(Q_CODE_LINKS, limit=page, ns=namespace, after=after)
+            if not rows:
+                return
+            last = rows[-1][0]
+            whole = [r for r in rows if r[0] != last] if len(rows) == page else rows
+            whole = whole or rows
+            yield _code_links(whole)
+            after = whole[-1][0]
+
+    def code_links_of(
+        self, namespace: str, image_ids: list[int] | None = None, link_ids: list[int] | None = None
+    ) -> list[CodeLink]:
+        """The code links in ``namespace`` of these images, or these links, by link id."""
+        if image_ids is not None:
+            rows = self._paged(Q_CODE_LINKS_OF_IMAGES, sorted(set(image_ids)), query=self._rows, ns=namespace)
+        else:
+            rows = self._paged(Q_CODE_LINKS_BY_ID, sorted(set(link_ids or [])), query=self._rows, ns=namespace)
+        return sorted(_code_links(rows), key=lambda c: c.link)
+
+    def live_code_links(self, namespace: str, key: str, page: int = READ_PAGE) -> Iterator[list[tuple]]:
+        """(link id, image's group id, image's owner id) of every image link of an annotation
+        in ``namespace`` that has ``key``, by link id, page by page: what a reconciliation
+        compares with the index (one short row per link)."""
+        after = 0
+        while True:
+            rows = self._rows(Q_LIVE_CODE_LINKS, limit=page, ns=namespace, key=key, after=after)
+            if not rows:
+                return
+            yield [tuple(r) for r in rows]
+            after = rows[-1][0]
+
+    def link_images(self, link_ids: list[int]) -> dict[int, tuple[int, int]]:
+        """Link id -> (image id, annotation id) of the image links this session may read."""
+        rows = self._paged(Q_LINK_IMAGES, sorted(set(link_ids)), query=self._rows)
+        return {link: (image, ann) for link, image, ann in rows}
+
+    def session_view(self) -> dict:
+        """What this session's user may read: ``admin``, ``user``, ``member_of``,
+        ``leader_of`` (group ids) and ``group_read`` (group id -> whether its members read
+        each other's data), from the event context and each group's permissions."""
+        ec = self.conn.getAdminService().getEventContext()
+        member = sorted({int(g) for g in ec.memberOfGroups})
+        admin = self.conn.getAdminService()
+        group_read = {}
+        for gid in member:
+            perms = admin.getGroup(gid).getDetails().getPermissions()
+            group_read[gid] = bool(perms is not None and perms.isGroupRead())
+        return {
+            "admin": bool(ec.isAdmin),
+            "user": int(ec.userId),
+            "member_of": member,
+            "leader_of": sorted({int(g) for g in ec.leaderOfGroups}),
+            "group_read": group_read,
+        }
+
+    def owner_session(self, image) -> BlitzOmero:
+        """A session of the image's owner in the image's group (this one when it owns the
+        image; else ``suConn``, needing ``Sudo``), as annotations are saved."""
+        details = image.getDetails()
+        owner, group = details.getOwner(), details.getGroup()
+        return self._as_owner(
+            owner.getId().val, _val(owner.getOmeName()) or "", group.getId().val, _val(group.getName()) or ""
+        )
+
 
 class PyramidPending(Exception):
     """``setPixelsId`` answered ``MissingPyramidException``: the server is still building the
@@ -850,4 +946,27 @@ def _grouped(rows: list[list]) -> list[tuple[int, dict]]:
     out: dict[int, tuple[int, dict]] = {}
     for link_id, image_id, key, value in rows:
         out.setdefault(link_id, (image_id, {}))[1].setdefault(key, value)
+    return list(out.values())
+
+
+@dataclass
+class CodeLink:
+    """An image's link to a code annotation, with the code: what the index keeps per row."""
+
+    link: int
+    image: int
+    annotation: int
+    group: int
+    owner: int
+    values: dict
+
+
+def _code_links(rows: list[list]) -> list[CodeLink]:
+    """``Q_CODE_LINKS`` rows to one ``CodeLink`` per link (the first value of a key wins)."""
+    out: dict[int, CodeLink] = {}
+    for link, image, ann, group, owner, key, value in rows:
+        found = out.get(link)
+        if found is None:
+            found = out[link] = CodeLink(link, image, ann, group, owner, {})
+        found.values.setdefault(key, value)
     return list(out.values())

@@ -14,6 +14,7 @@ from .config import ScriptSettings
 from .duplicates import DuplicateReport, find_duplicates
 from .duplicates import to_csv as duplicates_csv
 from .filesets import plan
+from .fromindex import source_for
 from .gateway import Omero
 from .pixels import pixels_infos
 from .selection import SelectionError, expand
@@ -205,7 +206,9 @@ def duplicates_job(
     image_ids = None
     if scope == "Selection":
         image_ids, _missing = expand(omero, data_type, ids)
-    report = find_duplicates(omero, image_ids, worker, NAMESPACE, threshold)
+    # Server-wide, the scheduler's code index answers when it keeps one here (fromindex.py).
+    source = source_for(omero, settings.state_dir, worker, NAMESPACE, PIXELS_NAMESPACE) if image_ids is None else None
+    report = find_duplicates(omero, image_ids, worker, NAMESPACE, threshold, source=source)
     left_out = 0
     if listed_for is not None:
         report, left_out = _listable(omero, report, *listed_for)

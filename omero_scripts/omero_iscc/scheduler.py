@@ -35,6 +35,7 @@ from .annotate import ImageOutcome, annotate, annotate_pixels, recheck
 from .config import Config, WorkerLimits
 from .connection import is_connection_error
 from .layout import IsccRecord, PixelRecord
+from .notices import import_checks
 from .statuses import ExitStatus, ImageStatus
 from .webhook import Webhook
 from .worker import find_worker
@@ -94,6 +95,10 @@ class Scheduler:
         #: Reconnections before a poll gives up (None: the default of the mode; a script,
         #: whose session is its own, has nothing to reconnect to: 0).
         self.max_reconnects: int | None = None
+        #: The code index and the duplicates notices (``index``), run after each poll on the
+        #: images it annotated.
+        self.checks = import_checks(cfg, self.worker, self.webhook.notify) if cfg.index else None
+        self.annotated_images: set[int] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
@@ -125,6 +130,7 @@ class Scheduler:
     def _annotated(self, image_id: int, record: IsccRecord | PixelRecord, seconds: float = 0.0) -> None:
         log.info("image %d %s %s %.2fs", image_id, self.code, record.iscc, seconds)
         self.annotated_in_poll += 1
+        self.annotated_images.add(image_id)
         self.states[self.code].record_success(image_id)
         self.webhook.notify(
             {
@@ -223,7 +229,27 @@ class Scheduler:
                 total.stopped = True
                 break
         total.annotated = annotated
+        self._after_poll(run=not (total.unreachable or total.stopped or self.stop_event.is_set()))
         return total
+
+    def _after_poll(self, run: bool) -> None:
+        """The index and the duplicates notices of the images annotated (see notices.py); a
+        failure there is logged and never stops the annotating."""
+        if self.checks is None:
+            return
+        images, self.annotated_images = sorted(self.annotated_images), set()
+        if not run or self.omero is None:
+            self.checks.defer(images)
+            return
+        try:
+            # A script's poll (a deadline) leaves rebuilds and reconciliations to the scheduler.
+            self.checks.after_poll(self.omero, images, full=self.deadline is None)
+        except Exception as exc:  # noqa: BLE001 - the annotations are saved; the checks wait for the next poll
+            if is_connection_error(exc):
+                log.warning("code index: connection lost (%s); the checks wait for the next poll", exc)
+                self._disconnect()
+            else:
+                log.exception("code index: the checks failed; they wait for the next poll")
 
     def _annotate_batch(self, batch: list[int]):
         if self.code == "pixels":

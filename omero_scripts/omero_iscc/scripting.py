@@ -34,12 +34,7 @@ def run(client, work: Work, nothing_done: str, omero_factory=None) -> None:
 
     params = client.getInputs(unwrap=True)
     if omero_factory is None:
-        from omero.gateway import BlitzGateway
-
-        from .gateway import BlitzOmero
-
-        def omero_factory(c):
-            return BlitzOmero(BlitzGateway(client_obj=c))
+        from .connection import omero_access as omero_factory
 
     import Ice
     import omero

@@ -199,6 +199,73 @@ def stop_workers(grace: float = 5.0) -> int:
     return len(running)
 
 
+def run_command(
+    args: list[str], input: bytes | None = None, timeout: float | None = None
+) -> subprocess.CompletedProcess:
+    """Runs a short worker command (``index stats``, ``--version``, ``selftest``...) to its end:
+    its exit status and its output, as bytes."""
+    return subprocess.run(args, input=input, capture_output=True, timeout=timeout, check=False)
+
+
+class Streamed:
+    """A worker command whose standard input is written from a thread while its output is
+    read (so that neither pipe fills up and stalls the other), its standard error collected.
+
+        run = Streamed([worker, "similar", "--json", "-"], lines)
+        for raw in run: ...
+        status = run.finish()   # then run.stderr, and run.failure: what writing the input raised
+
+    ``lines``: ``None`` for a command that reads no input.
+    """
+
+    def __init__(self, args: list[str], lines: Iterable[bytes] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL if lines is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.failure: BaseException | None = None
+        self._errors: list[bytes] = []
+        self._threads = [threading.Thread(target=self._drain, daemon=True)]
+        if lines is not None:
+            self._threads.append(threading.Thread(target=self._write, args=(lines,), daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def _write(self, lines: Iterable[bytes]) -> None:
+        try:
+            for line in lines:
+                self.proc.stdin.write(line)  # type: ignore[union-attr]
+        except BaseException as exc:  # noqa: BLE001 - the caller's to judge, in its own thread
+            self.failure = exc
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()  # type: ignore[union-attr]
+
+    def _drain(self) -> None:
+        self._errors.append(self.proc.stderr.read())  # type: ignore[union-attr]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.proc.stdout)  # type: ignore[arg-type]
+
+    def read(self) -> bytes:
+        return self.proc.stdout.read()  # type: ignore[union-attr]
+
+    def finish(self) -> int:
+        """Waits for the command (what it has not written yet is not read) and returns its exit
+        status."""
+        self.proc.stdout.close()  # type: ignore[union-attr]
+        self.proc.wait()
+        for thread in self._threads:
+            thread.join()
+        return self.proc.returncode
+
+    @property
+    def stderr(self) -> bytes:
+        return b"".join(self._errors)
+
+
 def _feed(stream: IO[bytes], lines: list[bytes]) -> None:
     try:
         for line in lines:
@@ -331,9 +398,9 @@ def sum_streams(
 
 def selftest(worker: str) -> tuple[bool, str]:
     """Runs ``omero-iscc selftest``; returns whether it passed and its last line."""
-    proc = subprocess.run([worker, "selftest"], capture_output=True, text=True, timeout=120, check=False)
-    lines = proc.stdout.strip().splitlines()
-    return proc.returncode == 0, lines[-1] if lines else proc.stderr.strip()
+    proc = run_command([worker, "selftest"], timeout=120)
+    lines = proc.stdout.decode(errors="replace").strip().splitlines()
+    return proc.returncode == 0, lines[-1] if lines else proc.stderr.decode(errors="replace").strip()
 
 
 @dataclass

@@ -2,8 +2,10 @@
 //!
 //! Identical: the same datahash (BLAKE3 of the bytes) when records carry one, else the same
 //! Instance-Code bits. Near-identical: connected components of the graph that joins two codes
-//! whose Data-Codes are at most `threshold` bits apart; the pairs come from `hamming`, exactly
-//! those a brute-force comparison finds. Memory: about 170 bytes per code plus the names.
+//! whose Data-Codes are at most `threshold` bits apart (two wide codes: `2 × threshold` over
+//! 128 bits; any other two over their first 64 bits: the rule of the code index, pair by
+//! pair); the pairs come from `hamming`, exactly those a brute-force comparison finds.
+//! Memory: about 170 bytes per code plus the names.
 
 use crate::engine::codes;
 use crate::engine::hamming;
@@ -208,14 +210,30 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
     x
 }
 
+/// The pairs of entries that match, by the rule of the code index (docs/index.md): two wide
+/// codes within `2 × threshold` over their 128 bits, any other two within `threshold` over
+/// their first 64 bits. Pair by pair, so that a code's matches never depend on the other
+/// codes of the input.
+fn near_pairs(entries: &[InputCode], threshold: u32) -> Vec<(u32, u32)> {
+    let mut pairs = Vec::new();
+    if entries.iter().any(|e| !e.wide) {
+        let narrow: Vec<u128> = entries.iter().map(|e| e.data & (u128::MAX << 64)).collect();
+        let mixed = hamming::near_pairs(&narrow, 64, threshold).into_iter();
+        pairs.extend(mixed.filter(|&(i, j)| !(entries[i as usize].wide && entries[j as usize].wide)));
+    }
+    let wide: Vec<u32> = (0..entries.len() as u32).filter(|&i| entries[i as usize].wide).collect();
+    if wide.len() > 1 {
+        let codes: Vec<u128> = wide.iter().map(|&i| entries[i as usize].data).collect();
+        let found = hamming::near_pairs(&codes, 128, threshold * 2);
+        pairs.extend(found.into_iter().map(|(i, j)| (wide[i as usize], wide[j as usize])));
+    }
+    pairs
+}
+
 /// Near-identical groups: components of 2+ members that are not all one identical group.
 pub fn similar_groups(entries: &[InputCode], threshold: u32) -> Vec<CodeGroup> {
-    let all_wide = entries.iter().all(|e| e.wide);
-    let (bits, threshold) = if all_wide { (128, threshold * 2) } else { (64, threshold) };
-    let codes: Vec<u128> =
-        entries.iter().map(|e| if bits == 64 { e.data & (u128::MAX << 64) } else { e.data }).collect();
     let mut parent: Vec<u32> = (0..entries.len() as u32).collect();
-    for (i, j) in hamming::near_pairs(&codes, bits, threshold) {
+    for (i, j) in near_pairs(entries, threshold) {
         let (a, b) = (find(&mut parent, i), find(&mut parent, j));
         if a != b {
             parent[a.max(b) as usize] = a.min(b);

@@ -111,6 +111,74 @@ fn near_groups_equal_brute_force_on_20000_codes() {
     }
 }
 
+/// Components of the pairs the code index's rule joins: two wide codes within `2 × threshold`
+/// over 128 bits, any other two within `threshold` over their first 64 bits.
+fn brute_force_pairwise(bits: &[u128], wide: &[bool], threshold: u32) -> BTreeSet<Vec<usize>> {
+    let mut parent: Vec<usize> = (0..bits.len()).collect();
+    fn root(p: &mut [usize], mut x: usize) -> usize {
+        while p[x] != x {
+            x = p[x];
+        }
+        x
+    }
+    for i in 0..bits.len() {
+        for j in i + 1..bits.len() {
+            let near = if wide[i] && wide[j] {
+                (bits[i] ^ bits[j]).count_ones() <= 2 * threshold
+            } else {
+                ((bits[i] ^ bits[j]) >> 64).count_ones() <= threshold
+            };
+            if near {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut groups = std::collections::BTreeMap::<usize, Vec<usize>>::new();
+    for i in 0..bits.len() {
+        let r = root(&mut parent, i);
+        groups.entry(r).or_default().push(i);
+    }
+    groups.into_values().filter(|g| g.len() > 1).collect()
+}
+
+#[test]
+fn a_mix_of_narrow_and_wide_codes_is_compared_pair_by_pair() {
+    // Wide codes with planted near copies (up to 16 of 128 bits flipped, in either half);
+    // every fifth is given as the narrow code of the same digests. A wide pair is joined
+    // within 24 bits over 128 whatever else the input holds; a pair with a narrow code within
+    // 12 bits over the first 64.
+    let threshold = 12;
+    let (wide_codes, bits) = planted(6_000, true);
+    let wide: Vec<bool> = (0..wide_codes.len()).map(|i| i % 5 != 0).collect();
+    let bytes = pseudo_random(6_000 * 64, 77);
+    let codes: Vec<String> = wide_codes
+        .iter()
+        .enumerate()
+        .map(|(i, code)| {
+            if wide[i] {
+                return code.clone();
+            }
+            let instance: [u8; 32] = bytes[i * 64 + 32..i * 64 + 64].try_into().unwrap();
+            let mut data = [0u8; 32];
+            data[..16].copy_from_slice(&bits[i].to_be_bytes());
+            sum_code(data, instance, false)
+        })
+        .collect();
+    let input: String =
+        codes.iter().enumerate().map(|(i, c)| format!("{{\"id\":\"{i}\",\"iscc\":\"{c}\"}}\n")).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("codes.jsonl"), &input).unwrap();
+    let out = run_in(tmp.path(), &["similar", "--json", "--threshold", "12", "codes.jsonl"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want = brute_force_pairwise(&bits, &wide, threshold);
+    let set_rule =
+        brute_force_components(&bits.iter().map(|b| b & (u128::MAX << 64)).collect::<Vec<_>>(), 12);
+    assert_ne!(want, set_rule, "the input must tell the pairwise rule from comparing everything at 64 bits");
+    assert!(want.len() > 300, "the planted pairs must give many groups ({})", want.len());
+    assert_eq!(groups_of(&out, "similar"), want);
+}
+
 #[test]
 fn real_files_copied_edited_and_extended() {
     let samples = samples();
