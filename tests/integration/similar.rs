@@ -176,7 +176,7 @@ fn a_mix_of_narrow_and_wide_codes_is_compared_pair_by_pair() {
         brute_force_components(&bits.iter().map(|b| b & (u128::MAX << 64)).collect::<Vec<_>>(), 12);
     assert_ne!(want, set_rule, "the input must tell the pairwise rule from comparing everything at 64 bits");
     assert!(want.len() > 300, "the planted pairs must give many groups ({})", want.len());
-    assert_eq!(groups_of(&out, "similar"), want);
+    assert_eq!(groups_of(&out, SimilarKind::Similar), want);
 }
 
 #[test]
