@@ -285,6 +285,27 @@ def distance(a: str, b: str) -> int:
     return bin((x >> (nx - n)) ^ (y >> (ny - n))).count("1")
 
 
+def wanted_codes(omero: Omero, query: str, namespace: str, pixels_namespace: str) -> dict[str, str]:
+    """The codes a ``find`` looks for, by kind (``files``, ``pixels``): an ISCC stands for
+    both; an image id for its own codes. ``ValueError`` for a malformed code, ``LookupError``
+    for an image without a code the session can see."""
+    if query.upper().startswith("ISCC:"):
+        code = query.upper()
+        data_bits(code)  # raises ValueError for a malformed code
+        return {"files": code, "pixels": code}
+    image_id = int(query)
+    own, _ = coded_images(omero, [image_id], namespace)
+    pixels = list(pixel_codes(omero, [image_id], pixels_namespace))
+    wanted = {}
+    if own:
+        wanted["files"] = own[0][1]["iscc:sum"]
+    if pixels:
+        wanted["pixels"] = pixels[0][1]["iscc:pixels"]
+    if not wanted:
+        raise LookupError(f"image {image_id} has no ISCC annotation (or is not visible)")
+    return wanted
+
+
 def find(
     omero: Omero, query: str, namespace: str, threshold: int = 12, pixels_namespace: str = PIXELS.namespace
 ) -> list[tuple[Coded, int]]:
@@ -292,21 +313,7 @@ def find(
     An ISCC is compared with the files' codes and the pixel codes; an image's own codes each
     with their kind. Every code the user can see is read page by page; only the hits are kept
     (``Coded.code`` says which kind matched)."""
-    if query.upper().startswith("ISCC:"):
-        code = query.upper()
-        data_bits(code)  # raises ValueError for a malformed code
-        wanted = {"files": code, "pixels": code}
-    else:
-        image_id = int(query)
-        own, _ = coded_images(omero, [image_id], namespace)
-        pixels = list(pixel_codes(omero, [image_id], pixels_namespace))
-        wanted = {}
-        if own:
-            wanted["files"] = own[0][1]["iscc:sum"]
-        if pixels:
-            wanted["pixels"] = pixels[0][1]["iscc:pixels"]
-        if not wanted:
-            raise LookupError(f"image {image_id} has no ISCC annotation (or is not visible)")
+    wanted = wanted_codes(omero, query, namespace, pixels_namespace)
     sources = {
         "files": ("iscc:sum", lambda: all_codes(omero, namespace)),
         "pixels": ("iscc:pixels", lambda: pixel_codes(omero, None, pixels_namespace)),

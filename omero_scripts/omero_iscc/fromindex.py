@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from .codeindex import CodeIndex, IndexFailure, Reader, open_kept
 from .config import Config
 from .connection import session
-from .duplicates import Coded, _describe, coded_images, data_bits, pixel_codes
+from .duplicates import Coded, _describe, wanted_codes
 from .duplicates import find as find_on_server
 from .gateway import Omero
 from .layout import PIXELS
@@ -63,21 +63,7 @@ def find(
     pixels_namespace: str = PIXELS.namespace,
 ) -> list[tuple[Coded, int]]:
     """``duplicates.find`` from the index: the same hits, in the same order."""
-    if query.upper().startswith("ISCC:"):
-        code = query.upper()
-        data_bits(code)  # raises ValueError for a malformed code
-        wanted = {"files": code, "pixels": code}
-    else:
-        image_id = int(query)
-        own, _ = coded_images(omero, [image_id], namespace)
-        pixels = list(pixel_codes(omero, [image_id], pixels_namespace))
-        wanted = {}
-        if own:
-            wanted["files"] = own[0][1]["iscc:sum"]
-        if pixels:
-            wanted["pixels"] = pixels[0][1]["iscc:pixels"]
-        if not wanted:
-            raise LookupError(f"image {image_id} has no ISCC annotation (or is not visible)")
+    wanted = wanted_codes(omero, query, namespace, pixels_namespace)
     visible = Reader.of(omero.session_view()).visible()
     queries = []
     for space, code in wanted.items():

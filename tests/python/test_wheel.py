@@ -184,15 +184,13 @@ def test_the_scheduler_from_the_wheel_annotates_through_the_stand_in_over_the_wi
         f'"state_dir": "{state}", "repository": "{repo}"}}'
     )
     cfg.chmod(0o600)
-    done = subprocess.run(
-        [str(python), "-I", "-m", "omero_iscc", "--config", str(cfg), "run", "--once"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+
+    def once() -> subprocess.CompletedProcess:
+        """One poll, as cron runs it: isolated from the working directory and the user's site."""
+        command = [str(python), "-I", "-m", "omero_iscc", "--config", str(cfg), "run", "--once"]
+        return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+
+    done = once()
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     [ann] = [a for a in server.iscc_anns(image) if a.kind == "map"]
     pairs = dict(ann.pairs)
@@ -201,15 +199,7 @@ def test_the_scheduler_from_the_wheel_annotates_through_the_stand_in_over_the_wi
     assert pairs["iscc:input"] == "managed-repository", pairs
     assert server.owner_of_iscc(image) == (2, 2), "annotated as the image's owner"
     # A second run finds nothing to do: the image is never annotated twice.
-    again = subprocess.run(
-        [str(python), "-I", "-m", "omero_iscc", "--config", str(cfg), "run", "--once"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    again = once()
     assert again.returncode == 0 and len(server.iscc_anns(image)) == 1, again.stderr[-3000:]
 
 
