@@ -210,24 +210,64 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
     x
 }
 
-/// The pairs of entries that match, by the rule of the code index (docs/index.md): two wide
-/// codes within `2 × threshold` over their 128 bits, any other two within `threshold` over
-/// their first 64 bits. Pair by pair, so that a code's matches never depend on the other
-/// codes of the input.
+/// Pairs of entries that join the same near-identical groups as every matching pair would, by
+/// the rule of the code index (docs/index.md): two wide codes match within `2 × threshold`
+/// over their 128 bits, any other two within `threshold` over their first 64 bits; pair by
+/// pair, so that a code's matches never depend on the other codes of the input.
+///
+/// Entries whose compared bits are equal always match (distance 0), so each such class is
+/// chained to its first member and only one member per class is compared: n copies of one
+/// code (a blank file imported 100,000 times) cost n pairs, not n² / 2. Two wide codes are
+/// not compared over 64 bits, so the wide members of a 64-bit class are not chained there,
+/// and a narrow code near that class is paired with each of them.
 fn near_pairs(entries: &[InputCode], threshold: u32) -> Vec<(u32, u32)> {
     let mut pairs = Vec::new();
     if entries.iter().any(|e| !e.wide) {
-        let narrow: Vec<u128> = entries.iter().map(|e| e.data & (u128::MAX << 64)).collect();
-        let mixed = hamming::near_pairs(&narrow, 64, threshold).into_iter();
-        pairs.extend(mixed.filter(|&(i, j)| !(entries[i as usize].wide && entries[j as usize].wide)));
+        let classes = classes_by(entries, |e| Some((e.data & (u128::MAX << 64), e.wide)));
+        for class in &classes {
+            if !entries[class[0] as usize].wide {
+                pairs.extend(class[1..].iter().map(|&m| (class[0], m)));
+            }
+        }
+        let firsts: Vec<u128> =
+            classes.iter().map(|c| entries[c[0] as usize].data & (u128::MAX << 64)).collect();
+        for (a, b) in hamming::near_pairs(&firsts, 64, threshold) {
+            let (a, b) = (&classes[a as usize], &classes[b as usize]);
+            match (entries[a[0] as usize].wide, entries[b[0] as usize].wide) {
+                (true, true) => {}
+                (false, false) => pairs.push((a[0], b[0])),
+                (false, true) => pairs.extend(b.iter().map(|&m| (a[0], m))),
+                (true, false) => pairs.extend(a.iter().map(|&m| (b[0], m))),
+            }
+        }
     }
-    let wide: Vec<u32> = (0..entries.len() as u32).filter(|&i| entries[i as usize].wide).collect();
+    let wide = classes_by(entries, |e| e.wide.then_some((e.data, true)));
+    for class in &wide {
+        pairs.extend(class[1..].iter().map(|&m| (class[0], m)));
+    }
     if wide.len() > 1 {
-        let codes: Vec<u128> = wide.iter().map(|&i| entries[i as usize].data).collect();
-        let found = hamming::near_pairs(&codes, 128, threshold * 2);
-        pairs.extend(found.into_iter().map(|(i, j)| (wide[i as usize], wide[j as usize])));
+        let firsts: Vec<u128> = wide.iter().map(|c| entries[c[0] as usize].data).collect();
+        let found = hamming::near_pairs(&firsts, 128, threshold * 2);
+        pairs.extend(found.into_iter().map(|(a, b)| (wide[a as usize][0], wide[b as usize][0])));
     }
     pairs
+}
+
+/// The entries grouped by `key` (entries without one left out), each class in input order,
+/// the classes in the order of their first members.
+fn classes_by(entries: &[InputCode], key: impl Fn(&InputCode) -> Option<(u128, bool)>) -> Vec<Vec<u32>> {
+    let mut index: HashMap<(u128, bool), usize> = HashMap::new();
+    let mut classes: Vec<Vec<u32>> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(k) = key(e) {
+            let slot = *index.entry(k).or_insert_with(|| {
+                classes.push(Vec::new());
+                classes.len() - 1
+            });
+            classes[slot].push(i as u32);
+        }
+    }
+    classes
 }
 
 /// Near-identical groups: components of 2+ members that are not all one identical group.

@@ -111,6 +111,51 @@ fn near_groups_equal_brute_force_on_20000_codes() {
     }
 }
 
+/// Copies of one Data-Code (a blank file imported many times, narrow and wide codes of it) are
+/// one group, found without pairing every copy with every other: all pairs of 40,000 copies
+/// would take about 6 GB, and the run is held to 1 GiB of address space.
+#[test]
+fn many_copies_of_one_data_code_are_one_group_in_bounded_memory() {
+    let n = 40_000;
+    let bytes = pseudo_random(n * 32, 91);
+    let input: String = (0..n)
+        .map(|k| {
+            let instance: [u8; 32] = bytes[k * 32..k * 32 + 32].try_into().unwrap();
+            let code = sum_code([7u8; 32], instance, k % 4 == 3);
+            format!("{{\"id\":\"{k}\",\"iscc\":\"{code}\"}}\n")
+        })
+        .collect();
+    let tree = Tree::new();
+    tree.file("codes.jsonl", &input);
+    let out = std::process::Command::new("prlimit")
+        .args(["--as=1073741824", "--", env!("CARGO_BIN_EXE_omero-iscc"), "similar", "--json", "codes.jsonl"])
+        .current_dir(tree.path())
+        .output()
+        .expect("prlimit (util-linux) runs the binary");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(groups_of(&out, SimilarKind::Similar), BTreeSet::from([(0..n).collect::<Vec<usize>>()]));
+}
+
+/// A narrow code joins each wide code whose first 64 bits are within the threshold, also wide
+/// codes far apart over 128 bits, which are then one group through it alone.
+#[test]
+fn a_narrow_code_joins_each_wide_code_of_its_64_bit_class() {
+    let mut far = [7u8; 32];
+    far[8..16].iter_mut().for_each(|b| *b ^= 0xFF); // 64 bits apart, all in the second half
+    let codes = [
+        sum_code([7u8; 32], [1u8; 32], true),
+        sum_code(far, [2u8; 32], true),
+        sum_code([7u8; 32], [3u8; 32], false),
+        sum_code([0x55u8; 32], [4u8; 32], true),
+    ];
+    let input: String =
+        codes.iter().enumerate().map(|(i, c)| format!("{{\"id\":\"{i}\",\"iscc\":\"{c}\"}}\n")).collect();
+    let tree = Tree::new();
+    tree.file("codes.jsonl", &input);
+    let out = tree.run(&["similar", "--json", "codes.jsonl"], b"", 0);
+    assert_eq!(groups_of(&out, SimilarKind::Similar), BTreeSet::from([vec![0, 1, 2]]));
+}
+
 /// Components of the pairs the code index's rule joins: two wide codes within `2 × threshold`
 /// over 128 bits, any other two within `threshold` over their first 64 bits.
 fn brute_force_pairwise(bits: &[u128], wide: &[bool], threshold: u32) -> BTreeSet<Vec<usize>> {
