@@ -295,7 +295,9 @@ def main() -> None:
     print(f"load average before: {load_before:.2f}; codes {args.codes:,}, threshold {args.threshold}, k {args.k}")
     head = header()
     data, instance = make_codes(args.codes, args.threshold, 1)
-    codes = args.workdir / f"codes-{args.codes}.jsonl"
+    # Cached across runs, so named by size and seed: the 1 M codes here and those of `--big`
+    # come from different seeds, and one file must never stand for the other's codes.
+    codes = args.workdir / f"codes-{args.codes}-seed1.jsonl"
     if not codes.exists():
         write_codes(codes, head, data, instance)
     ours_dir = args.workdir / f"ours-{args.codes}"
@@ -368,7 +370,7 @@ def big(args, head: bytes, size: int) -> None:
     """Ours alone on a larger index: build, one query at a time, a batch, adding, size and
     memory."""
     data, instance = make_codes(size, args.threshold, 11)
-    codes = args.workdir / f"codes-{size}.jsonl"
+    codes = args.workdir / f"codes-{size}-seed11.jsonl"
     if not codes.exists():
         write_codes(codes, head, data, instance)
     directory = args.workdir / f"ours-{size}"
