@@ -12,14 +12,11 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from . import spreadsheet
-from .config import Config
-from .connection import session
 from .gateway import Omero, _val
 from .layout import PIXELS, newest_pixel_record, newest_record
 from .pixels import pixels_infos
@@ -336,18 +333,3 @@ def find(
         hits.append((Coded(i, *described.get(i, ("", "", "")), iscc, None, code=kind), d))
     hits.sort(key=lambda h: (h[1], h[0].image_id, h[0].code))
     return hits
-
-
-def find_command(cfg: Config, connect, query: str, threshold: int, out=None) -> int:
-    out = out or sys.stdout
-    with session(cfg, connect) as omero:
-        try:
-            hits = find(omero, query, cfg.namespace, threshold)
-        except (ValueError, LookupError) as exc:
-            print(f"omero-iscc: {exc}", file=sys.stderr)
-            return ExitStatus.USAGE
-    for c, d in hits:
-        kind = "identical" if d == 0 else f"~{d:02d}"
-        print(f"{kind:9} {c.code:6} image {c.image_id}  {c.iscc}  {c.name}  ({c.owner}, {c.group})", file=out)
-    print(f"{len(hits)} image(s) within {threshold} bits", file=sys.stderr)
-    return ExitStatus.SUCCESS

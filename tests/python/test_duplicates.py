@@ -13,6 +13,7 @@ from test_annotate import load_script, run_annotate
 
 from omero_iscc import duplicates
 from omero_iscc.config import Config, ScriptSettings
+from omero_iscc.fromindex import find_command
 
 SCRIPT = load_script("ISCC_Find_Duplicates")
 
@@ -77,7 +78,7 @@ def test_server_scope_never_shows_what_the_user_cannot_see(world, worker, varian
     assert message.startswith("1 group(s) of identical images (3 images)")
 
 
-def test_find_by_image_and_by_code(world, worker, variants, capsys):
+def test_find_by_image_and_by_code(world, worker, variants, capsys, tmp_path):
     run_annotate(world, worker)
     hits = duplicates.find(world.omero, str(variants["edited"]), NS)
     ids = [c.image_id for c, _ in hits]
@@ -88,8 +89,10 @@ def test_find_by_image_and_by_code(world, worker, variants, capsys):
         variants["extended"],
     }
     code = dict(world.server.pairs(world.single))["iscc:sum"]
-    assert duplicates.find_command(Config(), lambda cfg: (None, world.omero), code, 0) == 0
+    # The `find` command, with no code index kept here: it reads the server.
+    cfg = Config(state_dir=str(tmp_path / "state"), worker=worker)
+    assert find_command(cfg, lambda cfg: (None, world.omero), code, 0) == 0
     out = capsys.readouterr().out
     assert f"image {world.single}" in out and f"image {variants['copy']}" in out
     assert f"image {variants['edited']}" not in out
-    assert duplicates.find_command(Config(), lambda cfg: (None, world.omero), "ISCC:!!", 12) == 2
+    assert find_command(cfg, lambda cfg: (None, world.omero), "ISCC:!!", 12) == 2
